@@ -1,0 +1,367 @@
+"""The replicator's configuration: the same shape as the Helm chart's values.
+
+One YAML file configures a local run, a Ray job and the chart's ConfigMap.
+Keys are camelCase as in the chart; attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from .errors import ConfigError
+
+DIRECTIONS = ("sourceToTarget", "targetToSource")
+Direction = Literal["sourceToTarget", "targetToSource"]
+OffsetReset = Literal["earliest", "latest"]
+
+# Keys that only the Helm chart reads (image, Ray sizing, ...). A values file
+# may carry them so that one file serves both; the replicator ignores them.
+CHART_ONLY_KEYS = frozenset(
+    {
+        "image", "imagePullSecrets", "nameOverride", "fullnameOverride", "ray", "head",
+        "worker", "workers", "serviceAccount", "podSecurityContext", "securityContext",
+        "nodeSelector", "tolerations", "affinity", "metrics", "secrets", "dashboard",
+        "podAnnotations", "podLabels", "driver", "terminationGracePeriodSeconds",
+    }
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class ClusterConfig(_Model):
+    """How to reach one Kafka cluster (`sourceKafka` or `targetKafka`)."""
+
+    bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_env: str | None = Field(
+        None, description="name of an environment variable holding the SASL password"
+    )
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_env: str | None = None
+    ssl_check_hostname: bool = True
+    client_id: str = "kafka-replicator"
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> ClusterConfig:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if uses_sasl:
+            if self.sasl_mechanism is None:
+                raise ValueError(
+                    f"securityProtocol {self.security_protocol} needs saslMechanism "
+                    "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                )
+            if not self.sasl_username:
+                raise ValueError(f"securityProtocol {self.security_protocol} needs saslUsername")
+            if self.sasl_password is None and not self.sasl_password_env:
+                raise ValueError(
+                    f"securityProtocol {self.security_protocol} needs saslPassword or "
+                    "saslPasswordEnv (the name of an environment variable holding it)"
+                )
+        elif self.sasl_mechanism or self.sasl_username:
+            raise ValueError(
+                "saslMechanism/saslUsername are set but securityProtocol is "
+                f"{self.security_protocol}; use SASL_PLAINTEXT or SASL_SSL"
+            )
+        if self.sasl_password is not None and self.sasl_password_env:
+            raise ValueError("set saslPassword or saslPasswordEnv, not both")
+        return self
+
+    def resolved_sasl_password(self) -> str | None:
+        """The SASL password, from the file or from its environment variable."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        return _secret_from_env(self.sasl_password_env)
+
+    def resolved_ssl_key_password(self) -> str | None:
+        if self.ssl_key_password is not None:
+            return self.ssl_key_password.get_secret_value()
+        return _secret_from_env(self.ssl_key_password_env)
+
+
+def _secret_from_env(name: str | None) -> str | None:
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(
+            f"environment variable {name} is not set; it must hold the secret the config refers to"
+        )
+    return value
+
+
+class GroupConfig(_Model):
+    """The consumer group of one direction (`consumerGroup.<direction>`)."""
+
+    group_id: str = Field(min_length=1)
+    session_timeout_ms: int = Field(45000, ge=1000)
+    heartbeat_interval_ms: int = Field(3000, ge=100)
+    max_poll_records: int = Field(500, ge=1)
+    max_poll_interval_ms: int = Field(300000, ge=1000)
+    auto_offset_reset: OffsetReset | None = Field(
+        None, description="defaults to consumer.autoOffsetReset"
+    )
+    enable_auto_commit: bool = Field(
+        True,
+        description="true: commit acknowledged offsets every autoCommitIntervalMs; "
+        "false: commit acknowledged offsets after every polled batch",
+    )
+    auto_commit_interval_ms: int = Field(1000, ge=10)
+    partition_assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = (
+        "cooperative-sticky"
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> GroupConfig:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeatIntervalMs ({self.heartbeat_interval_ms}) must be lower than "
+                f"sessionTimeoutMs ({self.session_timeout_ms}); a third of it is usual"
+            )
+        return self
+
+
+class ConsumerGroups(_Model):
+    """`consumerGroup`: a group id string or a full object per direction."""
+
+    source_to_target: GroupConfig = GroupConfig(group_id="kafka-replicator-s2t")
+    target_to_source: GroupConfig = GroupConfig(group_id="kafka-replicator-t2s")
+
+    @field_validator("source_to_target", "target_to_source", mode="before")
+    @classmethod
+    def _group_id_shorthand(cls, value: Any) -> Any:
+        return {"groupId": value} if isinstance(value, str) else value
+
+
+class ConsumerConfig(_Model):
+    """`consumer`: settings shared by both directions' source consumers."""
+
+    auto_offset_reset: OffsetReset = "earliest"
+    poll_timeout_ms: int = Field(1000, ge=1)
+    fetch_max_bytes: int = Field(52428800, ge=1024)
+    max_partition_fetch_bytes: int = Field(1048576, ge=1024)
+
+
+class ProducerConfig(_Model):
+    """`producer`: settings of the target producers."""
+
+    acks: Literal["all", "1", "0"] = "all"
+    linger_ms: int = Field(5, ge=0)
+    batch_size: int = Field(262144, ge=0)
+    buffer_memory: int = Field(67108864, ge=1048576)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    max_request_size: int = Field(1048576, ge=1024)
+    delivery_timeout_ms: int = Field(120000, ge=1000)
+    enable_idempotence: bool = True
+
+    @model_validator(mode="after")
+    def _idempotence_needs_acks_all(self) -> ProducerConfig:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(
+                f"acks {self.acks!r} loses data on a leader change; keep acks: all "
+                "(or set enableIdempotence: false to accept that)"
+            )
+        return self
+
+
+class Route(_Model):
+    """One topic to copy: `topics[]` of a direction."""
+
+    source_topic_name: str = Field(min_length=1)
+    target_topic_name: str | None = Field(None, description="defaults to sourceTopicName")
+
+    @property
+    def target(self) -> str:
+        return self.target_topic_name or self.source_topic_name
+
+
+class DirectionConfig(_Model):
+    """`replication.<direction>`."""
+
+    enabled: bool = True
+    topics: list[Route] = Field(default_factory=list)
+    replica_count: int | None = Field(None, ge=0, description="overrides replicaCount")
+    partitioning: Literal["preserve", "hash"] = "preserve"
+    create_topics: bool = True
+    on_error: Literal["fail", "skip"] = "fail"
+
+    @model_validator(mode="after")
+    def _routes_are_distinct(self) -> DirectionConfig:
+        seen: dict[str, str] = {}
+        for route in self.topics:
+            if route.source_topic_name in seen:
+                raise ValueError(f"sourceTopicName {route.source_topic_name!r} is listed twice")
+            seen[route.source_topic_name] = route.target
+        return self
+
+
+class Replication(_Model):
+    source_to_target: DirectionConfig = DirectionConfig(enabled=False)
+    target_to_source: DirectionConfig = DirectionConfig(enabled=False)
+
+
+class ResourceAmounts(_Model):
+    cpu: str | float | None = None
+    memory: str | None = None
+
+
+class Resources(_Model):
+    """Kubernetes-style resources; requests size each Ray actor."""
+
+    requests: ResourceAmounts = ResourceAmounts()
+    limits: ResourceAmounts = ResourceAmounts()
+
+
+class ReplicatorConfig(_Model):
+    """The whole file."""
+
+    source_kafka: ClusterConfig
+    target_kafka: ClusterConfig
+    consumer_group: ConsumerGroups = ConsumerGroups()
+    replica_count: int = Field(1, ge=0)
+    consumer: ConsumerConfig = ConsumerConfig()
+    producer: ProducerConfig = ProducerConfig()
+    replication: Replication = Replication()
+    resources: Resources = Resources()
+    shutdown_grace_period_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_chart_only_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in CHART_ONLY_KEYS}
+        return data
+
+    @model_validator(mode="after")
+    def _enabled_directions_have_topics(self) -> ReplicatorConfig:
+        if not self.enabled_directions():
+            raise ValueError(
+                "no direction is enabled; set replication.sourceToTarget or "
+                "replication.targetToSource with enabled: true and its topics"
+            )
+        for name in DIRECTIONS:
+            direction = self.direction(name)
+            if direction.enabled and not direction.topics:
+                raise ValueError(
+                    f"replication.{name} is enabled but lists no topics; add "
+                    "topics: [{sourceTopicName: ..., targetTopicName: ...}] or set enabled: false"
+                )
+        return self
+
+    def direction(self, name: str) -> DirectionConfig:
+        return getattr(self.replication, _attr(name))
+
+    def group(self, name: str) -> GroupConfig:
+        return getattr(self.consumer_group, _attr(name))
+
+    def enabled_directions(self) -> list[str]:
+        return [name for name in DIRECTIONS if self.direction(name).enabled]
+
+    def members(self, name: str) -> int:
+        """How many consumer-group members run this direction."""
+        override = self.direction(name).replica_count
+        return self.replica_count if override is None else override
+
+    def offset_reset(self, name: str) -> str:
+        return self.group(name).auto_offset_reset or self.consumer.auto_offset_reset
+
+    def clusters(self, name: str) -> tuple[tuple[str, ClusterConfig], tuple[str, ClusterConfig]]:
+        """(side, cluster) pairs the direction reads from and writes to."""
+        source = ("source", self.source_kafka)
+        target = ("target", self.target_kafka)
+        return (source, target) if name == "sourceToTarget" else (target, source)
+
+
+def _attr(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"unknown direction {direction!r}; use one of {', '.join(DIRECTIONS)}")
+    return "source_to_target" if direction == "sourceToTarget" else "target_to_source"
+
+
+def load_config(path: str | Path) -> ReplicatorConfig:
+    """Read and validate a YAML config file, or raise ConfigError naming each problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping with sourceKafka, targetKafka, ...")
+    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: dict, origin: str = "config") -> ReplicatorConfig:
+    try:
+        return ReplicatorConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(error)}" for error in exc.errors())
+        raise ConfigError(f"{origin} is invalid:\n{problems}") from None
+
+
+def _describe(error: dict) -> str:
+    loc = error["loc"]
+    path = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        valid = _valid_keys_at(ReplicatorConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+        return f"{path}: unknown key; {hint}"
+    if error["type"] == "missing":
+        return f"{path}: required field is missing"
+    # Secrets are never echoed: pydantic's message does not include the input.
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {message}"
+
+
+def _valid_keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys accepted at `loc`, by walking the models' fields."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

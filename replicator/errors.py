@@ -1,0 +1,35 @@
+"""The few errors an operator sees, each carrying what they must know to act."""
+
+
+class ReplicatorError(Exception):
+    """Base of every error the replicator raises on purpose."""
+
+
+class ConfigError(ReplicatorError):
+    """The configuration is invalid; the message names each field and the fix."""
+
+
+class ClusterError(ReplicatorError):
+    """A cluster cannot be used: unreachable, or it refused our credentials."""
+
+    def __init__(self, side: str, bootstrap_servers: str, reason: str):
+        self.side = side
+        self.bootstrap_servers = bootstrap_servers
+        self.reason = reason
+        super().__init__(f"{side} cluster ({bootstrap_servers}): {reason}")
+
+
+class RecordRejected(ReplicatorError):
+    """The target refused a record for good; its partition stops there."""
+
+    def __init__(self, topic: str, partition: int, offset: int, reason: str):
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.reason = reason
+        super().__init__(
+            f"record {topic}[{partition}]@{offset} rejected by the target: {reason}; "
+            f"partition {topic}[{partition}] is stopped at offset {offset} and nothing after it "
+            "is committed. Fix the cause (e.g. raise max.message.bytes on the target topic) "
+            "and restart, or set onError: skip for this direction to log and skip such records"
+        )
