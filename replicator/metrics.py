@@ -1,0 +1,118 @@
+"""What a Flow counts. Plain Python: the Ray actor exports it, the CLI prints it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Snapshot:
+    """Totals since the flow started, plus the current lag and recent latencies."""
+
+    records: dict[str, int]
+    bytes: dict[str, int]
+    loop_skipped: dict[str, int]
+    error_skipped: dict[str, int]
+    errors: int
+    commits: int
+    commit_seconds: float
+    rebalances: int
+    lag: dict[str, int]
+    latency_ms: list[float]
+    at: float = field(default_factory=time.time)
+
+    def latency(self, q: float) -> float | None:
+        return percentile(self.latency_ms, q)
+
+    def total_lag(self) -> int:
+        return sum(self.lag.values())
+
+
+class FlowMetrics:
+    """Counters updated by the flow's thread, read from any thread.
+
+    Records and bytes are counted per topic once per batch; end-to-end latency
+    (acknowledgement time minus the record's timestamp) is sampled once per
+    partition batch, from the producer's I/O thread.
+    """
+
+    def __init__(self, window: int = 4096):
+        self._lock = threading.Lock()
+        self.records: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+        self.loop_skipped: Counter[str] = Counter()
+        self.error_skipped: Counter[str] = Counter()
+        self.errors = 0
+        self.commits = 0
+        self.commit_seconds = 0.0
+        self.rebalances = 0
+        self.lag: dict[str, int] = {}
+        self._latency_ms: deque[float] = deque(maxlen=window)
+        self._new_latency_ms: deque[float] = deque(maxlen=16 * window)
+
+    def sent(self, topic: str, records: int, nbytes: int, loop_skipped: int) -> None:
+        with self._lock:
+            self.records[topic] += records
+            self.bytes[topic] += nbytes
+            if loop_skipped:
+                self.loop_skipped[topic] += loop_skipped
+
+    def skipped(self, topic: str) -> None:
+        with self._lock:
+            self.error_skipped[topic] += 1
+            self.errors += 1
+
+    def failed(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def committed(self, seconds: float) -> None:
+        with self._lock:
+            self.commits += 1
+            self.commit_seconds += seconds
+
+    def rebalanced(self) -> None:
+        with self._lock:
+            self.rebalances += 1
+
+    def set_lag(self, lag: dict[str, int]) -> None:
+        with self._lock:
+            self.lag = lag
+
+    def acknowledged(self, timestamp_ms: int, _metadata=None) -> None:
+        """Future callback: one latency sample (deque appends are thread-safe)."""
+        latency = time.time() * 1000.0 - timestamp_ms
+        self._latency_ms.append(latency)
+        self._new_latency_ms.append(latency)
+
+    def drain_latencies(self) -> list[float]:
+        """Latency samples taken since the last call, for histogram export."""
+        drained = []
+        while self._new_latency_ms:
+            drained.append(self._new_latency_ms.popleft())
+        return drained
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                records=dict(self.records),
+                bytes=dict(self.bytes),
+                loop_skipped=dict(self.loop_skipped),
+                error_skipped=dict(self.error_skipped),
+                errors=self.errors,
+                commits=self.commits,
+                commit_seconds=self.commit_seconds,
+                rebalances=self.rebalances,
+                lag=dict(self.lag),
+                latency_ms=list(self._latency_ms),
+            )

@@ -1,0 +1,70 @@
+"""Provenance headers: where a record was first written, and how many hops it made.
+
+They let one topic be replicated in both directions at once: a record whose
+origin is the cluster we would write it to came from there, so it is not sent back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ORIGIN = "kafka-replicator.origin"
+HOPS = "kafka-replicator.hops"
+_OURS = (ORIGIN, HOPS)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The clusters a direction reads from and writes to, by Kafka cluster id."""
+
+    source_cluster_id: str
+    target_cluster_id: str
+
+    def __post_init__(self) -> None:
+        # Bytes once, not per record: this runs on the hot path.
+        object.__setattr__(self, "_target_id", self.target_cluster_id.encode())
+        object.__setattr__(self, "_first_hop", [(ORIGIN, self.source_cluster_id.encode()), (HOPS, b"1")])
+
+    def forward(self, headers: Headers) -> Headers | None:
+        """The headers to write on the target, or None if the record must not go there."""
+        if not headers:
+            return list(self._first_hop)
+        origin = None
+        hops = 0
+        kept: Headers = []
+        for name, value in headers:
+            if name == ORIGIN:
+                origin = value
+            elif name == HOPS:
+                hops = _parse_hops(value)
+            else:
+                kept.append((name, value))
+        if origin is None:
+            return kept + self._first_hop
+        if origin == self._target_id:
+            return None
+        kept.append((ORIGIN, origin))
+        kept.append((HOPS, str(hops + 1).encode()))
+        return kept
+
+
+def _parse_hops(value: bytes | None) -> int:
+    try:
+        return int(value or b"0")
+    except ValueError:
+        return 0
+
+
+def origin_of(headers: Headers) -> str | None:
+    """The origin cluster id a record carries, if any."""
+    for name, value in headers or ():
+        if name == ORIGIN and value is not None:
+            return value.decode()
+    return None
+
+
+def user_headers(headers: Headers) -> Headers:
+    """The record's headers without ours."""
+    return [(name, value) for name, value in headers or () if name not in _OURS]

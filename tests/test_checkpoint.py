@@ -1,0 +1,122 @@
+"""The Checkpoint commits only what the target acknowledged, in order."""
+
+from replicator.checkpoint import Checkpoint, Rejected
+
+
+class FakeFuture:
+    """Stands in for kafka-python's FutureRecordMetadata: only its state matters here."""
+
+    def __init__(self):
+        self.is_done = False
+        self.exception = None
+
+    def succeeded(self):
+        return self.is_done and self.exception is None
+
+    def ack(self):
+        self.is_done = True
+
+    def fail(self, error):
+        self.is_done = True
+        self.exception = error
+
+
+P = ("topic", 0)
+
+
+def track(checkpoint, offsets):
+    futures = {offset: FakeFuture() for offset in offsets}
+    pending = checkpoint.pending(P)
+    for offset, future in futures.items():
+        pending.append((offset, future))
+    return futures
+
+
+def test_commits_only_acknowledged_offsets():
+    checkpoint = Checkpoint()
+    futures = track(checkpoint, [10, 11, 12])
+    futures[10].ack()
+    futures[12].ack()
+    assert checkpoint.settle() == []
+    assert checkpoint.to_commit() == {P: 11}
+
+
+def test_an_unacknowledged_record_holds_back_later_acknowledged_ones():
+    checkpoint = Checkpoint()
+    futures = track(checkpoint, [0, 1, 2])
+    futures[1].ack()
+    futures[2].ack()
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {}
+    futures[0].ack()
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {P: 3}
+
+
+def test_a_failed_record_is_reported_and_blocks_its_partition():
+    checkpoint = Checkpoint()
+    futures = track(checkpoint, [5, 6])
+    futures[5].ack()
+    futures[6].fail(ValueError("too large"))
+    [failure] = checkpoint.settle()
+    assert (failure.partition, failure.offset) == (P, 6)
+    assert checkpoint.to_commit() == {P: 6}
+
+
+def test_skipping_a_failed_record_moves_past_it():
+    checkpoint = Checkpoint()
+    futures = track(checkpoint, [5, 6])
+    futures[5].fail(ValueError("too large"))
+    futures[6].ack()
+    checkpoint.settle()
+    checkpoint.skip_failed(P)
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {P: 7}
+
+
+def test_rewind_returns_the_first_unacknowledged_offset():
+    checkpoint = Checkpoint()
+    futures = track(checkpoint, [3, 4, 5])
+    futures[3].ack()
+    checkpoint.settle()
+    assert checkpoint.rewind(P) == 4
+    assert checkpoint.in_flight() == 0
+    assert checkpoint.to_commit() == {P: 4}
+
+
+def test_records_needing_no_send_settle_in_order():
+    checkpoint = Checkpoint()
+    futures = track(checkpoint, [0])
+    checkpoint.done(P, 1)
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {}
+    futures[0].ack()
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {P: 2}
+
+
+def test_a_record_needing_no_send_with_nothing_in_flight_is_settled_at_once():
+    checkpoint = Checkpoint()
+    checkpoint.done(P, 7)
+    assert checkpoint.to_commit() == {P: 8}
+
+
+def test_committed_positions_are_not_committed_again():
+    checkpoint = Checkpoint()
+    checkpoint.done(P, 0)
+    checkpoint.committed(checkpoint.to_commit())
+    assert checkpoint.to_commit() == {}
+
+
+def test_a_send_rejected_before_leaving_counts_as_failed():
+    checkpoint = Checkpoint()
+    checkpoint.pending(P).append((0, Rejected(ValueError("null key and value"))))
+    [failure] = checkpoint.settle()
+    assert failure.offset == 0 and isinstance(failure.error, ValueError)
+
+
+def test_forgotten_partitions_are_not_committed():
+    checkpoint = Checkpoint()
+    checkpoint.done(P, 0)
+    checkpoint.forget([P])
+    assert checkpoint.to_commit() == {}

@@ -1,0 +1,167 @@
+"""The config file: the chart's values shape, clear errors, secrets kept secret."""
+
+import textwrap
+
+import pytest
+
+from replicator.cli import main
+from replicator.config import load_config, parse_config
+from replicator.errors import ConfigError
+
+MINIMAL = {
+    "sourceKafka": {"bootstrapServers": "kafka:9092"},
+    "targetKafka": {"bootstrapServers": "kafka-warehouse:9092"},
+    "replication": {"sourceToTarget": {"topics": [{"sourceTopicName": "damage"}]}},
+}
+
+
+def with_(**changes):
+    return {**MINIMAL, **changes}
+
+
+def error_of(data) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    return str(caught.value)
+
+
+def test_the_existing_charts_values_load_as_they_are(tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text(textwrap.dedent("""
+        sourceKafka: {bootstrapServers: "kafka:9092"}
+        targetKafka: {bootstrapServers: "kafka-warehouse:9092"}
+        consumerGroup:
+          sourceToTarget: "kafka-replicator-s2t-v4"
+          targetToSource:
+            groupId: "kafka-replicator-t2s-prod"
+            sessionTimeoutMs: 45000
+            heartbeatIntervalMs: 3000
+            maxPollRecords: 100
+            maxPollIntervalMs: 600000
+            autoOffsetReset: "latest"
+            enableAutoCommit: false
+            autoCommitIntervalMs: 5000
+        replicaCount: 3
+        consumer: {autoOffsetReset: "earliest"}
+        resources: {limits: {cpu: 1000m, memory: 1Gi}, requests: {cpu: 200m, memory: 256Mi}}
+        replication:
+          sourceToTarget:
+            enabled: true
+            topics:
+              - {sourceTopicName: "damage", targetTopicName: "damage"}
+              - {sourceTopicName: "events-sensor", targetTopicName: "events-sensor"}
+          targetToSource:
+            enabled: true
+            topics:
+              - {sourceTopicName: "warehouse-events", targetTopicName: "warehouse-events"}
+    """))
+    config = load_config(path)
+    assert config.group("sourceToTarget").group_id == "kafka-replicator-s2t-v4"
+    assert config.group("targetToSource").max_poll_records == 100
+    assert config.group("targetToSource").enable_auto_commit is False
+    assert config.offset_reset("targetToSource") == "latest"
+    assert config.offset_reset("sourceToTarget") == "earliest"
+    assert config.members("sourceToTarget") == 3
+    assert [r.target for r in config.direction("sourceToTarget").topics] == ["damage", "events-sensor"]
+    assert config.resources.requests.memory == "256Mi"
+
+
+def test_the_example_configs_are_valid():
+    from pathlib import Path
+
+    examples = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+    assert examples
+    for example in examples:
+        load_config(example)
+
+
+def test_target_topic_defaults_to_the_source_topic():
+    config = parse_config(MINIMAL)
+    assert config.direction("sourceToTarget").topics[0].target == "damage"
+
+
+def test_a_direction_override_of_replica_count_wins():
+    data = with_(replicaCount=3, replication={"sourceToTarget": {
+        "replicaCount": 1, "topics": [{"sourceTopicName": "a"}]}})
+    assert parse_config(data).members("sourceToTarget") == 1
+
+
+def test_an_unknown_key_is_named_with_the_nearest_valid_one():
+    data = with_(replication={"sourceToTarget": {"topics": [{"sourceTopicNme": "a"}]}})
+    message = error_of(data)
+    assert "replication.sourceToTarget.topics.0.sourceTopicNme: unknown key" in message
+    assert "did you mean 'sourceTopicName'" in message
+
+
+def test_an_unknown_top_level_key_is_named():
+    assert "replicaCont: unknown key; did you mean 'replicaCount'" in error_of(with_(replicaCont=2))
+
+
+def test_a_topic_without_source_topic_name_is_rejected():
+    data = with_(replication={"sourceToTarget": {"topics": [{"targetTopicName": "a"}]}})
+    assert "replication.sourceToTarget.topics.0.sourceTopicName: required field is missing" in error_of(data)
+
+
+def test_an_unknown_offset_reset_names_the_choices():
+    message = error_of(with_(consumer={"autoOffsetReset": "newest"}))
+    assert "consumer.autoOffsetReset" in message and "'earliest' or 'latest'" in message
+
+
+def test_a_negative_replica_count_is_rejected():
+    assert "replicaCount" in error_of(with_(replicaCount=-1))
+
+
+def test_an_enabled_direction_needs_topics():
+    message = error_of(with_(replication={"targetToSource": {"enabled": True}}))
+    assert "replication.targetToSource is enabled but lists no topics" in message
+
+
+def test_sasl_needs_a_mechanism_and_credentials():
+    data = with_(sourceKafka={"bootstrapServers": "k:9092", "securityProtocol": "SASL_SSL"})
+    assert "needs saslMechanism" in error_of(data)
+
+
+def test_the_password_never_appears_in_errors_or_repr():
+    cluster = {"bootstrapServers": "k:9092", "securityProtocol": "SASL_PLAINTEXT",
+               "saslMechanism": "PLAIN", "saslUsername": "u", "saslPassword": "s3cr3t-pw"}
+    config = parse_config(with_(sourceKafka=cluster))
+    assert "s3cr3t-pw" not in repr(config) and "s3cr3t-pw" not in str(config)
+    broken = with_(sourceKafka={**cluster, "saslMechanism": "NOPE"})
+    assert "s3cr3t-pw" not in error_of(broken)
+
+
+def test_a_password_can_come_from_the_environment(monkeypatch):
+    cluster = {"bootstrapServers": "k:9092", "securityProtocol": "SASL_PLAINTEXT",
+               "saslMechanism": "SCRAM-SHA-512", "saslUsername": "u", "saslPasswordEnv": "PW"}
+    config = parse_config(with_(sourceKafka=cluster))
+    monkeypatch.setenv("PW", "from-env")
+    assert config.source_kafka.resolved_sasl_password() == "from-env"
+    monkeypatch.delenv("PW")
+    with pytest.raises(ConfigError, match="environment variable PW is not set"):
+        config.source_kafka.resolved_sasl_password()
+
+
+def test_chart_only_keys_are_ignored():
+    config = parse_config(with_(image={"repository": "x"}, head={"resources": {}}))
+    assert config.members("sourceToTarget") == 1
+
+
+def test_check_exits_2_with_the_error_on_an_invalid_file(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sourceKafka: {bootstrapServers: k:9092}\n")
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "targetKafka: required field is missing" in err
+
+
+def test_check_exits_0_on_a_valid_file(tmp_path, capsys):
+    path = tmp_path / "good.yaml"
+    path.write_text("sourceKafka: {bootstrapServers: k:9092}\ntargetKafka: {bootstrapServers: t:9092}\n"
+                    "replication: {sourceToTarget: {topics: [{sourceTopicName: a}]}}\n")
+    assert main(["check", "--config", str(path)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
