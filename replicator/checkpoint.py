@@ -94,6 +94,15 @@ class Checkpoint:
             return self._acked.get(partition)
         return queue[0][0]
 
+    def advance(self, partition: Partition, offset: int) -> None:
+        """Move an idle partition's position past records that were never ours to send.
+
+        Transaction markers and aborted records take offsets but never reach the
+        loop; the consumer's position steps over them, and so must the commit.
+        """
+        if not self._pending.get(partition) and offset > self._acked.get(partition, -1):
+            self._acked[partition] = offset
+
     def position(self, partition: Partition) -> int | None:
         """The next offset to commit for the partition, if any record was acknowledged."""
         return self._acked.get(partition)

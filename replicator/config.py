@@ -167,25 +167,18 @@ class ConsumerConfig(_Model):
 
 
 class ProducerConfig(_Model):
-    """`producer`: settings of the target producers."""
+    """`producer`: settings of the target producers.
 
-    acks: Literal["all", "1", "0"] = "all"
+    Always acks=all with one request in flight per broker, so that records keep
+    their order through retries. kafka-python's idempotent producer is not used:
+    one record the target rejects would fail every other partition's batches too.
+    """
+
     linger_ms: int = Field(5, ge=0)
     batch_size: int = Field(262144, ge=0)
-    buffer_memory: int = Field(67108864, ge=1048576)
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     max_request_size: int = Field(1048576, ge=1024)
     delivery_timeout_ms: int = Field(120000, ge=1000)
-    enable_idempotence: bool = True
-
-    @model_validator(mode="after")
-    def _idempotence_needs_acks_all(self) -> ProducerConfig:
-        if self.enable_idempotence and self.acks != "all":
-            raise ValueError(
-                f"acks {self.acks!r} loses data on a leader change; keep acks: all "
-                "(or set enableIdempotence: false to accept that)"
-            )
-        return self
 
 
 class Route(_Model):

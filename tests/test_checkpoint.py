@@ -120,3 +120,17 @@ def test_forgotten_partitions_are_not_committed():
     checkpoint.done(P, 0)
     checkpoint.forget([P])
     assert checkpoint.to_commit() == {}
+
+
+def test_an_idle_partition_advances_past_offsets_it_never_saw():
+    checkpoint = Checkpoint()
+    checkpoint.done(P, 4)
+    checkpoint.advance(P, 6)
+    assert checkpoint.to_commit() == {P: 6}
+
+
+def test_a_partition_with_records_in_flight_does_not_advance():
+    checkpoint = Checkpoint()
+    track(checkpoint, [4])
+    checkpoint.advance(P, 6)
+    assert checkpoint.to_commit() == {}

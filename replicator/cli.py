@@ -1,0 +1,156 @@
+"""The `kafka-replicator` command line: the commands that need no Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .config import DIRECTIONS, ReplicatorConfig, load_config
+from .errors import ReplicatorError
+
+log = logging.getLogger("replicator")
+
+EXIT_ERROR = 2
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python's INFO lines repeat ours; its warnings and errors still show.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kafka-replicator",
+        description="Copy Kafka topics between two clusters, in both directions.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="validate a config file (and reach its clusters)")
+    check.add_argument("--config", required=True, type=Path)
+    check.add_argument("--connect", action="store_true",
+                       help="also check that both clusters answer and the source topics exist")
+    check.set_defaults(handler=_check)
+
+    replicate = commands.add_parser(
+        "replicate", help="run one member of one direction in this process (no Ray)")
+    replicate.add_argument("--config", required=True, type=Path)
+    replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
+    replicate.add_argument("--member", help="static group member id (group.instance.id)")
+    replicate.set_defaults(handler=_replicate)
+
+    status = commands.add_parser(
+        "status", help="committed offset, log-end offset and lag per partition of each direction")
+    status.add_argument("--config", required=True, type=Path)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
+
+    sandbox = commands.add_parser("sandbox", help="a local two-cluster Kafka for trying things out")
+    sandbox.add_argument("action", choices=("up", "down", "status"))
+    sandbox.add_argument("--state-dir", type=Path, help="where the brokers keep their data")
+    sandbox.add_argument("--sasl", action="store_true",
+                         help="also open a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN)")
+    sandbox.add_argument("--json", action="store_true")
+    sandbox.set_defaults(handler=_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args.handler(args) or 0
+    except ReplicatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check(args) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: valid; directions: {', '.join(_summary(config))}")
+    if args.connect:
+        # Each failed connection attempt is logged by kafka-python; the outcome is ours to say.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        from .link import check_clusters
+
+        for line in check_clusters(config):
+            print(line)
+    return 0
+
+
+def _summary(config: ReplicatorConfig) -> list[str]:
+    return [
+        f"{name} ({len(config.direction(name).topics)} topics, {config.members(name)} members, "
+        f"group {config.group(name).group_id})"
+        for name in config.enabled_directions()
+    ]
+
+
+def _replicate(args) -> int:
+    from .flow import Flow
+
+    config = load_config(args.config)
+    flow = Flow(config, args.direction, args.member)
+
+    def stop(signum, _frame):
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        flow.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    flow.run()
+    return 0
+
+
+def _status(args) -> int:
+    from .offsets import describe_groups, format_table
+
+    config = load_config(args.config)
+    rows = describe_groups(config)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def _sandbox(args) -> int:
+    from .sandbox import Sandbox
+
+    sandbox = Sandbox(args.state_dir)
+    if args.action == "up":
+        info = sandbox.up(sasl=args.sasl)
+        if args.json:
+            print(json.dumps(info.as_json(), indent=2))
+        else:
+            print(f"source cluster: {info.source.bootstrap_servers}")
+            print(f"target cluster: {info.target.bootstrap_servers}")
+            for endpoint in (info.source, info.target):
+                if endpoint.sasl:
+                    print(f"{endpoint.name} SASL_PLAINTEXT: {endpoint.sasl.bootstrap_servers} "
+                          f"user {endpoint.sasl.username}, password in {endpoint.sasl.password_file}")
+    elif args.action == "down":
+        sandbox.down()
+        print("sandbox stopped and its data removed")
+    else:
+        status = sandbox.status()
+        print(json.dumps(status, indent=2) if args.json else "\n".join(
+            f"{name}: {'running' if s.get('running') else 'stopped'}, "
+            f"{'answering' if s.get('answering') else 'not answering'} {s.get('bootstrapServers', '')}"
+            for name, s in status.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

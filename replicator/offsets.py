@@ -1,0 +1,91 @@
+"""Where each direction's consumer group stands: committed offset, log end, lag, owner.
+
+The same figures `kafka-consumer-groups.sh --describe` prints, for both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+
+from . import link
+from .config import ReplicatorConfig
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    direction: str
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    log_end: int
+    lag: int | None
+    owner: str | None
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def describe_groups(config: ReplicatorConfig) -> list[PartitionStatus]:
+    rows: list[PartitionStatus] = []
+    for direction in config.enabled_directions():
+        (side, cluster), _ = config.clusters(direction)
+        group = config.group(direction).group_id
+        topics = [route.source_topic_name for route in config.direction(direction).topics]
+        admin = link.admin_client(side, cluster)
+        consumer = None
+        try:
+            with link.reaching(side, cluster):
+                committed = admin.list_group_offsets({group: None}).get(group, {})
+                owners = _owners(admin.describe_groups([group]).get(group, {}))
+                consumer = KafkaConsumer(**link.client_settings(cluster), enable_auto_commit=False)
+                partitions = [
+                    TopicPartition(topic, p)
+                    for topic in topics
+                    for p in sorted(consumer.partitions_for_topic(topic) or ())
+                ]
+                ends = consumer.end_offsets(partitions) if partitions else {}
+        finally:
+            admin.close()
+            if consumer is not None:
+                consumer.close()
+        for tp in partitions:
+            offset = committed.get(tp)
+            position = offset.offset if offset is not None and offset.offset >= 0 else None
+            end = ends[tp]
+            rows.append(PartitionStatus(
+                direction=direction, group=group, topic=tp.topic, partition=tp.partition,
+                committed=position, log_end=end,
+                lag=None if position is None else max(0, end - position),
+                owner=owners.get(tp),
+            ))
+    return rows
+
+
+def _owners(description: dict) -> dict[TopicPartition, str]:
+    """Partition → the member's static id (its actor name) or, failing that, its member id."""
+    owners = {}
+    for member in description.get("members", ()):
+        who = member.get("group_instance_id") or member.get("member_id")
+        for assigned in (member.get("member_assignment") or {}).get("assigned_partitions", ()):
+            for partition in assigned["partitions"]:
+                owners[TopicPartition(assigned["topic"], partition)] = who
+    return owners
+
+
+def format_table(rows: list[PartitionStatus]) -> str:
+    header = ("DIRECTION", "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET",
+              "LAG", "OWNER")
+    lines = [header] + [
+        (r.direction, r.group, r.topic, str(r.partition), _dash(r.committed), str(r.log_end),
+         _dash(r.lag), r.owner or "-")
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _dash(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,118 @@
+"""Helpers for tests against the real sandbox brokers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from replicator.config import parse_config
+from replicator.flow import Flow
+from replicator.provenance import user_headers
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 3, configs: dict | None = None):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics({topic: {"num_partitions": partitions, "configs": configs or {}}},
+                            wait_for_metadata=True)
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, records, **producer_settings) -> None:
+    """Produce (partition, key, value, headers, timestamp_ms) tuples and wait for all acks."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **producer_settings)
+    try:
+        futures = [
+            producer.send(topic, key=key, value=value, headers=headers or [],
+                          partition=partition, timestamp_ms=timestamp)
+            for partition, key, value, headers, timestamp in records
+        ]
+        producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+
+
+def read_all(bootstrap: str, topic: str) -> dict[int, list]:
+    """Every committed record of a topic, per partition, in offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return {}
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found: dict[int, list] = defaultdict(list)
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                found[tp.partition].extend(batch)
+        return dict(found)
+    finally:
+        consumer.close()
+
+
+def essence(record) -> tuple:
+    """What must arrive intact: key, value, user headers and timestamp."""
+    return (record.key, record.value, user_headers(record.headers), record.timestamp)
+
+
+def count(bootstrap: str, topic: str) -> int:
+    return sum(len(batch) for batch in read_all(bootstrap, topic).values())
+
+
+def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        admin.close()
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextmanager
+def running(flow: Flow):
+    """Run a flow in a thread; stop it on exit and re-raise whatever it raised."""
+    failure: list[BaseException] = []
+
+    def target():
+        try:
+            flow.run()
+        except BaseException as exc:  # surfaced in the test's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name=f"flow-{flow.direction}", daemon=True)
+    thread.start()
+    try:
+        yield flow
+    finally:
+        flow.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the flow did not stop within 60s"
+    if failure:
+        raise failure[0]
+
+
+def flow_for(sandbox, direction: str = "sourceToTarget", member: str | None = None,
+             **config) -> Flow:
+    return Flow(parse_config(sandbox.config(**config)), direction, member)
