@@ -1,0 +1,665 @@
+"""A local two-cluster Apache Kafka sandbox: real KRaft brokers on 127.0.0.1.
+
+Two single-node clusters, "source" and "target", run as detached JVMs so the
+sandbox outlives the Python process that started it. Their jars come once from
+Maven Central (or from ``$KAFKA_HOME/libs``); everything needed to find a running
+sandbox again (ports, pids, paths, the SASL flag) lives in
+``<state_dir>/sandbox.json``.
+
+``up(sasl=True)`` on a running sandbox that was started without SASL recreates
+both clusters with SASL, which discards their data.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from kafka import KafkaAdminClient
+
+log = logging.getLogger("replicator.sandbox")
+
+KAFKA_VERSION = "4.4.0"
+# Kafka's own distribution ships a log4j2 backend; the Maven artifact doesn't.
+LOG4J_VERSION = "2.24.3"
+# log4j-slf4j2-impl needs the slf4j 2 API; Kafka's pom asks for 1.7, which 2.x serves too.
+SLF4J_VERSION = "2.0.17"
+DEPENDENCY_PLUGIN_VERSION = "3.8.1"
+
+CLUSTERS = ("source", "target")
+SASL_USERNAME = "replicator"
+MIN_JAVA = 17
+BROKER_HEAP = ("-Xms256m", "-Xmx768m")
+STOP_GRACE_SECONDS = 20.0
+MAVEN_TIMEOUT_SECONDS = 1800.0
+
+_JAVA_HINT = "install OpenJDK 17+, e.g. apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
+
+# Popen handles of brokers started by this process, kept so that stopped ones
+# are reaped instead of lingering as zombies (and without ResourceWarnings).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class SandboxError(Exception):
+    """The sandbox could not be set up, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class SaslEndpoint:
+    bootstrap_servers: str
+    username: str
+    password_file: Path
+
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+
+@dataclass(frozen=True)
+class ClusterEndpoint:
+    name: str
+    bootstrap_servers: str
+    sasl: SaslEndpoint | None
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    source: ClusterEndpoint
+    target: ClusterEndpoint
+    state_dir: Path
+
+    def as_json(self) -> dict:
+        """The endpoints in the camelCase shape used by config files."""
+        result: dict[str, Any] = {}
+        for cluster in (self.source, self.target):
+            entry: dict[str, Any] = {"bootstrapServers": cluster.bootstrap_servers}
+            if cluster.sasl is not None:
+                entry["sasl"] = {
+                    "bootstrapServers": cluster.sasl.bootstrap_servers,
+                    "username": cluster.sasl.username,
+                    "passwordFile": str(cluster.sasl.password_file),
+                }
+            result[cluster.name] = entry
+        return result
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kafka-replicator"
+
+
+def default_state_dir() -> Path:
+    """``$KAFKA_REPLICATOR_SANDBOX_DIR``, else ``~/.cache/kafka-replicator/sandbox``."""
+    override = os.environ.get("KAFKA_REPLICATOR_SANDBOX_DIR")
+    return Path(override).expanduser() if override else _cache_root() / "sandbox"
+
+
+@functools.lru_cache(maxsize=1)
+def java_executable() -> str:
+    """Path of a ``java`` that is new enough for Kafka 4 brokers."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise SandboxError(f"Java not found: {_JAVA_HINT}")
+    probe = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', probe.stderr + probe.stdout)
+    if not match:
+        raise SandboxError(f"cannot tell the version of {java}: {probe.stderr.strip()}")
+    major = int(match.group(1))
+    if major == 1:  # "1.8.0_392" style
+        major = int(match.group(2) or 0)
+    if major < MIN_JAVA:
+        raise SandboxError(f"{java} is Java {major}, Kafka 4 brokers need {MIN_JAVA}+: {_JAVA_HINT}")
+    return java
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise processes working on the same directory (e.g. parallel test runs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_POM = """\
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.kafka-replicator</groupId>
+  <artifactId>kafka-sandbox-libs</artifactId>
+  <version>{kafka}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-api</artifactId>
+      <version>{slf4j}</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>{plugin}</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+"""
+
+
+def ensure_kafka_libs(version: str = KAFKA_VERSION) -> Path:
+    """Directory of jars that run a Kafka broker, downloading them once if needed.
+
+    ``$KAFKA_HOME/libs`` wins when ``KAFKA_HOME`` is set (``version`` is then ignored).
+    """
+    kafka_home = os.environ.get("KAFKA_HOME")
+    if kafka_home:
+        libs = Path(kafka_home).expanduser() / "libs"
+        if not any(libs.glob("kafka_2.13-*.jar")):
+            raise SandboxError(
+                f"KAFKA_HOME={kafka_home} has no libs/kafka_2.13-*.jar: point it at an "
+                "unpacked Kafka distribution, or unset it to download the jars with Maven"
+            )
+        return libs
+
+    home = _cache_root() / f"kafka-{version}"
+    libs, done_marker = home / "libs", home / ".complete"
+    if done_marker.exists():
+        return libs
+    with _file_lock(home / ".lock"):
+        if done_marker.exists():  # another process finished the download while we waited
+            return libs
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise SandboxError(
+                "Maven (mvn) is needed once to download the Kafka jars: install it "
+                "(e.g. apt-get install maven) or set KAFKA_HOME to an unpacked Kafka distribution"
+            )
+        shutil.rmtree(libs, ignore_errors=True)  # leftovers of an interrupted run
+        (home / "pom.xml").write_text(
+            _POM.format(kafka=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION, plugin=DEPENDENCY_PLUGIN_VERSION)
+        )
+        _run_maven(mvn, home, version)
+        done_marker.write_text(f"{version}\n")
+    return libs
+
+
+def _run_maven(mvn: str, home: Path, version: str) -> None:
+    command = [mvn, "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=libs", "-DincludeScope=runtime"]
+    output = home / "mvn.log"
+    log.info("Downloading Kafka %s jars from Maven Central into %s (one time, about 45 MB)", version, home)
+    started = time.monotonic()
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(command, cwd=home, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while True:
+            try:
+                proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - started
+                if elapsed > MAVEN_TIMEOUT_SECONDS:
+                    proc.kill()
+                    proc.wait()
+                    raise SandboxError(f"Maven did not finish within {MAVEN_TIMEOUT_SECONDS:.0f}s; see {output}")
+                log.info("Still downloading Kafka jars (%.0fs so far)...", elapsed)
+    if proc.returncode != 0:
+        raise SandboxError(
+            f"Maven could not resolve org.apache.kafka:kafka_2.13:{version} (exit {proc.returncode}); "
+            f"check network access to Maven Central. Last lines of {output}:\n{_tail(output)}"
+        )
+    log.info("Kafka jars ready in %.0fs", time.monotonic() - started)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no output)"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all held open at once so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def _new_cluster_uuid() -> str:
+    """A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not value.startswith("-"):  # would be read as a command-line flag
+            return value
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only the owner can read (it may hold a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def _broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True if the broker at ``bootstrap`` answers a metadata request."""
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        # A bare connect first: cheap, and keeps kafka-python from logging
+        # connection errors while the JVM is still booting.
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError:
+        return False
+    timeout_ms = int(timeout * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+        )
+    except Exception:
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except Exception:
+        return False
+    finally:
+        admin.close()
+
+
+def _is_ours(pid: int | None, config: Path) -> bool:
+    """True if ``pid`` is alive and is the broker started with ``config``.
+
+    Checking the command line guards against a recycled pid: we must never
+    signal somebody else's process.
+    """
+    if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    if Path("/proc/self").exists():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return str(config) in cmdline.split("\0")  # a zombie's is empty: dead too
+    try:
+        os.kill(pid, 0)  # no /proc (macOS): all we can tell is whether the pid exists
+    except OSError:
+        return False
+    return True
+
+
+def _stop_process(pid: int, config: Path) -> None:
+    """SIGTERM the broker's process group, then SIGKILL it if it lingers."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
+        if not _is_ours(pid, config):
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _is_ours(pid, config):
+            time.sleep(0.2)
+    child = _children.pop(pid, None)
+    if child is not None:
+        child.wait()
+    if _is_ours(pid, config):
+        raise SandboxError(f"broker process {pid} did not exit after SIGKILL")
+
+
+_LOG4J2_XML = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- Broker logs go to stdout, which the sandbox redirects to <cluster>/broker.log. -->
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="stdout" target="SYSTEM_OUT">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Root level="INFO"><AppenderRef ref="stdout"/></Root>
+    <Logger name="kafka.request.logger" level="WARN"/>
+    <Logger name="kafka.network.RequestChannel$" level="WARN"/>
+    <Logger name="state.change.logger" level="WARN"/>
+    <Logger name="kafka.log.LogCleaner" level="WARN"/>
+    <Logger name="org.apache.kafka.clients" level="WARN"/>
+    <Logger name="org.apache.kafka.common.config" level="WARN"/>
+    <Logger name="org.apache.kafka.common.utils.AppInfoParser" level="WARN"/>
+    <Logger name="org.apache.kafka.raft" level="WARN"/>
+    <Logger name="org.apache.kafka.controller" level="WARN"/>
+    <Logger name="org.apache.kafka.image" level="WARN"/>
+    <Logger name="org.apache.kafka.metadata" level="WARN"/>
+    <Logger name="org.apache.kafka.storage.internals.log" level="WARN"/>
+    <Logger name="kafka.log" level="WARN"/>
+  </Loggers>
+</Configuration>
+"""
+
+
+class Sandbox:
+    """Start, inspect and stop the two-cluster sandbox kept in one state directory."""
+
+    def __init__(self, state_dir: Path | None = None, kafka_version: str = KAFKA_VERSION) -> None:
+        # Absolute, because the broker's config path doubles as its process marker.
+        self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
+        self.kafka_version = kafka_version
+        self._state_file = self.state_dir / "sandbox.json"
+        self._password_file = self.state_dir / "sasl-password"
+        self._log4j_config = self.state_dir / "log4j2.xml"
+
+    # -- public API ----------------------------------------------------------
+
+    def up(self, sasl: bool = False, timeout: float = 90.0) -> SandboxInfo:
+        """Start both clusters, or return the endpoints of the running ones.
+
+        A sandbox with a dead broker is wiped and started afresh, and so is one
+        running without SASL when ``sasl`` is asked for. A SASL sandbox also
+        serves ``sasl=False`` callers: its PLAINTEXT listeners stay open.
+        """
+        with self._lock():
+            state = self._load()
+            if state is not None:
+                if all(self._alive(state, name) for name in CLUSTERS):
+                    if sasl and not state["sasl"]:
+                        log.warning("Sandbox in %s runs without SASL: recreating it with SASL", self.state_dir)
+                        self._teardown(state)
+                    else:
+                        self._wait_ready(state, CLUSTERS, timeout)
+                        return self._info(state)
+                else:
+                    log.info("Sandbox in %s has a dead broker: recreating it", self.state_dir)
+                    self._teardown(state)
+            state = self._create(sasl)
+            for name in CLUSTERS:
+                self._spawn(state, name)
+            self._save(state)
+            self._wait_ready(state, CLUSTERS, timeout)
+            return self._info(state)
+
+    def info(self) -> SandboxInfo | None:
+        """Endpoints recorded in the state dir (without checking they answer)."""
+        state = self._load()
+        return self._info(state) if state is not None else None
+
+    def status(self) -> dict:
+        """Per cluster: is the process alive, does the broker answer, where is it."""
+        state = self._load()
+        result = {}
+        for name in CLUSTERS:
+            if state is None:
+                result[name] = {"running": False, "answering": False, "bootstrapServers": None}
+                continue
+            bootstrap = self._bootstrap(state, name)
+            running = self._alive(state, name)
+            result[name] = {
+                "running": running,
+                "answering": running and _broker_answers(bootstrap),
+                "bootstrapServers": bootstrap,
+            }
+        return result
+
+    def down(self) -> None:
+        """Stop both brokers and delete their data and the state file."""
+        with self._lock():
+            self._teardown(self._load())
+
+    def stop_broker(self, name: str) -> None:
+        """Stop one cluster's broker, keeping its data and ports."""
+        with self._lock():
+            state = self._require_state(name)
+            cluster = state["clusters"][name]
+            if cluster["pid"]:
+                _stop_process(cluster["pid"], Path(cluster["config"]))
+            cluster["pid"] = None
+            self._save(state)
+
+    def start_broker(self, name: str, timeout: float = 90.0) -> None:
+        """Start one cluster's broker again on its old data and ports."""
+        with self._lock():
+            state = self._require_state(name)
+            if not self._alive(state, name):
+                self._spawn(state, name)
+                self._save(state)
+            self._wait_ready(state, (name,), timeout)
+
+    def cluster_id(self, name: str) -> str:
+        """The KRaft cluster id that ``name``'s storage was formatted with."""
+        return self._require_state(name)["clusters"][name]["clusterId"]
+
+    # -- state ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with _file_lock(self.state_dir / ".lock"):
+            yield
+
+    def _load(self) -> dict | None:
+        try:
+            return json.loads(self._state_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _save(self, state: dict) -> None:
+        # Write-then-rename so that status()/info() never see a half-written file.
+        partial = self._state_file.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(state, indent=2) + "\n")
+        partial.replace(self._state_file)
+
+    def _require_state(self, name: str) -> dict:
+        if name not in CLUSTERS:
+            raise SandboxError(f"unknown cluster {name!r}: expected one of {', '.join(CLUSTERS)}")
+        state = self._load()
+        if state is None:
+            raise SandboxError(f"no sandbox in {self.state_dir}: run `sandbox up` first")
+        return state
+
+    def _info(self, state: dict) -> SandboxInfo:
+        endpoints = {}
+        for name in CLUSTERS:
+            ports = state["clusters"][name]["ports"]
+            sasl = None
+            if state["sasl"]:
+                sasl = SaslEndpoint(
+                    bootstrap_servers=f"127.0.0.1:{ports['sasl']}",
+                    username=SASL_USERNAME,
+                    password_file=Path(state["passwordFile"]),
+                )
+            endpoints[name] = ClusterEndpoint(name, self._bootstrap(state, name), sasl)
+        return SandboxInfo(source=endpoints["source"], target=endpoints["target"], state_dir=self.state_dir)
+
+    @staticmethod
+    def _bootstrap(state: dict, name: str) -> str:
+        return f"127.0.0.1:{state['clusters'][name]['ports']['plaintext']}"
+
+    @staticmethod
+    def _alive(state: dict, name: str) -> bool:
+        cluster = state["clusters"][name]
+        return _is_ours(cluster["pid"], Path(cluster["config"]))
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _create(self, sasl: bool) -> dict:
+        """Write configs and format storage for two fresh clusters."""
+        java = java_executable()
+        libs = ensure_kafka_libs(self.kafka_version)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._log4j_config.write_text(_LOG4J2_XML)
+        if sasl and not self._password_file.exists():
+            _write_private(self._password_file, secrets.token_hex(16) + "\n")
+        password = self._password_file.read_text().strip() if sasl else ""
+
+        state: dict[str, Any] = {
+            "kafkaVersion": self.kafka_version,
+            "libs": str(libs),
+            "sasl": sasl,
+            "passwordFile": str(self._password_file) if sasl else None,
+            "clusters": {},
+        }
+        listeners = ("plaintext", "controller", "sasl") if sasl else ("plaintext", "controller")
+        free_ports = iter(_free_ports(len(listeners) * len(CLUSTERS)))
+        for name in CLUSTERS:
+            cluster_dir = self.state_dir / name
+            shutil.rmtree(cluster_dir, ignore_errors=True)
+            cluster_dir.mkdir(parents=True)
+            ports = {listener: next(free_ports) for listener in listeners}
+            cluster = {
+                "clusterId": _new_cluster_uuid(),
+                "pid": None,
+                "ports": ports,
+                "dir": str(cluster_dir),
+                "config": str(cluster_dir / "server.properties"),
+                "log": str(cluster_dir / "broker.log"),
+            }
+            _write_private(Path(cluster["config"]), _server_properties(cluster_dir / "data", ports, password))
+            state["clusters"][name] = cluster
+        self._format_storage(java, libs, state, password)
+        return state
+
+    def _format_storage(self, java: str, libs: Path, state: dict, password: str) -> None:
+        # Both formats run at once: each is a JVM start, the slow part of up().
+        scram = []
+        if password:
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                scram += ["--add-scram", f"{mechanism}=[name={SASL_USERNAME},password={password}]"]
+        running = {}
+        for name, cluster in state["clusters"].items():
+            command = [
+                java, "-Xmx256m", f"-Dlog4j2.configurationFile={self._log4j_config}",
+                "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+                "-t", cluster["clusterId"], "-c", cluster["config"], "--standalone", *scram,
+            ]  # fmt: skip
+            running[name] = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+            )
+        outputs = {name: proc.communicate(timeout=180)[0] for name, proc in running.items()}
+        for name, proc in running.items():
+            if proc.returncode != 0:
+                raise SandboxError(f"formatting the {name} cluster's storage failed:\n{outputs[name][-3000:]}")
+
+    def _spawn(self, state: dict, name: str) -> None:
+        """Launch a broker detached from this process, recording its pid in ``state``."""
+        cluster = state["clusters"][name]
+        command = [
+            java_executable(), *BROKER_HEAP, "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._log4j_config}",
+            "-cp", f"{state['libs']}/*", "kafka.Kafka", cluster["config"],
+        ]  # fmt: skip
+        with open(cluster["log"], "ab") as out:
+            proc = subprocess.Popen(
+                command,
+                cwd=cluster["dir"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # own process group: survives us, and down() can signal it whole
+            )
+        _children[proc.pid] = proc
+        cluster["pid"] = proc.pid
+
+    def _wait_ready(self, state: dict, names: tuple[str, ...], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names:
+            cluster = state["clusters"][name]
+            bootstrap = self._bootstrap(state, name)
+            while not _broker_answers(bootstrap):
+                if not self._alive(state, name):
+                    raise SandboxError(
+                        f"the {name} broker process exited; last lines of {cluster['log']}:\n"
+                        f"{_tail(Path(cluster['log']))}"
+                    )
+                if time.monotonic() > deadline:
+                    raise SandboxError(
+                        f"the {name} broker did not answer on {bootstrap} within {timeout:.0f}s "
+                        f"(run `sandbox down` to reset it); last lines of {cluster['log']}:\n"
+                        f"{_tail(Path(cluster['log']))}"
+                    )
+                time.sleep(0.5)
+
+    def _teardown(self, state: dict | None) -> None:
+        """Stop the brokers in ``state`` and delete all cluster files."""
+        clusters = state["clusters"].values() if state is not None else ()
+        for cluster in clusters:
+            if cluster["pid"]:
+                _stop_process(cluster["pid"], Path(cluster["config"]))
+        for name in CLUSTERS:
+            shutil.rmtree(self.state_dir / name, ignore_errors=True)
+        self._state_file.unlink(missing_ok=True)
+
+
+def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str) -> str:
+    """server.properties for a one-node combined broker+controller."""
+    listeners = [f"PLAINTEXT://127.0.0.1:{ports['plaintext']}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if sasl_password:
+        listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{ports['sasl']}")
+        protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+    advertised = ",".join(listeners)
+    lines = [
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.bootstrap.servers=127.0.0.1:{ports['controller']}",
+        f"listeners={advertised},CONTROLLER://127.0.0.1:{ports['controller']}",
+        f"advertised.listeners={advertised}",
+        f"listener.security.protocol.map={','.join(protocols)}",
+        "inter.broker.listener.name=PLAINTEXT",
+        "controller.listener.names=CONTROLLER",
+        f"log.dirs={data_dir}",
+        "num.partitions=1",
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=false",
+        # Two brokers share two cores with the tests: fewer threads, less contention.
+        "num.network.threads=2",
+        "num.io.threads=2",
+    ]
+    if sasl_password:
+        prefix = "listener.name.sasl_plaintext"
+        lines += [
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+            f"{prefix}.scram-sha-256.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f'required user_{SASL_USERNAME}="{sasl_password}";',
+        ]
+    return "\n".join(lines) + "\n"
