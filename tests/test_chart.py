@@ -494,7 +494,13 @@ def test_pods_are_hardened_and_get_secrets(variation):
             assert security["allowPrivilegeEscalation"] is False, where
             assert security["capabilities"]["drop"] == ["ALL"], where
             assert container["resources"]["requests"], where
+        assert "helm.sh/chart" not in template["metadata"]["labels"], "a chart bump alone must not restart pods"
         main = spec["containers"][0]
+        if pod_name != "kafka-replicator-driver":
+            # Ray stays up while the driver stops the actors (uninstall, scale-in).
+            sleep = main["lifecycle"]["preStop"]["exec"]["command"]
+            assert sleep[0] == "sleep" and int(sleep[1]) >= grace, pod_name
+            assert spec["terminationGracePeriodSeconds"] > int(sleep[1]) + grace, pod_name
         mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]["name"]], f"{pod_name}: Ray needs a writable /tmp"

@@ -53,9 +53,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/* Labels of a pod: the common labels, its component and the user's podLabels.
+No helm.sh/chart label: a new chart version alone must not recreate the Ray pods.
 Call with (dict "root" $ "component" "driver"). */}}
 {{- define "kafka-replicator.podLabels" -}}
-{{ include "kafka-replicator.labels" .root }}
+{{ include "kafka-replicator.selectorLabels" .root }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/component: {{ .component }}
 {{- with .root.Values.podLabels }}
 {{ toYaml . }}
@@ -352,10 +354,10 @@ Call with (list $ "sourceToTarget"). */}}
 {{- end -}}
 
 {{- define "kafka-replicator.preStopSleepSeconds" -}}
-{{- if not (kindIs "invalid" .Values.worker.preStopSleepSeconds) -}}
-{{- int64 .Values.worker.preStopSleepSeconds -}}
+{{- if not (kindIs "invalid" .Values.ray.preStopSleepSeconds) -}}
+{{- int64 .Values.ray.preStopSleepSeconds -}}
 {{- else -}}
-{{- .Values.shutdownGracePeriodSeconds | default 30 | float64 | ceil | int64 -}}
+{{- add (.Values.shutdownGracePeriodSeconds | default 30 | float64 | ceil | int64) 5 -}}
 {{- end -}}
 {{- end -}}
 
