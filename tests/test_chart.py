@@ -39,6 +39,7 @@ from replicator.config import (
     ReplicatorConfig,
     ResourceAmounts,
     Route,
+    load_config,
     parse_config,
 )
 from replicator.errors import ConfigError
@@ -414,8 +415,11 @@ def test_rendered_resources_validate(variation):
     validate_all(docs)
 
 
-def test_config_loads_and_equals_values(variation):
+def test_config_loads_and_equals_values(variation, tmp_path):
     name, overrides, docs = variation
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap", "-config")["data"]["config.yaml"])
+    assert load_config(config_file) == parse_config(expected_config(overrides)), name
     rendered = rendered_config(docs)
     assert not set(rendered) & CHART_ONLY_KEYS
     for side in ("sourceKafka", "targetKafka"):
@@ -690,7 +694,11 @@ def test_schema_mirrors_the_config_model():
         (ResourceAmounts, props["resources"]["properties"]["requests"]["properties"], set()),
     ]
     for model, schema_props, chart_only in sections:
-        assert set(schema_props) - chart_only == _aliases(model), model.__name__
+        in_schema, in_model = set(schema_props) - chart_only, _aliases(model)
+        assert in_schema == in_model, (
+            f"values.schema.json and replicator.config.{model.__name__} disagree: "
+            f"only in the schema {sorted(in_schema - in_model)}, only in the model "
+            f"{sorted(in_model - in_schema)}; update the chart's schema (and values.yaml comments)")
         for alias, prop in schema_props.items():
             if alias in chart_only:
                 continue
