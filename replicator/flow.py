@@ -241,14 +241,10 @@ class Flow:
 
     def _advance_idle(self) -> None:
         for tp in self.source_consumer.assignment():
-            if tp in self._stopped:
-                continue
-            try:
-                position = self.source_consumer.position(tp, timeout_ms=0)
-            except KafkaError:
-                continue
-            if position is not None:
-                self._checkpoint.advance(tp, position)
+            if tp not in self._stopped:
+                position = link.fetch_position(self.source_consumer, tp)
+                if position is not None:
+                    self._checkpoint.advance(tp, position)
 
     def _commit(self) -> None:
         self._advance_idle()

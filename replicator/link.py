@@ -137,6 +137,18 @@ def source_consumer(
         )
 
 
+def fetch_position(consumer: KafkaConsumer, tp) -> int | None:
+    """The consumer's position in a partition, if known, without any I/O.
+
+    KafkaConsumer.position() resolves unknown positions with network calls and,
+    called with a short timeout while a broker restarts, keeps cancelling its own
+    offset resets; the subscription state already holds what we need.
+    """
+    state = consumer._subscription.assignment.get(tp)
+    position = state.position if state is not None else None
+    return position.offset if position is not None else None
+
+
 def target_producer(config: ReplicatorConfig, direction: str) -> KafkaProducer:
     """The producer writing the direction's records to its target cluster."""
     _, (side, cluster) = config.clusters(direction)

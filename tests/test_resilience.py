@@ -1,0 +1,150 @@
+"""Crashes and broker restarts lose nothing; the duplicates they cause are bounded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+from kafka import TopicPartition
+
+from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 3
+
+
+class Traffic:
+    """Produces `total` keyed records to the source at a bounded rate, in a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, total: int, per_second: int):
+        self.total = total
+        self._thread = threading.Thread(
+            target=self._run, args=(bootstrap, topic, per_second), daemon=True)
+
+    def _run(self, bootstrap, topic, per_second):
+        chunk = max(1, per_second // 10)
+        for start in range(0, self.total, chunk):
+            produce(bootstrap, topic, [
+                (i % PARTITIONS, f"k{i:07d}".encode(), f"v{i}".encode(), [], None)
+                for i in range(start, min(start + chunk, self.total))
+            ])
+            time.sleep(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._thread.join(timeout=120)
+
+
+def keys_by_partition(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
+    return {p: [r.key for r in records] for p, records in read_all(bootstrap, topic).items()}
+
+
+def replay_window(source: list[bytes], target: list[bytes]) -> int:
+    """The number of replayed records, given the target must be source[:x] + source[x-d:].
+
+    Anything else means a record was lost or reordered.
+    """
+    extra = len(target) - len(source)
+    assert extra >= 0, f"{-extra} records are missing on the target"
+    prefix = next((i for i, (s, t) in enumerate(zip(source, target)) if s != t), len(source))
+    suffix = next((i for i, (s, t) in enumerate(zip(reversed(source), reversed(target))) if s != t),
+                  len(source))
+    # The first run ends at some x with extra <= x <= prefix; the rest of the target,
+    # len(target) - x records, must be the source's tail.
+    assert max(extra, len(target) - suffix) <= prefix, \
+        "the target is not the source plus one replayed window: records lost or reordered"
+    return extra
+
+
+def write_config(path, sandbox, topic, group) -> str:
+    path.write_text(yaml.safe_dump(sandbox.config(
+        consumerGroup={"sourceToTarget": {"groupId": group, "autoCommitIntervalMs": 1000}},
+        replication={"sourceToTarget": {"topics": [{"sourceTopicName": topic}]}},
+    )))
+    return str(path)
+
+
+def start_replicator(config_path: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "replicator.cli", "replicate", "--config", config_path,
+         "--direction", "sourceToTarget", "--member", "sourceToTarget-0"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_a_replicator_killed_mid_stream_and_restarted_loses_nothing(sandbox, name, tmp_path):
+    """SIGKILL leaves records on the target that the group has not committed yet.
+
+    The restarted member replays from the last commit, so the duplicates are exactly
+    those records, per partition one contiguous window: at most (target count at the
+    kill) - (committed offsets at the kill).
+    """
+    create_topic(sandbox.source, name, partitions=PARTITIONS)
+    config = write_config(tmp_path / "config.yaml", sandbox, name, name)
+    total = 15_000
+    with Traffic(sandbox.source, name, total, per_second=3000):
+        replicator = start_replicator(config)
+        wait_until(lambda: count(sandbox.target, name) >= 4000, what="replication to be under way")
+        replicator.send_signal(signal.SIGKILL)
+        replicator.wait(timeout=30)
+        time.sleep(1)  # requests already on the wire still land
+        on_target_at_kill = count(sandbox.target, name)
+        committed_at_kill = sum(committed(sandbox.source, name).values())
+        replicator = start_replicator(config)
+        try:
+            wait_until(lambda: count(sandbox.target, name) >= total, timeout=120,
+                       what="every record on the target")
+            wait_until(lambda: sum(committed(sandbox.source, name).values()) == total,
+                       what="the group to commit everything")
+        finally:
+            replicator.send_signal(signal.SIGTERM)
+            assert replicator.wait(timeout=60) == 0
+
+    source, target = keys_by_partition(sandbox.source, name), keys_by_partition(sandbox.target, name)
+    duplicates = sum(replay_window(source[p], target.get(p, [])) for p in source)
+    bound = on_target_at_kill - committed_at_kill
+    print(f"\nkilled at {on_target_at_kill} records on the target, {committed_at_kill} committed; "
+          f"duplicates after restart: {duplicates} (bound {bound})")
+    assert 0 <= duplicates <= bound
+
+
+@pytest.mark.parametrize("cluster", ["target", "source"])
+def test_a_broker_restart_during_replication_loses_nothing(sandbox, name, cluster):
+    create_topic(sandbox.source, name, partitions=PARTITIONS)
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    total = 6000
+    with running(flow):
+        produce(sandbox.source, name, [(i % PARTITIONS, f"k{i:07d}".encode(), b"v", [], None)
+                                       for i in range(total // 2)])
+        wait_until(lambda: count(sandbox.target, name) >= 1000, what="replication to be under way")
+        sandbox.sandbox.stop_broker(cluster)
+        time.sleep(3)
+        sandbox.sandbox.start_broker(cluster)
+        produce(sandbox.source, name, [(i % PARTITIONS, f"k{i:07d}".encode(), b"v", [], None)
+                                       for i in range(total // 2, total)])
+        wait_until(lambda: count(sandbox.target, name) >= total, timeout=180,
+                   what="every record on the target after the restart")
+        wait_until(lambda: sum(committed(sandbox.source, name).values()) == total, timeout=60,
+                   what="the group to commit everything")
+
+    source, target = keys_by_partition(sandbox.source, name), keys_by_partition(sandbox.target, name)
+    duplicates = 0
+    for partition, keys in source.items():
+        arrived = target[partition]
+        first_seen = list(dict.fromkeys(arrived))
+        assert first_seen == keys, f"partition {partition}: records lost or out of order"
+        duplicates += len(arrived) - len(keys)
+    print(f"\n{cluster} broker restarted: {total} records, {duplicates} duplicates")
+    assert duplicates <= total // 2  # at most what was in flight around the restart
+    assert TopicPartition(name, 0) in committed(sandbox.source, name)
