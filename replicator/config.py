@@ -36,9 +36,11 @@ CHART_ONLY_KEYS = frozenset(
         "image", "imagePullSecrets", "nameOverride", "fullnameOverride", "ray", "head",
         "worker", "workers", "serviceAccount", "podSecurityContext", "securityContext",
         "nodeSelector", "tolerations", "affinity", "metrics", "secrets", "dashboard",
-        "podAnnotations", "podLabels", "driver", "terminationGracePeriodSeconds",
+        "podAnnotations", "podLabels", "driver", "terminationGracePeriodSeconds", "global",
     }
 )
+# Inside sourceKafka/targetKafka: the Secrets the chart turns into env vars and files.
+CLUSTER_CHART_ONLY_KEYS = frozenset({"saslPasswordSecret", "sslKeyPasswordSecret", "tlsSecret"})
 
 
 class _Model(BaseModel):
@@ -65,6 +67,13 @@ class ClusterConfig(_Model):
     ssl_key_password_env: str | None = None
     ssl_check_hostname: bool = True
     client_id: str = "kafka-replicator"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_chart_only_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in CLUSTER_CHART_ONLY_KEYS}
+        return data
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> ClusterConfig:

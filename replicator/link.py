@@ -79,10 +79,15 @@ def reaching(side: str, cluster: ClusterConfig) -> Iterator[None]:
         raise _error(side, cluster, f"not authorized: {type(exc).__name__}; grant the "
                      "replicator's principal access to its topics and groups") from None
     except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        # kafka-python 3 reports a refused SASL login as a bootstrap timeout.
+        credentials = (
+            f", and the SASL credentials (user {cluster.sasl_username!r}, {cluster.sasl_mechanism})"
+            if cluster.security_protocol.startswith("SASL") else ""
+        )
         raise _error(
             side, cluster,
-            f"no broker answered ({type(exc).__name__}); check bootstrapServers, the network "
-            f"and securityProtocol ({cluster.security_protocol})",
+            f"no broker accepted the connection ({type(exc).__name__}); check bootstrapServers, "
+            f"the network, securityProtocol ({cluster.security_protocol}){credentials}",
         ) from None
 
 
