@@ -1,5 +1,6 @@
 """The config file: the chart's values shape, clear errors, secrets kept secret."""
 
+import re
 import textwrap
 
 import pytest
@@ -165,3 +166,23 @@ def test_check_exits_0_on_a_valid_file(tmp_path, capsys):
 def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_readme_documents_every_config_key():
+    from pathlib import Path
+
+    from replicator.config import ReplicatorConfig, _model_of
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    reference = readme[readme.index("## Configuration"):readme.index("## Commands")]
+
+    def keys(model):
+        for name, field in model.model_fields.items():
+            yield field.alias or name
+            nested = _model_of(field.annotation)
+            if nested is not None:
+                yield from keys(nested)
+
+    missing = sorted({key for key in keys(ReplicatorConfig)
+                      if not re.search(rf"[`.]{key}[`.,\[]", reference)})
+    assert missing == []
