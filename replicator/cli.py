@@ -145,10 +145,15 @@ def _sandbox(args) -> int:
         print("sandbox stopped and its data removed")
     else:
         status = sandbox.status()
-        print(json.dumps(status, indent=2) if args.json else "\n".join(
-            f"{name}: {'running' if s.get('running') else 'stopped'}, "
-            f"{'answering' if s.get('answering') else 'not answering'} {s.get('bootstrapServers', '')}"
-            for name, s in status.items()))
+        if args.json:
+            print(json.dumps(status, indent=2))
+        for name, state in ({} if args.json else status).items():
+            if state.get("bootstrapServers") is None:
+                print(f"{name}: not started (run `kafka-replicator sandbox up`)")
+            else:
+                print(f"{name}: {'running' if state['running'] else 'stopped'}, "
+                      f"{'answering' if state['answering'] else 'not answering'} "
+                      f"on {state['bootstrapServers']}")
     return 0
 
 

@@ -33,6 +33,8 @@ from typing import Any, Iterator
 
 from kafka import KafkaAdminClient
 
+from .errors import ReplicatorError
+
 log = logging.getLogger("replicator.sandbox")
 
 KAFKA_VERSION = "4.4.0"
@@ -56,7 +58,7 @@ _JAVA_HINT = "install OpenJDK 17+, e.g. apt-get install openjdk-17-jre-headless 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class SandboxError(Exception):
+class SandboxError(ReplicatorError):
     """The sandbox could not be set up, started or stopped; the message says why."""
 
 
