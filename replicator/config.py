@@ -43,6 +43,12 @@ CHART_ONLY_KEYS = frozenset(
 CLUSTER_CHART_ONLY_KEYS = frozenset({"saslPasswordSecret", "sslKeyPasswordSecret", "tlsSecret"})
 
 
+def _without(data: Any, keys: frozenset[str]) -> Any:
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k not in keys}
+    return data
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
@@ -68,12 +74,8 @@ class ClusterConfig(_Model):
     ssl_check_hostname: bool = True
     client_id: str = "kafka-replicator"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_chart_only_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in CLUSTER_CHART_ONLY_KEYS}
-        return data
+    _drop_chart_only_keys = model_validator(mode="before")(
+        lambda data: _without(data, CLUSTER_CHART_ONLY_KEYS))
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> ClusterConfig:
@@ -251,12 +253,8 @@ class ReplicatorConfig(_Model):
     resources: Resources = Resources()
     shutdown_grace_period_seconds: float = Field(30.0, gt=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_chart_only_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in CHART_ONLY_KEYS}
-        return data
+    _drop_chart_only_keys = model_validator(mode="before")(
+        lambda data: _without(data, CHART_ONLY_KEYS))
 
     @model_validator(mode="after")
     def _enabled_directions_have_topics(self) -> ReplicatorConfig:

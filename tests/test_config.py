@@ -147,6 +147,12 @@ def test_chart_only_keys_are_ignored():
     assert config.members("sourceToTarget") == 1
 
 
+def test_the_charts_secret_references_in_a_cluster_block_are_ignored():
+    cluster = {"bootstrapServers": "k:9092", "tlsSecret": {"name": "tls"},
+               "saslPasswordSecret": {"name": "s", "key": "password"}}
+    assert parse_config(with_(sourceKafka=cluster)).source_kafka.bootstrap_servers == "k:9092"
+
+
 def test_check_exits_2_with_the_error_on_an_invalid_file(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("sourceKafka: {bootstrapServers: k:9092}\n")
