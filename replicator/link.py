@@ -25,6 +25,8 @@ from .errors import ClusterError, ConfigError
 
 log = logging.getLogger(__name__)
 
+ADMIN_BOOTSTRAP_TIMEOUT_MS = 10_000
+
 ASSIGNORS = {
     "cooperative-sticky": CooperativeStickyAssignor,
     "range": RangePartitionAssignor,
@@ -104,8 +106,10 @@ def _error(side: str, cluster: ClusterConfig, reason: str) -> ClusterError:
 
 
 def admin_client(side: str, cluster: ClusterConfig) -> KafkaAdminClient:
+    """An admin client; it is the first client a flow opens, so it fails fast and clearly."""
     with reaching(side, cluster):
-        return KafkaAdminClient(**client_settings(cluster), request_timeout_ms=15000)
+        return KafkaAdminClient(**client_settings(cluster), request_timeout_ms=15000,
+                                bootstrap_timeout_ms=ADMIN_BOOTSTRAP_TIMEOUT_MS)
 
 
 def cluster_id(side: str, cluster: ClusterConfig) -> str:
