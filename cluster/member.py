@@ -1,0 +1,166 @@
+"""The Ray actor of one consumer-group member: a Flow running in a thread.
+
+Ray restarts the actor when its process dies (the supervisor starts it with
+max_restarts=-1); the new process rejoins the group under the same static member
+id, so it gets its partitions back and resumes from the group's committed offsets.
+Nothing here needs to survive a restart: the progress lives in Kafka.
+
+The config travels with the actor's creation task, which Ray keeps to restart the
+actor: keep passwords in saslPasswordEnv so that only the variable's name travels.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import ray
+
+from replicator.config import ReplicatorConfig
+from replicator.errors import ConfigError
+from replicator.flow import Flow, Health
+
+from .telemetry import Exporter, Totals
+
+log = logging.getLogger("cluster.member")
+
+EXPORT_SECONDS = 5.0
+RETRY_SECONDS = (1.0, 30.0)  # first and longest pause before a failed flow starts again
+
+
+@dataclass
+class MemberStats:
+    """One answer to the supervisor's poll."""
+
+    name: str
+    direction: str
+    incarnation: str  # Ray's worker id: a new one each time Ray restarts the actor
+    node_id: str
+    health: Health
+    totals: Totals
+    lag: dict[str, int] = field(default_factory=dict)
+    latency_ms: list[float] = field(default_factory=list)  # recent samples
+    fatal: bool = False  # the flow stopped on a ConfigError: only an operator can fix it
+
+
+@ray.remote
+class Member:
+    """Replicates one direction as one member of its consumer group."""
+
+    def __init__(self, config: ReplicatorConfig, direction: str, name: str,
+                 log_level: str = "INFO"):
+        _log_to_stderr(log_level)
+        self._config = config
+        self._direction = direction
+        self._name = name
+        self._lock = threading.Lock()  # guards the switch to a new flow and each export
+        self._stopping = threading.Event()
+        self._fatal = False
+        self._flow = Flow(config, direction, name)
+        context = ray.get_runtime_context()
+        self._incarnation = context.get_worker_id()
+        self._node_id = context.get_node_id()
+        self._exporter = Exporter(direction, name)
+        if _reconstructed(context):
+            self._exporter.restarted()
+            log.warning("%s: restarted by Ray; rejoining group %s as static member %s",
+                        name, config.group(direction).group_id, name)
+        self._runner = threading.Thread(target=self._run, name=f"flow-{name}", daemon=True)
+        self._runner.start()
+        threading.Thread(target=self._export_periodically, name=f"metrics-{name}",
+                         daemon=True).start()
+
+    def __repr__(self) -> str:
+        # Ray prefixes the actor's log lines with this: "(sourceToTarget-0 pid=...)".
+        return self._name
+
+    def health(self) -> Health:
+        return self._flow.health()
+
+    def stats(self) -> MemberStats:
+        totals = self._export()
+        with self._lock:
+            flow = self._flow
+        snapshot = flow.metrics.snapshot()
+        return MemberStats(
+            name=self._name, direction=self._direction, incarnation=self._incarnation,
+            node_id=self._node_id, health=flow.health(), totals=totals, lag=snapshot.lag,
+            latency_ms=snapshot.latency_ms, fatal=self._fatal,
+        )
+
+    def stop(self, timeout: float) -> Health:
+        """Stop polling, commit what the target acknowledged, close; within `timeout`."""
+        with self._lock:
+            self._stopping.set()
+            flow = self._flow
+        flow.stop()
+        self._runner.join(timeout)
+        if self._runner.is_alive():
+            log.warning("%s: did not stop within %.0fs", self._name, timeout)
+        self._export()
+        return flow.health()
+
+    def _run(self) -> None:
+        """Run the flow; after a failure other than a config error, start a new one."""
+        pause = RETRY_SECONDS[0]
+        while True:
+            flow = self._flow
+            started = time.monotonic()
+            try:
+                flow.run()
+                return
+            except ConfigError as exc:
+                log.error("%s: %s", self._name, exc)
+                self._fatal = True
+                return
+            except Exception as exc:
+                if time.monotonic() - started > 2 * RETRY_SECONDS[1]:
+                    pause = RETRY_SECONDS[0]  # it had been working: a new incident
+                log.error("%s: %s: %s; starting again in %.0fs", self._name,
+                          type(exc).__name__, exc, pause)
+            if self._stopping.wait(pause):
+                return
+            pause = min(2 * pause, RETRY_SECONDS[1])
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._export_locked()  # the failed flow's last counts
+                self._exporter.new_flow()
+                self._flow = Flow(self._config, self._direction, self._name)
+
+    def _export_periodically(self) -> None:
+        while not self._stopping.wait(EXPORT_SECONDS):
+            self._export()
+
+    def _export(self) -> Totals:
+        with self._lock:
+            return self._export_locked()
+
+    def _export_locked(self) -> Totals:
+        flow = self._flow
+        return self._exporter.publish(flow.metrics.snapshot(), flow.metrics.drain_latencies(),
+                                      len(flow.health().assigned))
+
+
+def _reconstructed(context) -> bool:
+    """Whether Ray restarted this actor (its own property trips a deprecation warning in 2.60)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
+
+
+def _log_to_stderr(level: str) -> None:
+    """The replicator's lines on the worker's stderr, which Ray forwards to the driver."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    # kafka-python's INFO lines repeat ours; its warnings and errors still show, except
+    # its event loop's "task ran for over 100 ms", which a busy small node logs all the time.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("kafka.net.selector").setLevel(max(logging.ERROR, root.level))

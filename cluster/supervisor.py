@@ -1,0 +1,256 @@
+"""Starts a plan's members as Ray actors, watches them, and stops them gracefully.
+
+The driver and the demo both run one Supervisor. It keeps no state that replication
+needs: a new supervisor (after a driver restart) starts fresh actors, which resume
+from the offsets their consumer groups committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import RayActorError
+
+from replicator.config import ReplicatorConfig
+from replicator.flow import Health
+from replicator.metrics import percentile
+
+from .member import Member, MemberStats
+from .plan import NAMESPACE, MemberPlan
+
+log = logging.getLogger("cluster.supervisor")
+
+CALL_TIMEOUT_SECONDS = 10.0
+# A stopped or crashed driver's actors hold their names until Ray has cleaned them up.
+NAME_WAIT_SECONDS = 60.0
+# Calls to a member that Ray is restarting wait for the new process instead of failing.
+MAX_TASK_RETRIES = 3
+
+
+@dataclass
+class DirectionStatus:
+    """One direction at one poll: what the live view and the progress line show."""
+
+    direction: str
+    planned: int
+    running: int
+    nodes: int  # Ray nodes the running members are on
+    replicated: int  # records, since this supervisor started
+    rate: float  # records per second since the previous poll
+    lag: int
+    p50_ms: float | None
+    p99_ms: float | None
+    restarts: int
+    errors: int
+
+    def line(self) -> str:
+        latency = ("latency -" if self.p50_ms is None else
+                   f"latency p50 {self.p50_ms:.0f} ms p99 {self.p99_ms:.0f} ms")
+        return (f"{self.direction}: {self.running}/{self.planned} members "
+                f"({self.nodes} node{'' if self.nodes == 1 else 's'}), "
+                f"{self.rate:.0f} records/s, lag {self.lag}, {latency}, "
+                f"{self.replicated} replicated, {self.restarts} restarts, {self.errors} errors")
+
+
+@dataclass
+class _Watched:
+    """What the supervisor remembers of one member between polls."""
+
+    plan: MemberPlan
+    actor: ray.actor.ActorHandle
+    incarnation: str | None = None
+    counted: int = 0  # records of earlier incarnations
+    last: MemberStats | None = None
+    trouble: str | None = None  # the last problem logged, so that it is logged once
+    gone: bool = False
+    reported: set[str] = field(default_factory=set)  # stopped partitions already logged
+
+    def replicated(self) -> int:
+        return self.counted + (self.last.totals.records if self.last else 0)
+
+
+class Supervisor:
+    """The members of one replicator config, as Ray actors in one namespace."""
+
+    def __init__(self, config: ReplicatorConfig, namespace: str = NAMESPACE,
+                 log_level: str = "INFO"):
+        self.config = config
+        self.namespace = namespace
+        self.log_level = log_level
+        self.restarts: Counter[str] = Counter()
+        self.fatal: dict[str, str] = {}  # member → the config error that stopped it
+        self._members: dict[str, _Watched] = {}
+        self._replicated: Counter[str] = Counter()  # at the previous poll
+        self._retired: Counter[str] = Counter()  # records of members stopped by apply()
+        self._polled_at = time.monotonic()
+
+    def apply(self, members: list[MemberPlan]) -> None:
+        """Start the members that are missing and stop the ones not in `members`."""
+        wanted = {member.name for member in members}
+        surplus = [name for name in self._members if name not in wanted]
+        if surplus:
+            self._stop(surplus, self.config.shutdown_grace_period_seconds)
+        for member in members:
+            if member.name not in self._members:
+                self._members[member.name] = _Watched(member, self._start(member))
+
+    def actor(self, name: str) -> ray.actor.ActorHandle:
+        return self._members[name].actor
+
+    def poll(self) -> list[DirectionStatus]:
+        """Ask every member for its stats; log restarts and trouble; sum up per direction."""
+        asked = {name: w.actor.stats.remote() for name, w in self._members.items() if not w.gone}
+        ready, _ = ray.wait(list(asked.values()), num_returns=len(asked), timeout=CALL_TIMEOUT_SECONDS)
+        answered = set(ready)
+        running: dict[str, MemberStats] = {}
+        for name, ref in asked.items():
+            watched = self._members[name]
+            if ref not in answered:
+                self._trouble(watched, f"{name} is not answering within {CALL_TIMEOUT_SECONDS:.0f}s")
+                continue
+            try:
+                stats = ray.get(ref)
+            except RayActorError as exc:
+                self._lost(watched, exc)
+                continue
+            self._observe(watched, stats)
+            if stats.health.state == "running":
+                running[name] = stats
+        return self._statuses(running)
+
+    def stop(self, grace: float) -> dict[str, Health]:
+        """Stop every member within `grace` seconds; the final health of those that answered."""
+        return self._stop(list(self._members), grace)
+
+    def _start(self, member: MemberPlan) -> ray.actor.ActorHandle:
+        options = dict(
+            name=member.name,
+            namespace=self.namespace,
+            # Owned by this driver (not detached): when the driver goes, so do its actors,
+            # and the next driver starts the members of its own config.
+            max_restarts=-1,
+            max_task_retries=MAX_TASK_RETRIES,
+            num_cpus=member.num_cpus,
+            scheduling_strategy="SPREAD",  # members on different nodes, where there are several
+        )
+        if member.memory:
+            options["memory"] = member.memory
+        deadline = time.monotonic() + NAME_WAIT_SECONDS
+        while True:
+            try:
+                actor = Member.options(**options).remote(
+                    self.config, member.direction, member.name, self.log_level)
+                break
+            except ValueError as exc:  # the name is taken
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"Ray actor {member.name!r} still exists in namespace {self.namespace!r} "
+                        f"after {NAME_WAIT_SECONDS:.0f}s: another replicator driver runs in this "
+                        "namespace; stop it, or give this one its own --namespace") from exc
+                log.info("waiting for the previous %s to go (%s)", member.name, exc)
+                time.sleep(2)
+        log.info("started %s (%s CPU%s)", member.name, member.num_cpus,
+                 f", {member.memory} bytes memory" if member.memory else "")
+        return actor
+
+    def _stop(self, names: list[str], grace: float) -> dict[str, Health]:
+        # Members get most of the grace period; the rest is for killing the stragglers.
+        timeout = grace * 0.8
+        asked = {name: self._members[name].actor.stop.remote(timeout)
+                 for name in names if not self._members[name].gone}
+        ready, _ = ray.wait(list(asked.values()), num_returns=len(asked), timeout=grace * 0.9)
+        answered = set(ready)
+        healths = {}
+        for name, ref in asked.items():
+            if ref not in answered:
+                log.warning("%s did not stop within %.0fs; killing it", name, grace * 0.9)
+                continue
+            try:
+                health = ray.get(ref)
+            except RayActorError as exc:
+                log.warning("%s died while stopping: %s", name, _first_line(exc))
+                continue
+            healths[name] = health
+            log.info("%s stopped (%s)", name, health.state)
+        for name in names:
+            watched = self._members.pop(name)
+            ray.kill(watched.actor, no_restart=True)
+            self._retired[watched.plan.direction] += watched.replicated()
+        return healths
+
+    def _observe(self, watched: _Watched, stats: MemberStats) -> None:
+        name = watched.plan.name
+        if watched.incarnation not in (None, stats.incarnation):
+            self.restarts[watched.plan.direction] += 1
+            watched.counted = watched.replicated()
+            log.warning("%s was restarted by Ray (%d restarts in %s so far)", name,
+                        self.restarts[watched.plan.direction], watched.plan.direction)
+        watched.incarnation = stats.incarnation
+        watched.last = stats
+        health = stats.health
+        if stats.fatal:
+            self.fatal[name] = health.error or "config error"
+        if health.state == "failed":
+            self._trouble(watched, f"{name} failed: {health.error}; it starts its flow again")
+        elif watched.trouble is not None and health.state == "running":
+            log.info("%s is running again", name)
+            watched.trouble = None
+        for partition, error in health.stopped.items():
+            if partition not in watched.reported:
+                watched.reported.add(partition)
+                log.error("%s: partition %s is stopped: %s", name, partition, error)
+
+    def _lost(self, watched: _Watched, exc: RayActorError) -> None:
+        name = watched.plan.name
+        try:
+            ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            # Ray restarts every crash (max_restarts=-1): an actor that is gone for good
+            # was killed on purpose (ray.kill(..., no_restart=True)) and stays gone.
+            watched.gone = True
+            group = self.config.group(watched.plan.direction)
+            log.error("%s is gone for good and is not replaced; the other members of group %s "
+                      "take over its partitions once its session expires (sessionTimeoutMs %d)",
+                      name, group.group_id, group.session_timeout_ms)
+            return
+        self._trouble(watched, f"{name} is unavailable, Ray is restarting it: {_first_line(exc)}")
+
+    def _trouble(self, watched: _Watched, message: str) -> None:
+        if watched.trouble != message:
+            watched.trouble = message
+            log.warning("%s", message)
+
+    def _statuses(self, running: dict[str, MemberStats]) -> list[DirectionStatus]:
+        now = time.monotonic()
+        elapsed = max(now - self._polled_at, 1e-6)
+        self._polled_at = now
+        statuses = []
+        for direction in self.config.enabled_directions():
+            members = [w for w in self._members.values() if w.plan.direction == direction]
+            replicated = self._retired[direction] + sum(w.replicated() for w in members)
+            rate = max(0, replicated - self._replicated[direction]) / elapsed
+            self._replicated[direction] = replicated
+            current = [stats for stats in running.values() if stats.direction == direction]
+            latencies = [ms for stats in current for ms in stats.latency_ms]
+            statuses.append(DirectionStatus(
+                direction=direction,
+                planned=len(members),
+                running=len(current),
+                nodes=len({stats.node_id for stats in current}),
+                replicated=replicated,
+                rate=rate,
+                lag=sum(sum(stats.lag.values()) for stats in current),
+                p50_ms=percentile(latencies, 0.5),
+                p99_ms=percentile(latencies, 0.99),
+                restarts=self.restarts[direction],
+                errors=sum(w.last.totals.errors for w in members if w.last),
+            ))
+        return statuses
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
