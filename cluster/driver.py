@@ -1,0 +1,123 @@
+"""The driver: `python -m cluster.driver --config FILE [--address ADDRESS]`.
+
+Joins the Ray cluster at --address or $RAY_ADDRESS (a `ray://host:10001` Ray Client
+address works too). Without either, Ray's default applies: the cluster that `ray start`
+started on this machine, else a new local one, which stops with the driver. Starts one
+actor per group member (cluster.plan), supervises them until SIGTERM or SIGINT, then
+stops them within shutdownGracePeriodSeconds and exits. As a Ray job:
+
+    ray job submit --working-dir . -- python -m cluster.driver --config FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+
+from replicator.cli import EXIT_ERROR, setup_logging
+from replicator.config import load_config
+from replicator.errors import ReplicatorError
+
+from .cli import PROGRESS_SECONDS, add_run_arguments
+from .plan import NAMESPACE, MemberPlan, plan
+from .supervisor import Supervisor
+
+log = logging.getLogger("cluster.driver")
+
+POLL_SECONDS = 5.0
+
+
+def run(config_path: Path, address: str | None = None, namespace: str = NAMESPACE,
+        progress_seconds: float = PROGRESS_SECONDS, log_level: str = "INFO") -> int:
+    """Replicate until SIGTERM/SIGINT; 0 after a graceful stop, EXIT_ERROR on a config error."""
+    config = load_config(config_path)
+    members = plan(config)
+    grace = config.shutdown_grace_period_seconds
+    _join(address, namespace)
+    _warn_if_too_small(members)
+    stopping = threading.Event()
+
+    def stop(signum, _frame) -> None:
+        log.info("%s received: stopping the members within %.0fs", signal.Signals(signum).name, grace)
+        stopping.set()
+
+    # After ray.init, so that these handlers are the ones in force.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    supervisor = Supervisor(config, namespace, log_level)
+    code = 0
+    try:
+        log.info("starting %d members in Ray namespace %s: %s", len(members), namespace,
+                 ", ".join(member.name for member in members))
+        supervisor.apply(members)
+        next_progress = time.monotonic() + progress_seconds
+        while not stopping.wait(POLL_SECONDS):
+            statuses = supervisor.poll()
+            if supervisor.fatal:
+                for name, error in supervisor.fatal.items():
+                    log.error("%s stopped on a config error: %s", name, error)
+                code = EXIT_ERROR
+                break
+            if time.monotonic() >= next_progress:
+                next_progress += progress_seconds
+                for status in statuses:
+                    log.info("%s", status.line())
+    finally:
+        started = time.monotonic()
+        supervisor.stop(grace)
+        log.info("all members stopped in %.1fs", time.monotonic() - started)
+        ray.shutdown()
+    return code
+
+
+class RayUnreachable(ReplicatorError):
+    """The Ray cluster to join did not let the driver in."""
+
+
+def _join(address: str | None, namespace: str) -> None:
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=True)
+    except ConnectionError as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "the local Ray cluster"
+        raise RayUnreachable(
+            f"cannot join {where}: {exc}. If the cluster uses token authentication (Ray 2.59 "
+            "and later turn it on for clusters started on a machine that has a token), set "
+            "RAY_AUTH_MODE=token and give this process the cluster's token: RAY_AUTH_TOKEN, "
+            "a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (`ray get-auth-token` "
+            "prints it on the head node)") from None
+
+
+def _warn_if_too_small(members: list[MemberPlan]) -> None:
+    """Members that do not fit wait for resources, silently as far as Ray is concerned."""
+    needed = sum(member.num_cpus for member in members)
+    available = ray.cluster_resources().get("CPU", 0.0)
+    if needed > available:
+        log.warning("the members need %.1f CPUs and the Ray cluster has %.1f: some will wait "
+                    "until nodes join; lower resources.requests.cpu or add nodes", needed, available)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.driver",
+        description="Run the replicator on Ray: one actor per group member, supervised.")
+    parser.add_argument("--log-level", default="INFO")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
+    except ReplicatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
