@@ -1,0 +1,407 @@
+"""The replicator on a real local Ray cluster against the real sandbox brokers: failover.
+
+Each test checks the target's exact per-partition contents against the source: every
+record there, in order, intact (zero loss). Duplicates are allowed only where a member
+died before committing what it had copied, and are bounded by exactly that.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+import ray
+import yaml
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from cluster.plan import NAMESPACE, plan
+from cluster.supervisor import Supervisor
+from cluster.traffic import PartitionCheck, check_partition
+from kafka_support import committed, create_topic, read_all, wait_until
+from replicator.config import parse_config
+from replicator.provenance import origin_of, user_headers
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRACE = 10.0
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One small local Ray cluster for the module (starting one takes 5-20 s here)."""
+    context = ray.init(num_cpus=4, include_dashboard=False, namespace=NAMESPACE,
+                       object_store_memory=100 * 1024 * 1024, log_to_driver=True)
+    yield context
+    ray.shutdown()
+
+
+@pytest.fixture
+def supervised(ray_cluster):
+    """Start a Supervisor for a config; stop its members when the test ends."""
+    started: list[Supervisor] = []
+
+    def start(config) -> Supervisor:
+        supervisor = Supervisor(config)
+        started.append(supervisor)
+        supervisor.apply(plan(config))
+        wait_until(lambda: all(s.running == s.planned for s in supervisor.poll()), 90,
+                   interval=1, what="every member to run")
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        supervisor.stop(GRACE)
+
+
+def settings(sandbox, name, s2t=(), t2s=(), replicas=2, **group) -> dict:
+    groups = {
+        direction: {"groupId": f"{name}-{short}", "maxPollRecords": 100,
+                    "sessionTimeoutMs": 30000, "heartbeatIntervalMs": 1000, **group}
+        for direction, short in (("sourceToTarget", "s2t"), ("targetToSource", "t2s"))
+    }
+    replication = {
+        direction: {"topics": [{"sourceTopicName": topic} for topic in topics]}
+        for direction, topics in (("sourceToTarget", s2t), ("targetToSource", t2s)) if topics
+    }
+    return sandbox.config(consumerGroup=groups, replication=replication, replicaCount=replicas,
+                          shutdownGracePeriodSeconds=GRACE)
+
+
+class Feed:
+    """Produces `total` distinct records round-robin over the partitions at `rate` per second."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, total: int, rate: float,
+                 tag: str = "r"):
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.total, self.rate, self.tag = total, rate, tag
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        started = time.monotonic()
+        for i in range(self.total):
+            pause = started + i / self.rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            producer.send(self.topic, key=f"k{i}".encode(), value=f"{self.tag}-{i}".encode(),
+                          partition=i % self.partitions)
+        producer.flush()
+        producer.close()
+
+    def join(self) -> None:
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), "the feed did not finish"
+
+
+def identity(record) -> tuple:
+    """What must arrive intact, hashable: key, value, user headers, timestamp."""
+    return (record.key, record.value, tuple(user_headers(record.headers)), record.timestamp)
+
+
+def everything(record) -> bool:
+    return True
+
+
+def compare(source: str, target: str, topic: str, sent=everything,
+            arrived=everything) -> list[PartitionCheck]:
+    """Every partition of `topic` on the target against the same partition on the source,
+    of the records that `sent` and `arrived` select there."""
+    on_source, on_target = read_all(source, topic), read_all(target, topic)
+    return [check_partition(topic, p, [identity(r) for r in on_source.get(p, []) if sent(r)],
+                            [identity(r) for r in on_target.get(p, []) if arrived(r)])
+            for p in sorted(on_source.keys() | on_target.keys())]
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+
+
+def caught_up(bootstrap: str, group: str, *topics: str) -> bool:
+    """The group has committed every partition of `topics` up to its log end."""
+    offsets = committed(bootstrap, group)
+    return all(offsets.get(tp, 0) == end
+               for topic in topics for tp, end in end_offsets(bootstrap, topic).items())
+
+
+def uncommitted(source: str, target: str, group: str, topic: str, partitions: list[int]) -> int:
+    """Records on the target beyond the group's committed offsets, over `partitions`.
+
+    Read right after a member died, this bounds what its successor can copy twice: it
+    resumes from the committed offsets, and everything the dead member copied beyond
+    them is on the target already. Committed offsets read a moment early only make the
+    bound larger, and so do target records copied a moment late.
+    """
+    offsets = committed(source, group)
+    time.sleep(1)  # produce requests the dead member had already sent land on the target
+    arrived = read_all(target, topic)
+    return sum(max(0, len(arrived.get(p, [])) - offsets.get(TopicPartition(topic, p), 0))
+               for p in partitions)
+
+
+def assigned(supervisor: Supervisor, member: str) -> list[str]:
+    return ray.get(supervisor.actor(member).health.remote(), timeout=30).assigned
+
+
+def on_target(sandbox, topic: str) -> int:
+    return sum(len(records) for records in read_all(sandbox.target, topic).values())
+
+
+def test_killed_member_is_restarted_and_loses_nothing(sandbox, name, supervised):
+    """ray.kill(no_restart=False) mid-stream: Ray restarts the actor, which rejoins as the
+    same static member, gets the same partitions back (the other member keeps its own),
+    and resumes from the committed offsets: duplicates only on its partitions, at most
+    what it had copied beyond its last commit."""
+    create_topic(sandbox.source, name, partitions=4)
+    config = parse_config(settings(sandbox, name, s2t=[name]))
+    supervisor = supervised(config)
+    started = time.monotonic()
+    feed = Feed(sandbox.source, name, 4, total=3000, rate=400)
+    wait_until(lambda: on_target(sandbox, name) >= 800, 60, interval=0.5, what="copying to begin")
+
+    victim = "sourceToTarget-0"
+    before = assigned(supervisor, victim)
+    survivor_partitions = assigned(supervisor, "sourceToTarget-1")
+    ray.kill(supervisor.actor(victim), no_restart=False)
+    killed = time.monotonic()
+    bound = uncommitted(sandbox.source, sandbox.target, f"{name}-s2t", name,
+                        [int(p.rsplit("[", 1)[1].rstrip("]")) for p in before])
+    wait_until(lambda: (lambda s: s.restarts == 1 and s.running == 2)(supervisor.poll()[0]),
+               60, interval=1, what="Ray to restart the member")
+    wait_until(lambda: assigned(supervisor, victim) == before, 30, interval=0.5,
+               what="the restarted member to get its partitions back")
+    back = time.monotonic() - killed
+    assert assigned(supervisor, "sourceToTarget-1") == survivor_partitions
+
+    feed.join()
+    wait_until(lambda: caught_up(sandbox.source, f"{name}-s2t", name), 90, interval=1,
+               what="the group to commit everything")
+    checks = compare(sandbox.source, sandbox.target, name)
+    duplicates = sum(c.duplicates for c in checks)
+    print(f"\nkilled member: {sum(c.sent for c in checks)} records, {duplicates} duplicates "
+          f"(bound {bound}), back in {back:.1f}s, all copied in {time.monotonic() - started:.1f}s")
+    assert all(c.exact for c in checks), checks
+    assert duplicates <= bound
+    assert all(c.duplicates == 0 for c in checks if f"{name}[{c.partition}]" in survivor_partitions)
+
+
+def test_survivor_takes_over_the_partitions_of_a_member_killed_for_good(sandbox, name, supervised):
+    """ray.kill(no_restart=True): the member stays gone (Ray restarts only crashes); once its
+    session times out the group rebalances and the survivor copies its partitions from
+    their committed offsets: duplicates at most what the dead member copied uncommitted."""
+    create_topic(sandbox.source, name, partitions=4)
+    config = parse_config(settings(sandbox, name, s2t=[name], sessionTimeoutMs=6000))
+    supervisor = supervised(config)
+    started = time.monotonic()
+    feed = Feed(sandbox.source, name, 4, total=3000, rate=400)
+    wait_until(lambda: on_target(sandbox, name) >= 800, 60, interval=0.5, what="copying to begin")
+
+    victim_partitions = assigned(supervisor, "sourceToTarget-1")
+    ray.kill(supervisor.actor("sourceToTarget-1"), no_restart=True)
+    killed = time.monotonic()
+    bound = uncommitted(sandbox.source, sandbox.target, f"{name}-s2t", name,
+                        [int(p.rsplit("[", 1)[1].rstrip("]")) for p in victim_partitions])
+    wait_until(lambda: len(assigned(supervisor, "sourceToTarget-0")) == 4, 60, interval=1,
+               what="the survivor to own every partition")
+    takeover = time.monotonic() - killed
+    status = supervisor.poll()[0]
+    assert (status.planned, status.running, status.restarts) == (2, 1, 0)
+
+    feed.join()
+    wait_until(lambda: caught_up(sandbox.source, f"{name}-s2t", name), 90, interval=1,
+               what="the group to commit everything")
+    checks = compare(sandbox.source, sandbox.target, name)
+    duplicates = sum(c.duplicates for c in checks)
+    print(f"\nmember killed for good: {sum(c.sent for c in checks)} records, {duplicates} duplicates "
+          f"(bound {bound}), taken over in {takeover:.1f}s, all copied in "
+          f"{time.monotonic() - started:.1f}s")
+    assert all(c.exact for c in checks), checks
+    assert duplicates <= bound
+
+
+def test_scaling_a_direction_from_one_to_three_members_spreads_the_partitions(
+        sandbox, name, supervised):
+    """Two members join while records flow. With cooperative-sticky assignment the first
+    member keeps copying what it keeps, and commits what it acknowledged before it hands
+    a partition over; the new owner resumes there. Should that commit fail, the new owner
+    replays at most one auto-commit interval (1 s): at 400 records/s over 6 partitions
+    that is under maxPollRecords (100) per moved partition, the bound asserted."""
+    create_topic(sandbox.source, name, partitions=6)
+    one = settings(sandbox, name, s2t=[name], replicas=1)
+    supervisor = supervised(parse_config(one))
+    started = time.monotonic()
+    feed = Feed(sandbox.source, name, 6, total=3000, rate=400)
+    wait_until(lambda: on_target(sandbox, name) >= 600, 60, interval=0.5, what="copying to begin")
+
+    supervisor.apply(plan(parse_config({**one, "replicaCount": 3})))
+    scaled = time.monotonic()
+    members = [f"sourceToTarget-{i}" for i in range(3)]
+    wait_until(lambda: [len(assigned(supervisor, m)) for m in members] == [2, 2, 2], 90,
+               interval=1, what="two partitions per member")
+    spread = time.monotonic() - scaled
+
+    feed.join()
+    wait_until(lambda: caught_up(sandbox.source, f"{name}-s2t", name), 90, interval=1,
+               what="the group to commit everything")
+    checks = compare(sandbox.source, sandbox.target, name)
+    duplicates = sum(c.duplicates for c in checks)
+    print(f"\nscaled 1 → 3: {sum(c.sent for c in checks)} records, {duplicates} duplicates, "
+          f"spread in {spread:.1f}s, all copied in {time.monotonic() - started:.1f}s")
+    assert all(c.exact for c in checks), checks
+    assert duplicates <= 100 * 4  # four of the six partitions moved
+
+
+def test_both_directions_with_an_active_active_topic_settle_without_loops(
+        sandbox, name, supervised):
+    """One topic per direction plus one topic replicated both ways, all fed at once. Each
+    side ends with its own records and exactly one copy of the other side's: the copies
+    carry their origin, and the other direction skips them instead of sending them back."""
+    forward, backward, both = f"{name}-fwd", f"{name}-back", f"{name}-both"
+    for cluster, topic in ((sandbox.source, forward), (sandbox.target, backward),
+                           (sandbox.source, both), (sandbox.target, both)):
+        create_topic(cluster, topic, partitions=3)
+    config = parse_config(settings(sandbox, name, s2t=[forward, both], t2s=[backward, both]))
+    supervisor = supervised(config)
+    started = time.monotonic()
+    feeds = [Feed(sandbox.source, forward, 3, 1000, 150, "fwd"),
+             Feed(sandbox.target, backward, 3, 1000, 150, "back"),
+             Feed(sandbox.source, both, 3, 1000, 150, "src"),
+             Feed(sandbox.target, both, 3, 1000, 150, "tgt")]
+    for feed in feeds:
+        feed.join()
+
+    def settled() -> bool:
+        return (caught_up(sandbox.source, f"{name}-s2t", forward, both)
+                and caught_up(sandbox.target, f"{name}-t2s", backward, both))
+
+    wait_until(settled, 90, interval=1, what="both groups to commit everything")
+    time.sleep(3)  # a loop would show as records that keep coming
+    assert settled()
+    def original(record) -> bool:
+        return origin_of(record.headers) is None
+
+    def copied_from(side: str):
+        cluster_id = sandbox.sandbox.cluster_id(side)
+        return lambda record: origin_of(record.headers) == cluster_id
+
+    checks = (compare(sandbox.source, sandbox.target, forward)
+              + compare(sandbox.target, sandbox.source, backward)
+              # On each side of the shared topic: its originals against the other side's copies.
+              + compare(sandbox.source, sandbox.target, both, original, copied_from("source"))
+              + compare(sandbox.target, sandbox.source, both, original, copied_from("target")))
+    skipped = sum(s.totals.loop_skipped for s in _member_stats(supervisor))
+    duplicates = sum(c.duplicates for c in checks)
+    print(f"\nboth directions: {sum(c.sent for c in checks)} records checked, {duplicates} "
+          f"duplicates, {skipped} copies not sent back, settled in {time.monotonic() - started:.1f}s")
+    assert all(c.exact for c in checks), checks
+    assert duplicates == 0  # nothing failed, so nothing was replayed
+    for cluster in (sandbox.source, sandbox.target):
+        assert sum(len(r) for r in read_all(cluster, both).values()) == 2000
+    assert skipped == 2000  # each side's copies of the active-active topic, skipped once
+
+
+def test_sigterm_stops_the_driver_within_the_grace_period_and_a_restart_resumes(
+        sandbox, name, ray_cluster, tmp_path):
+    """`python -m cluster.driver` against this Ray cluster. SIGTERM mid-stream: the members
+    stop polling, flush, commit what the target acknowledged and close, within
+    shutdownGracePeriodSeconds; so the committed offsets cover exactly what is on the
+    target, and the restarted driver resumes there without a single duplicate."""
+    create_topic(sandbox.source, name, partitions=4)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings(sandbox, name, s2t=[name])))
+    group = f"{name}-s2t"
+    feed = Feed(sandbox.source, name, 4, total=3000, rate=300)
+
+    first = _driver(config_file, ray_cluster, tmp_path / "first.log")
+    wait_until(lambda: on_target(sandbox, name) >= 600, 90, interval=0.5, what="copying to begin")
+    stopped_in = _terminate(first)
+    log = (tmp_path / "first.log").read_text()
+    assert first.returncode == 0, log
+    assert stopped_in < GRACE, log
+    assert "SIGTERM received" in log and "sourceToTarget-1 stopped (stopped)" in log
+    offsets = committed(sandbox.source, group)
+    arrived = read_all(sandbox.target, name)
+    assert {p: len(records) for p, records in arrived.items()} == \
+        {tp.partition: offset for tp, offset in offsets.items() if offset}
+
+    second = _driver(config_file, ray_cluster, tmp_path / "second.log")
+    feed.join()
+    wait_until(lambda: caught_up(sandbox.source, group, name), 90, interval=1,
+               what="the restarted driver to commit everything")
+    restarted_in = _terminate(second)
+    assert second.returncode == 0, (tmp_path / "second.log").read_text()
+    checks = compare(sandbox.source, sandbox.target, name)
+    print(f"\nSIGTERM: {sum(c.sent for c in checks)} records, {sum(c.duplicates for c in checks)} "
+          f"duplicates, {sum(offsets.values())} copied before the stop; stops took "
+          f"{stopped_in:.1f}s and {restarted_in:.1f}s (grace {GRACE:.0f}s)")
+    assert all(c.exact and c.duplicates == 0 for c in checks), checks
+
+
+def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, ray_cluster):
+    """Records, bytes, lag, latency, commits and assigned partitions reach Ray's Prometheus
+    endpoint, tagged by direction, topic and member."""
+    create_topic(sandbox.source, name, partitions=2)
+    supervisor = supervised(parse_config(settings(sandbox, name, s2t=[name], replicas=1)))
+    Feed(sandbox.source, name, 2, total=500, rate=1000).join()
+    wait_until(lambda: caught_up(sandbox.source, f"{name}-s2t", name), 60, interval=1,
+               what="the group to commit everything")
+    worker = ray.get(supervisor.actor("sourceToTarget-0").stats.remote(), timeout=30).incarnation
+    url = f"http://127.0.0.1:{ray_cluster.address_info['metrics_export_port']}/metrics"
+
+    def exported() -> dict[str, float]:
+        """This member's series (Ray tags each with the worker's id), summed per metric."""
+        found: dict[str, float] = {}
+        for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+            if line.startswith("ray_kafka_replicator_") and f'WorkerId="{worker}"' in line:
+                assert 'direction="sourceToTarget"' in line and 'member="sourceToTarget-0"' in line
+                series, value = line.rsplit(" ", 1)
+                metric = series.split("{")[0]
+                if "topic=" in series:
+                    assert f'topic="{name}"' in series
+                found[metric] = found.get(metric, 0.0) + float(value)
+        return found
+
+    metrics = wait_until(
+        lambda: (lambda found: found.get("ray_kafka_replicator_records_replicated_total") == 500
+                 and found)(exported()),
+        60, interval=2, what="the records counter to reach 500")
+    assert metrics["ray_kafka_replicator_bytes_replicated_total"] == sum(
+        len(f"r-{i}") for i in range(500))
+    assert metrics["ray_kafka_replicator_replication_latency_ms_count"] > 0
+    assert metrics["ray_kafka_replicator_commits_total"] > 0
+    assert metrics["ray_kafka_replicator_consumer_lag"] == 0
+    assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
+
+
+def _member_stats(supervisor: Supervisor):
+    names = [f"{d}-{i}" for d in ("sourceToTarget", "targetToSource") for i in range(2)]
+    return ray.get([supervisor.actor(n).stats.remote() for n in names], timeout=30)
+
+
+def _driver(config_file, ray_cluster, log_file) -> subprocess.Popen:
+    """The driver as operators run it, joining this test's Ray cluster as its own job."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    with open(log_file, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cluster.driver", "--config", str(config_file),
+             "--address", ray_cluster.address_info["gcs_address"], "--progress-seconds", "5"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def _terminate(driver: subprocess.Popen) -> float:
+    started = time.monotonic()
+    driver.send_signal(signal.SIGTERM)
+    driver.wait(timeout=3 * GRACE)
+    return time.monotonic() - started
