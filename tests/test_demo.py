@@ -17,7 +17,7 @@ from replicator.sandbox import Sandbox
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = [sys.executable, "-c", "import sys; from cluster.cli import main; sys.exit(main())", "demo"]
+DEMO = [sys.executable, "-m", "cluster.cli", "demo"]
 
 
 def demo(*args: str, log: Path) -> subprocess.Popen:
