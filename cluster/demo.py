@@ -26,6 +26,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from replicator.config import ReplicatorConfig, parse_config
+from replicator.errors import ReplicatorError
 from replicator.offsets import describe_groups
 from replicator.sandbox import Sandbox, SandboxInfo
 
@@ -44,6 +45,10 @@ RAY_CPUS = max(4, os.cpu_count() or 1)
 OBJECT_STORE_BYTES = 200 * 1024**2  # the replicator hardly uses Ray's object store
 
 
+class DemoFailed(ReplicatorError):
+    """The demo could not get to its check."""
+
+
 def say(*parts: object) -> None:
     print(*parts, flush=True)
 
@@ -57,7 +62,7 @@ def run(duration: float = 60.0, rate: float = 250.0, state_dir: Path | None = No
     try:
         return _demo(cleanup, duration, rate, state_dir)
     except KeyboardInterrupt:
-        say("\nInterrupted: stopping the replicator, Ray and the sandbox ...")
+        say("\nInterrupted: stopping everything the demo started ...")
         return 130
     finally:
         # A second Ctrl-C must not cut the clean-up short: the brokers would outlive us.
@@ -84,15 +89,11 @@ def _demo(cleanup: ExitStack, duration: float, rate: float, state_dir: Path | No
     _wait_for_group_coordinators(config)
 
     say("Starting a local Ray cluster ...")
-    # Ray's processes start with SIGINT ignored (they inherit it), so that Ctrl-C
-    # reaches only this process, which then stops the members before Ray itself.
-    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        context = ray.init(address="local", namespace=NAMESPACE, num_cpus=RAY_CPUS,
-                           object_store_memory=OBJECT_STORE_BYTES, include_dashboard=True,
-                           dashboard_host="127.0.0.1", log_to_driver=True)
-    finally:
-        signal.signal(signal.SIGINT, interrupt)
+    # Ray starts its processes with SIGINT blocked: Ctrl-C interrupts only this process,
+    # which then stops the members before it stops Ray.
+    context = ray.init(address="local", namespace=NAMESPACE, num_cpus=RAY_CPUS,
+                       object_store_memory=OBJECT_STORE_BYTES, include_dashboard=True,
+                       dashboard_host="127.0.0.1", log_to_driver=True)
     cleanup.callback(ray.shutdown)
     dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else None
     say(f"Ray dashboard: {dashboard or 'not running'}"
@@ -242,11 +243,11 @@ def _wait_for_members(supervisor: Supervisor) -> None:
     while True:
         statuses = supervisor.poll()
         if supervisor.fatal:
-            raise RuntimeError(f"the replicator stopped on a config error: {supervisor.fatal}")
+            raise DemoFailed(f"the replicator stopped on a config error: {supervisor.fatal}")
         if all(status.running == status.planned for status in statuses):
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the members did not start within {START_SECONDS:.0f}s: "
+            raise DemoFailed(f"the members did not start within {START_SECONDS:.0f}s: "
                                + "; ".join(status.line() for status in statuses))
         time.sleep(1)
 
@@ -262,7 +263,7 @@ def _wait_for_catch_up(config: ReplicatorConfig, supervisor: Supervisor, started
         if time.monotonic() > deadline:
             behind = [f"{r.topic}[{r.partition}] {r.committed}/{r.log_end}" for r in rows
                       if r.committed != r.log_end]
-            raise RuntimeError(f"not caught up after {CATCH_UP_SECONDS:.0f}s: {', '.join(behind)}")
+            raise DemoFailed(f"not caught up after {CATCH_UP_SECONDS:.0f}s: {', '.join(behind)}")
         if time.monotonic() >= next_view:
             next_view += VIEW_SECONDS
             _view(time.monotonic() - started, supervisor.poll())

@@ -16,6 +16,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from replicator.config import ReplicatorConfig
+from replicator.errors import ReplicatorError
 from replicator.flow import Health
 from replicator.metrics import percentile
 
@@ -71,6 +72,10 @@ class _Watched:
 
     def replicated(self) -> int:
         return self.counted + (self.last.totals.records if self.last else 0)
+
+
+class ActorNameTaken(ReplicatorError):
+    """Another driver's member holds the name in this namespace."""
 
 
 class Supervisor:
@@ -147,7 +152,7 @@ class Supervisor:
                 break
             except ValueError as exc:  # the name is taken
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
+                    raise ActorNameTaken(
                         f"Ray actor {member.name!r} still exists in namespace {self.namespace!r} "
                         f"after {NAME_WAIT_SECONDS:.0f}s: another replicator driver runs in this "
                         "namespace; stop it, or give this one its own --namespace") from exc
