@@ -17,7 +17,6 @@ from ray.exceptions import RayActorError
 
 from replicator.config import ReplicatorConfig
 from replicator.errors import ReplicatorError
-from replicator.flow import Health
 from replicator.metrics import percentile
 
 from .member import Member, MemberStats
@@ -127,9 +126,9 @@ class Supervisor:
                 running[name] = stats
         return self._statuses(running)
 
-    def stop(self, grace: float) -> dict[str, Health]:
-        """Stop every member within `grace` seconds; the final health of those that answered."""
-        return self._stop(list(self._members), grace)
+    def stop(self, grace: float) -> None:
+        """Stop every member within `grace` seconds, killing those that do not."""
+        self._stop(list(self._members), grace)
 
     def _start(self, member: MemberPlan) -> ray.actor.ActorHandle:
         options = dict(
@@ -162,30 +161,25 @@ class Supervisor:
                  f", {member.memory} bytes memory" if member.memory else "")
         return actor
 
-    def _stop(self, names: list[str], grace: float) -> dict[str, Health]:
+    def _stop(self, names: list[str], grace: float) -> None:
         # Members get most of the grace period; the rest is for killing the stragglers.
         timeout = grace * 0.8
         asked = {name: self._members[name].actor.stop.remote(timeout)
                  for name in names if not self._members[name].gone}
         ready, _ = ray.wait(list(asked.values()), num_returns=len(asked), timeout=grace * 0.9)
         answered = set(ready)
-        healths = {}
         for name, ref in asked.items():
             if ref not in answered:
                 log.warning("%s did not stop within %.0fs; killing it", name, grace * 0.9)
                 continue
             try:
-                health = ray.get(ref)
+                log.info("%s stopped (%s)", name, ray.get(ref).state)
             except RayActorError as exc:
                 log.warning("%s died while stopping: %s", name, _first_line(exc))
-                continue
-            healths[name] = health
-            log.info("%s stopped (%s)", name, health.state)
         for name in names:
             watched = self._members.pop(name)
             ray.kill(watched.actor, no_restart=True)
             self._retired[watched.plan.direction] += watched.replicated()
-        return healths
 
     def _observe(self, watched: _Watched, stats: MemberStats) -> None:
         name = watched.plan.name
@@ -199,7 +193,7 @@ class Supervisor:
         health = stats.health
         if stats.fatal:
             self.fatal[name] = health.error or "config error"
-        if health.state == "failed":
+        elif health.state == "failed":
             self._trouble(watched, f"{name} failed: {health.error}; it starts its flow again")
         elif watched.trouble is not None and health.state == "running":
             log.info("%s is running again", name)
