@@ -246,11 +246,12 @@ class Flow:
                 if position is not None:
                     self._checkpoint.advance(tp, position)
 
-    def _commit(self) -> None:
+    def _commit(self) -> bool:
+        """Commit the acknowledged positions; False if the group refused them for now."""
         self._advance_idle()
         positions = self._checkpoint.to_commit()
         if not positions:
-            return
+            return True
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
         started = time.monotonic()
         try:
@@ -259,12 +260,13 @@ class Flow:
             log.warning("%s: commit failed during a rebalance (%s); the partitions' next owner "
                         "replays from the last commit, so some records may be duplicated",
                         self.direction, exc)
-            return
+            return False
         except KafkaError as exc:
             log.warning("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
-            return
+            return False
         self._checkpoint.committed(positions)
         self.metrics.committed(time.monotonic() - started)
+        return True
 
     def _update_lag(self) -> None:
         lag = {}
@@ -318,7 +320,7 @@ class Flow:
             self._flush(grace * 0.5)
         if self.source_consumer is not None:
             self._settle()
-            self._commit()
+            self._final_commit(grace * 0.25)
             self.source_consumer.close(autocommit=False, timeout_ms=int(grace * 250))
         if self.target_producer is not None:
             self.target_producer.close(timeout=grace * 0.25)
@@ -327,6 +329,19 @@ class Flow:
         if self._health.state != "failed":
             self._health.state = "stopped"
         log.info("%s %s: stopped", self.direction, self.member or "-")
+
+    def _final_commit(self, seconds: float) -> None:
+        """Commit on the way out; a rebalance under way is finished first, fetching nothing.
+
+        Partitions are paused so that poll() returns no record: a record polled now
+        would move the consumer's position past what was sent.
+        """
+        deadline = time.monotonic() + seconds
+        while not self._commit() and time.monotonic() < deadline:
+            assigned = self.source_consumer.assignment()
+            if assigned:
+                self.source_consumer.pause(*assigned)
+            self.source_consumer.poll(timeout_ms=200)
 
     # Rebalance callbacks, called by the consumer while poll() runs.
 
