@@ -215,3 +215,18 @@ def _tp(topic, partition):
     from kafka import TopicPartition
 
     return TopicPartition(topic, partition)
+
+
+def test_without_auto_commit_each_batch_is_committed_once_acknowledged(sandbox, name):
+    create_topic(sandbox.source, name, partitions=1)
+    group = {"groupId": name, "enableAutoCommit": False, "autoCommitIntervalMs": 600_000}
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": group},
+                    replication={"sourceToTarget": routes(name)})
+
+    with running(flow):
+        wait_until(lambda: flow.health().assigned, what="the partition assignment")
+        produce(sandbox.source, name, [(0, f"k{i}".encode(), b"v", [], None) for i in range(50)])
+        # The 10-minute interval never comes round: only the per-batch commit can do this.
+        wait_until(lambda: committed(sandbox.source, name).get(_tp(name, 0)) == 50, timeout=20,
+                   what="the batch's commit")
+        assert count(sandbox.target, name) == 50
