@@ -1,0 +1,448 @@
+"""The benchmark run: data set, throughput rows, latency rows, verification, results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+
+from ..sandbox import KAFKA_VERSION, Sandbox, _cache_root, java_executable
+from . import costs, data, jars, latency, mirrormaker, ours, perftools, report
+from .measure import Copy, watch_copy
+
+log = logging.getLogger("replicator.bench")
+
+ROWS = ["ceiling", "ours", "mirrormaker2", "chart", "latency", "costs"]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Plan:
+    """How big a run is. `full` is the issue's data set; `quick` and `tiny` shrink it."""
+
+    name: str
+    records_100b: int
+    records_1k: int
+    chart_records: int
+    latency_seconds: float
+    loads: tuple[int, ...] = (1000, 10000)
+    chart_seconds: float = 90.0
+    settle_seconds: float = 2.0
+
+
+PLANS = {
+    "full": Plan("full", 2_000_000, 500_000, 30_000, 60.0),
+    "quick": Plan("quick", 120_000, 30_000, 3_000, 12.0),
+    "tiny": Plan("tiny", 6_000, 1_200, 300, 2.0, chart_seconds=30.0, settle_seconds=0.5),
+}
+
+
+@dataclass
+class Row:
+    """One throughput measurement: a replicator (or tool) copying one data set."""
+
+    name: str
+    size: str
+    records: int
+    bytes: int
+    records_per_second: float | None = None
+    mb_per_second: float | None = None
+    records_per_cpu_second: float | None = None
+    cpu_seconds: float | None = None
+    seconds: float | None = None
+    startup_seconds: float | None = None
+    valid: bool = False
+    verification: str = ""
+    note: str = ""
+    details: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _copy_row(name: str, size: str, dataset: data.DataSet, copy: Copy, verdict: data.Verdict | None,
+              note: str = "") -> Row:
+    row = Row(name, size, copy.records, copy.bytes, copy.records_per_second, copy.mb_per_second,
+              copy.records_per_cpu_second, copy.cpu_seconds, copy.copy_seconds, copy.startup_seconds,
+              note=note, details={"copy": copy.as_json()})
+    if not copy.finished:
+        row.verification = f"did not finish: {copy.copied} of {copy.records} records on the target"
+    elif verdict is not None:
+        row.valid, row.verification = verdict.valid, verdict.detail
+        row.details["verification"] = verdict.as_json()
+    return row
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.plan = PLANS[args.mode]
+        self.members = args.members
+        self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+        self.work = Path(args.work_dir or (_cache_root() / "bench" / self.run_id)).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.sandbox: Sandbox | None = None
+        self.source = args.source
+        self.target = args.target
+        self.rows: list[Row] = []
+        self.latency: list[dict] = []
+        self.costs: dict = {}
+        self.started = time.monotonic()
+        self.timeline: list[tuple[str, float]] = []
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _stamp(self, what: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.timeline.append((what, round(elapsed, 1)))
+        log.info("[%5.0fs] %s", elapsed, what)
+
+    def setup(self) -> None:
+        jars.mirror_maker_libs()
+        jars.tools_libs()
+        if not (self.source and self.target):
+            self.sandbox = Sandbox(self.args.state_dir or (_cache_root() / "bench-sandbox"))
+            info = self.sandbox.up()
+            self.source, self.target = info.source.bootstrap_servers, info.target.bootstrap_servers
+        self._stamp(f"clusters ready: source {self.source}, target {self.target}")
+
+    def datasets(self) -> dict[str, data.DataSet]:
+        """The data set's topics on the source: pre-loaded now, or reused if already there."""
+        cache = self.work.parent / "datasets.json"
+        known = json.loads(cache.read_text()) if cache.exists() else {}
+        wanted = {
+            "100B": data.DataSet(f"bench.100b.n{self.plan.records_100b}", self.plan.records_100b, 100),
+            "1KiB": data.DataSet(f"bench.1k.n{self.plan.records_1k}", self.plan.records_1k, 1024),
+            "chart": data.DataSet(f"bench.chart.n{self.plan.chart_records}", self.plan.chart_records, 100),
+        }
+        for label, dataset in wanted.items():
+            key = f"{self.source}/{dataset.topic}"
+            if key in known:
+                cached = data.DataSet.from_json(known[key])
+                if data.source_holds(self.source, cached):
+                    wanted[label] = cached
+                    log.info("reusing %s already on the source", dataset.topic)
+                    continue
+            if data.delete_topics(self.source, [dataset.topic]):
+                time.sleep(2.0)  # let the deletion finish before the topic is created again
+            data.preload(self.source, dataset, workers=self.args.preload_workers)
+            known[key] = dataset.as_json()
+            cache.write_text(json.dumps(known, indent=1))
+        self._stamp("data set on the source")
+        return wanted
+
+    # -- throughput ----------------------------------------------------------------------
+
+    def _timeout(self, dataset: data.DataSet) -> float:
+        return 60.0 + dataset.records / 8_000
+
+    def ceiling(self, size: str, dataset: data.DataSet) -> Row:
+        topic = f"{dataset.topic}.ceiling-{self.run_id}"
+        data.create_topic(self.target, topic)
+        timeout = 60.0 + dataset.records / 20_000
+        produce = lambda: perftools.produce(self.target, topic, dataset.records, dataset.size,  # noqa: E731
+                                            self.work / f"ceiling-produce-{size}.log", timeout)
+        consume = lambda: perftools.consume(self.source, dataset.topic, dataset.records,  # noqa: E731
+                                            self.work / f"ceiling-consume-{size}.log", timeout)
+        if dataset.records < data.IN_PROCESS_BELOW:
+            # A tiny data set measures JVM start-up anyway: start both tools at once.
+            with ThreadPoolExecutor(2) as pool:
+                producing, consuming = pool.submit(produce), pool.submit(consume)
+                produced, consumed = producing.result(), consuming.result()
+        else:
+            produced, consumed = produce(), consume()
+        verdict = data.verify_counts(self.target, topic, dataset.records)
+        data.delete_topics(self.target, [topic])
+        rates = [r for r in (produced.records_per_second, consumed.records_per_second) if r]
+        rate = min(rates) if len(rates) == 2 else None
+        cpu = produced.cpu_seconds + consumed.cpu_seconds
+        row = Row("ceiling", size, dataset.records, dataset.bytes, rate,
+                  rate * dataset.size / 1e6 if rate else None,
+                  # Both tools' JVMs, start-up included: indicative only.
+                  dataset.records / cpu if cpu else None, cpu, None, None,
+                  valid=produced.ok and consumed.ok and verdict.valid,
+                  verification=verdict.detail + f"; consumer read {consumed.records} records",
+                  note="min(producer perf test on the target, consumer perf test on the source)",
+                  details={"producer": produced.as_json(), "consumer": consumed.as_json()})
+        self._stamp(f"ceiling {size}: producer {produced.records_per_second} rec/s, "
+                    f"consumer {consumed.records_per_second} rec/s")
+        return row
+
+    def ours(self, size: str, dataset: data.DataSet, profile: bool = False) -> Row:
+        target_topic = f"{dataset.topic}.ours-{self.run_id}"
+        config = ours.write_config(self.work / f"ours-{size}.yaml", self.source, self.target,
+                                   f"bench-ours-{size}-{self.run_id}", {dataset.topic: target_topic},
+                                   self.members, self.args.override)
+        members = ours.Replicators(config, self.members, self.work, f"ours-{size}", profile=profile).start()
+        try:
+            copy = watch_copy(self.target, target_topic, dataset.counts, members.pids, members.started,
+                              self._timeout(dataset), dataset.bytes, alive=members.alive)
+        finally:
+            codes = members.stop()
+        verdict = data.verify(self.target, target_topic, dataset) if copy.finished else None
+        row = _copy_row("ours", size, dataset, copy, verdict,
+                        note=f"{self.members} replicate processes (members of one group)")
+        row.details["exit_codes"] = codes
+        data.delete_topics(self.target, [target_topic])
+        self._stamp(f"ours {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
+        return row
+
+    def mirror_maker(self, size: str, dataset: data.DataSet) -> Row:
+        # Identity replication policy: the target topic has the source's name.
+        tag = uuid.uuid4().hex[:6]
+        data.delete_topics(self.target, [dataset.topic])
+        mm2 = mirrormaker.MirrorMaker(self.source, self.target, [dataset.topic], self.members,
+                                      self.work, tag).start()
+        try:
+            copy = watch_copy(self.target, dataset.topic, dataset.counts, mm2.pids, mm2.started,
+                              self._timeout(dataset) + 30, dataset.bytes, alive=mm2.alive)
+        finally:
+            code = mm2.stop()
+        verdict = data.verify(self.target, dataset.topic, dataset) if copy.finished else None
+        row = _copy_row("mirrormaker2", size, dataset, copy, verdict,
+                        note=f"dedicated mode, tasks.max={self.members}")
+        row.details["exit_code"] = code
+        if not copy.finished:
+            row.details["log_tail"] = mirrormaker.log_tail(self.work, tag)
+        data.delete_topics(self.target, [dataset.topic])
+        self._stamp(f"MM2 {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
+        return row
+
+    def chart(self, dataset: data.DataSet) -> Row:
+        target_topic = f"{dataset.topic}.chart-{self.run_id}"
+        data.create_topic(self.target, target_topic, dataset.partitions)
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator.bench.chartsettings", self.source, self.target,
+             dataset.topic, target_topic, str(dataset.records), str(self.plan.chart_seconds)],
+            stdout=open(self.work / "chart.log", "wb"), stderr=subprocess.STDOUT, env=ours._env())
+        try:
+            copy = watch_copy(self.target, target_topic, dataset.counts, [proc.pid], started,
+                              self.plan.chart_seconds + 30, dataset.bytes, alive=lambda: proc.poll() is None)
+        finally:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        verdict = data.verify(self.target, target_topic, dataset) if copy.finished else None
+        row = _copy_row("chart settings", "100B", dataset, copy, verdict,
+                        note=f"bounded subset: {dataset.records} records of 100 B")
+        data.delete_topics(self.target, [target_topic])
+        self._stamp(f"chart settings: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
+        return row
+
+    # -- latency -------------------------------------------------------------------------
+
+    def latency_rows(self, who: str) -> list[dict]:
+        tag = uuid.uuid4().hex[:6]
+        topics = {rate: f"bench.lat{rate}.{who}-{tag}" for rate in self.plan.loads}
+        for topic in topics.values():
+            data.create_topic(self.source, topic)
+        if who == "ours":
+            targets = {rate: f"{t}.copy" for rate, t in topics.items()}
+            config = ours.write_config(self.work / "ours-latency.yaml", self.source, self.target,
+                                       f"bench-ours-lat-{tag}", {topics[r]: targets[r] for r in topics},
+                                       self.members, self.args.override)
+            runner = ours.Replicators(config, self.members, self.work, "ours-latency").start()
+        else:
+            targets = dict(topics)
+            runner = mirrormaker.MirrorMaker(self.source, self.target, list(topics.values()), self.members,
+                                             self.work, tag).start()
+        rows = []
+        try:
+            ready = self._warm_up(topics, targets, runner)
+            for rate, topic in topics.items():
+                if not ready:
+                    rows.append({"replicator": who, **latency.LatencyRun(rate, self.plan.latency_seconds,
+                                 detail="replicator never copied the warm-up records").as_json()})
+                    continue
+                run = latency.measure(self.source, self.target, topic, targets[rate], rate,
+                                      self.plan.latency_seconds)
+                # The whole topic too (warm-up records included): counts per partition match.
+                src = data.verify_counts(self.source, topic, -1)
+                tgt = data.verify_counts(self.target, targets[rate], -1)
+                if src.counts != tgt.counts:
+                    run.valid = False
+                    run.detail += f"; topic counts differ: source {src.counts}, target {tgt.counts}"
+                rows.append({"replicator": who, **run.as_json()})
+                self._stamp(f"latency {who} {rate}/s: p50 {_fmt(run.p50_ms)} ms, p99 {_fmt(run.p99_ms)} ms, "
+                            f"max {_fmt(run.max_ms)} ms, valid={run.valid}")
+        finally:
+            runner.stop()
+            data.delete_topics(self.source, list(topics.values()))
+            data.delete_topics(self.target, list(targets.values()))
+        return rows
+
+    def _warm_up(self, topics: dict, targets: dict, runner, records: int = 60, timeout: float = 90.0) -> bool:
+        """Send a few records through each topic and wait until they arrived: the replicator
+        is up, owns its partitions and the target topics exist before the clock starts."""
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+        producer = KafkaProducer(bootstrap_servers=self.source)
+        for topic in topics.values():
+            for i in range(records):
+                producer.send(topic, b"warm-up", b"W%d" % i, partition=i % data.PARTITIONS)
+        producer.flush()
+        producer.close()
+        consumer = KafkaConsumer(bootstrap_servers=self.target)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and runner.alive():
+                done = True
+                for target in targets.values():
+                    tps = [TopicPartition(target, p) for p in range(data.PARTITIONS)]
+                    try:
+                        done = done and sum(consumer.end_offsets(tps).values()) >= records
+                    except Exception:
+                        done = False
+                if done:
+                    time.sleep(self.plan.settle_seconds)  # let the replicator settle into its loop
+                    return True
+                time.sleep(0.5)
+            return False
+        finally:
+            consumer.close()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        self.setup()
+        sets = self.datasets()
+        only = set(self.args.only or ROWS)
+        sizes = [("100B", sets["100B"]), ("1KiB", sets["1KiB"])]
+        for size, dataset in sizes:
+            if "ceiling" in only:
+                self.rows.append(self.ceiling(size, dataset))
+            if "ours" in only:
+                self.rows.append(self.ours(size, dataset, profile=self.args.profile))
+            if "mirrormaker2" in only:
+                self.rows.append(self.mirror_maker(size, dataset))
+        if "chart" in only:
+            self.rows.append(self.chart(sets["chart"]))
+        if "latency" in only:
+            self.latency += self.latency_rows("ours")
+            self.latency += self.latency_rows("mirrormaker2")
+        if "costs" in only:
+            self.costs = costs.measure(self.source, sets["100B"].topic, min(100_000, sets["100B"].records))
+            self._stamp(f"CPU per record: {self.costs}")
+        return self.results(sets)
+
+    def results(self, sets: dict[str, data.DataSet]) -> dict:
+        return {
+            "run_id": self.run_id,
+            "mode": self.plan.name,
+            "command": "python -m replicator.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "members": self.members,
+            "seconds": round(time.monotonic() - self.started, 1),
+            "machine": machine(),
+            "versions": versions(),
+            "datasets": {label: {k: v for k, v in ds.as_json().items() if k != "digests"}
+                         for label, ds in sets.items()},
+            "throughput": [row.as_json() for row in self.rows],
+            "latency": self.latency,
+            "cpu_per_record": self.costs,
+            "timeline": self.timeline,
+            "work_dir": str(self.work),
+        }
+
+    def close(self) -> None:
+        if self.sandbox is not None and not self.args.keep_sandbox:
+            self.sandbox.down()
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory": mem, "platform": platform.platform(),
+            "load_average": os.getloadavg()}
+
+
+def versions() -> dict:
+    import kafka
+
+    java = subprocess.run([java_executable(), "-version"], capture_output=True, text=True).stderr.splitlines()
+    return {"python": platform.python_version(), "kafka_python": kafka.__version__,
+            "brokers": KAFKA_VERSION, "mirror_maker": jars.MIRROR_MAKER_VERSION,
+            "kafka_tools": jars.TOOLS_VERSION, "java": java[0] if java else ""}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m replicator.bench",
+        description="Throughput, CPU cost and latency of our replicator against MirrorMaker 2.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="a small data set and short latency runs (under 3 minutes)")
+    mode.add_argument("--tiny", dest="mode", action="store_const", const="tiny",
+                      help="a few thousand records, seconds of latency (the smoke test)")
+    parser.set_defaults(mode="full")
+    parser.add_argument("--members", type=int, default=2,
+                        help="our members per direction, and MirrorMaker 2's tasks.max (default 2)")
+    parser.add_argument("--source", help="bootstrap servers of a running source cluster (else the sandbox)")
+    parser.add_argument("--target", help="bootstrap servers of a running target cluster (else the sandbox)")
+    parser.add_argument("--state-dir", type=Path, help="sandbox state directory "
+                        "(default ~/.cache/kafka-replicator/bench-sandbox)")
+    parser.add_argument("--keep-sandbox", action="store_true",
+                        help="leave the sandbox running (a re-run then reuses the pre-loaded data)")
+    parser.add_argument("--work-dir", type=Path, help="logs and configs of this run")
+    parser.add_argument("--out", type=Path, help="results JSON (default results/bench-<mode>.json "
+                        "next to this module); the PNG goes next to it")
+    parser.add_argument("--only", nargs="+", choices=ROWS,
+                        help="run these rows only")
+    parser.add_argument("--preload-workers", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="cProfile our replicate processes")
+    parser.add_argument("--set", dest="override", type=json.loads, default=None, metavar="JSON",
+                        help='config overrides for ours, e.g. \'{"producer": {"lingerMs": 10}}\'')
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    bench = Bench(args)
+    try:
+        results = bench.run()
+    finally:
+        bench.close()
+    out = args.out or RESULTS_DIR / f"bench-{args.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(report.table(results))
+    png = out.with_suffix(".png")
+    try:
+        report.chart(results, png)
+        print(f"\nresults: {out}\nchart:   {png}")
+    except ImportError:
+        print(f"\nresults: {out}\n(no chart: pip install -e '.[bench]' for matplotlib)")
+    return 0

@@ -1,0 +1,186 @@
+"""End-to-end latency at a fixed offered load.
+
+A load process produces records to a source topic at a fixed rate; each record's
+CreateTime is set by that producer when it sends. An arrival process consumes the
+replicated topic on the target and takes, for every record, the wall-clock time its
+poll returned minus the record's CreateTime. A second arrival process does the same on
+the source topic itself: the latency of Kafka alone (produce, fetch) on this machine at
+that moment, the floor under any replicator's figure. Each runs in a process of its own
+so that none's work delays another's clock readings.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass, field
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from .data import PARTITIONS, Digest, value_of
+
+VALUE_SIZE = 100
+TICK = 0.005
+
+
+def latency_key(index: int) -> bytes:
+    return b"L%010d" % index
+
+
+def expected_digests(records: int, partitions: int = PARTITIONS) -> dict[int, tuple[int, str]]:
+    digests = {p: Digest() for p in range(partitions)}
+    for index in range(records):
+        digests[index % partitions].add(latency_key(index), b"", None)
+    return {p: (d.count, d.hexdigest()) for p, d in digests.items()}
+
+
+def _load(bootstrap: str, topic: str, rate: int, seconds: float, start_at: float, queue) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, batch_size=262144)
+    send = producer.send
+    sent = 0
+    try:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        started = time.monotonic()
+        total = int(rate * seconds)
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate) + 1)
+            while sent < due:
+                # CreateTime is taken here, at send, by the producer.
+                send(topic, value_of(sent % PARTITIONS, sent, VALUE_SIZE), latency_key(sent),
+                     [("bench-seq", b"%d" % sent)], sent % PARTITIONS)
+                sent += 1
+            time.sleep(TICK)
+        producer.flush(timeout=60)
+        queue.put(("sent", sent, time.monotonic() - started))
+    except BaseException as exc:
+        queue.put(("error", repr(exc), 0.0))
+    finally:
+        producer.close(timeout=10)
+
+
+def _arrivals(bootstrap: str, topic: str, ready, stop_after, queue, label: str = "arrived") -> None:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             fetch_max_wait_ms=100)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_end(*tps)
+    for tp in tps:
+        consumer.position(tp)
+    ready.set()
+    latencies: list[float] = []
+    digests = {p: Digest() for p in range(PARTITIONS)}
+    expected = None
+    deadline = None
+    try:
+        while True:
+            batches = consumer.poll(timeout_ms=100, max_records=10_000)
+            now_ms = time.time() * 1000.0
+            for tp, batch in batches.items():
+                add = digests[tp.partition].add
+                for record in batch:
+                    latencies.append(now_ms - record.timestamp)
+                    add(record.key, b"", None)
+            if expected is None and not stop_after.empty():
+                expected, grace = stop_after.get()
+                deadline = time.monotonic() + grace
+            if expected is not None and (len(latencies) >= expected or time.monotonic() > deadline):
+                break
+        queue.put((label, latencies, {p: (d.count, d.hexdigest()) for p, d in digests.items()}))
+    except BaseException as exc:
+        queue.put(("error", repr(exc), {}))
+    finally:
+        consumer.close()
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+@dataclass
+class LatencyRun:
+    rate: int
+    seconds: float
+    sent: int = 0
+    arrived: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    achieved_rate: float | None = None
+    valid: bool = False
+    detail: str = ""
+    histogram: dict = field(default_factory=dict)
+    # Kafka alone: the same records' arrival on the source topic (no replication).
+    direct_p50_ms: float | None = None
+    direct_p99_ms: float | None = None
+    direct_max_ms: float | None = None
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def measure(source: str, target: str, source_topic: str, target_topic: str, rate: int,
+            seconds: float, grace: float = 30.0) -> LatencyRun:
+    """Offer `rate` records/s for `seconds` and time each record's arrival on the target."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    ready, stop_after = ctx.Event(), ctx.Queue()
+    direct_ready, direct_stop = ctx.Event(), ctx.Queue()
+    arrivals = ctx.Process(target=_arrivals, args=(target, target_topic, ready, stop_after, queue), daemon=True)
+    direct = ctx.Process(target=_arrivals, args=(source, source_topic, direct_ready, direct_stop, queue, "direct"),
+                         daemon=True)
+    arrivals.start()
+    direct.start()
+    run = LatencyRun(rate, seconds)
+    if not (ready.wait(60) and direct_ready.wait(60)):
+        for proc in (arrivals, direct):
+            proc.kill()
+        run.detail = "the arrival consumers did not start"
+        return run
+    load = ctx.Process(target=_load, args=(source, source_topic, rate, seconds, time.time() + 1.0, queue),
+                       daemon=True)
+    load.start()
+    sent = arrived = direct_arrived = None
+    try:
+        while sent is None or arrived is None or direct_arrived is None:
+            item = queue.get(timeout=seconds + grace + 120)
+            if item[0] == "sent":
+                sent = item
+                stop_after.put((item[1], grace))
+                direct_stop.put((item[1], grace))
+            elif item[0] == "arrived":
+                arrived = item
+            elif item[0] == "direct":
+                direct_arrived = item
+            else:
+                run.detail = f"load or arrival process failed: {item[1]}"
+                stop_after.put((0, 0.0))
+                direct_stop.put((0, 0.0))
+                return run
+    finally:
+        for proc in (load, arrivals, direct):
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    floor = sorted(direct_arrived[1])
+    run.direct_p50_ms, run.direct_p99_ms = percentile(floor, 0.5), percentile(floor, 0.99)
+    run.direct_max_ms = floor[-1] if floor else None
+    run.sent, run.achieved_rate = sent[1], sent[1] / sent[2] if sent[2] else None
+    latencies = sorted(arrived[1])
+    run.arrived = len(latencies)
+    run.p50_ms, run.p99_ms, run.max_ms = (percentile(latencies, 0.5), percentile(latencies, 0.99),
+                                          latencies[-1] if latencies else None)
+    edges = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000]
+    run.histogram = {f"<={e}ms": sum(1 for x in latencies if x <= e) for e in edges}
+    expected = expected_digests(run.sent)
+    if arrived[2] != expected:
+        bad = [p for p in expected if arrived[2].get(p) != expected[p]]
+        run.detail = (f"{run.arrived} of {run.sent} records arrived; partitions {bad} differ from "
+                      "what was sent (count or key order)")
+    else:
+        run.valid = True
+        run.detail = f"all {run.sent} records arrived once, in order per partition"
+    return run

@@ -1,0 +1,95 @@
+"""Timing a copy: when the first record lands on the target, when the last one does,
+and the CPU seconds the copying processes used in between."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+
+from .procstat import CpuMeter
+
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class Copy:
+    records: int
+    bytes: int
+    startup_seconds: float | None = None  # process start to the first record on the target
+    copy_seconds: float | None = None  # first record to the last one on the target
+    cpu_seconds: float | None = None  # CPU of the copying processes over copy_seconds
+    cpu_total_seconds: float | None = None  # ... from their start to the last record
+    finished: bool = False
+    copied: int = 0
+
+    @property
+    def records_per_second(self) -> float | None:
+        return self.records / self.copy_seconds if self.finished and self.copy_seconds else None
+
+    @property
+    def mb_per_second(self) -> float | None:
+        return self.bytes / 1e6 / self.copy_seconds if self.finished and self.copy_seconds else None
+
+    @property
+    def records_per_cpu_second(self) -> float | None:
+        return self.records / self.cpu_seconds if self.finished and self.cpu_seconds else None
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data.update(records_per_second=self.records_per_second, mb_per_second=self.mb_per_second,
+                    records_per_cpu_second=self.records_per_cpu_second)
+        return data
+
+
+def watch_copy(bootstrap: str, topic: str, expected: dict[int, int], pids, started: float,
+               timeout: float, nbytes: int, alive=None) -> Copy:
+    """Poll the target's end offsets until they reach `expected` (or `timeout` passes).
+
+    `started` is the monotonic time the copying processes were launched; `alive()`, if
+    given, returns False once they died (the watch then stops early).
+    """
+    total = sum(expected.values())
+    result = Copy(records=total, bytes=nbytes)
+    meter = CpuMeter(pids)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    tps = [TopicPartition(topic, p) for p in sorted(expected)]
+    first = None
+    empty_at = started  # the last poll that saw nothing copied yet
+    meter.mark()
+    deadline = started + timeout
+    try:
+        while time.monotonic() < deadline:
+            copied = 0
+            if topic in (consumer.topics() if first is None else {topic}):
+                try:
+                    ends = consumer.end_offsets(tps)
+                    copied = sum(ends.values())
+                except Exception:  # the topic is still being created
+                    copied = 0
+            now = time.monotonic()
+            result.copied = copied
+            if not copied:
+                # The copy starts somewhere after this poll: time and CPU count from here
+                # (at most one poll interval early, the same for every replicator).
+                empty_at = now
+                meter.mark()
+            elif first is None:
+                first = empty_at
+                result.startup_seconds = first - started
+            if copied >= total:
+                result.cpu_seconds = meter.since_mark()
+                result.cpu_total_seconds = meter.sample()
+                result.copy_seconds = now - first
+                result.finished = True
+                return result
+            if alive is not None and not alive():
+                break
+            time.sleep(POLL_SECONDS)
+    finally:
+        consumer.close()
+    if first is not None:
+        result.copy_seconds = time.monotonic() - first
+        result.cpu_seconds = meter.since_mark()
+    return result

@@ -1,0 +1,94 @@
+"""Our replicator under test: one `replicate` process per consumer-group member.
+
+`python -m replicator.cli replicate --member mN` runs one member of one direction in its
+own process: the same Flow loop each Ray actor runs, without Ray's own processes, so
+the CPU counted is the replication loop's (plus the interpreter's).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def write_config(path: Path, source: str, target: str, group: str, routes: dict[str, str],
+                 members: int, overrides: dict | None = None) -> Path:
+    config = {
+        "sourceKafka": {"bootstrapServers": source},
+        "targetKafka": {"bootstrapServers": target},
+        "consumerGroup": {"sourceToTarget": {"groupId": group}},
+        "replicaCount": members,
+        "replication": {"sourceToTarget": {"topics": [
+            {"sourceTopicName": s, "targetTopicName": t} for s, t in routes.items()]}},
+        "shutdownGracePeriodSeconds": 20,
+    }
+    _merge(config, overrides or {})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _merge(into: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+class Replicators:
+    """N member processes of the sourceToTarget direction; stopped with SIGTERM."""
+
+    def __init__(self, config: Path, members: int, log_dir: Path, label: str, profile: bool = False):
+        self.config, self.members, self.log_dir, self.label = config, members, log_dir, label
+        self.profile = profile
+        self.procs: list[subprocess.Popen] = []
+        self.started = 0.0
+
+    def start(self) -> "Replicators":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        for member in range(self.members):
+            command = [sys.executable, "-m", "replicator.cli", "--log-level", "WARNING", "replicate",
+                       "--config", str(self.config), "--direction", "sourceToTarget",
+                       "--member", f"bench-m{member}"]
+            if self.profile:
+                out = self.log_dir / f"{self.label}-m{member}.prof"
+                command[1:3] = ["-m", "cProfile", "-o", str(out), "-m", "replicator.cli"]
+            log = open(self.log_dir / f"{self.label}-m{member}.log", "wb")
+            self.procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, env=_env()))
+            log.close()
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.procs)
+
+    def stop(self, timeout: float = 30.0) -> list[int | None]:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return [proc.returncode for proc in self.procs]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
