@@ -3,8 +3,8 @@
 A source offset may be committed only once the target acknowledged that record
 and every record before it in the partition. Sends are tracked in order; the
 committable position of a partition is the offset of its first unacknowledged
-record. It is plain Python: futures only need `is_done`, `succeeded()` and
-`exception`, as kafka-python's `FutureRecordMetadata` has.
+record. It is plain Python: futures only need `is_done` and `exception` (None
+once succeeded), as kafka-python's `FutureRecordMetadata` has.
 """
 
 from __future__ import annotations
@@ -68,18 +68,19 @@ class Checkpoint:
         failures = []
         for partition, queue in self._pending.items():
             acked = None
+            popleft = queue.popleft
             while queue:
                 offset, future = queue[0]
-                if future is not None:
-                    if not future.is_done:
-                        break
-                    if not future.succeeded():
+                # `exception is None` once done is what succeeded() tests; read directly, this
+                # loop runs once per record.
+                if future is not None and not (future.is_done and future.exception is None):
+                    if future.is_done:
                         failures.append(Failure(partition, offset, future.exception))
-                        break
-                queue.popleft()
-                acked = offset + 1
+                    break
+                popleft()
+                acked = offset
             if acked is not None:
-                self._acked[partition] = acked
+                self._acked[partition] = acked + 1
         return failures
 
     def skip_failed(self, partition: Partition) -> None:

@@ -149,6 +149,7 @@ class Flow:
                 continue
             topic, partition = self._targets.get(tp) or self._target_for(tp)
             pending = self._checkpoint.pending(tp)
+            track = pending.append
             sent = nbytes = loop_skipped = 0
             future = timestamp = None
             try:
@@ -165,7 +166,7 @@ class Flow:
                         raise
                     except (KafkaError, ValueError, TypeError) as exc:
                         future = Rejected(exc)
-                    pending.append((record.offset, future))
+                    track((record.offset, future))
                     timestamp = record.timestamp
                     sent += 1
                     if value:

@@ -31,6 +31,11 @@ class Provenance:
         """The headers to write on the target, or None if the record must not go there."""
         if not headers:
             return list(self._first_hop)
+        for name, _ in headers:
+            if name in _OURS:
+                break
+        else:  # the common case, a record's first hop: its headers plus ours, one new list
+            return headers + self._first_hop
         origin = None
         hops = 0
         kept: Headers = []
