@@ -25,6 +25,7 @@ from .measure import Copy, watch_copy
 log = logging.getLogger("replicator.bench")
 
 ROWS = ["ceiling", "ours", "mirrormaker2", "chart", "latency", "costs"]
+EXTRA_ROWS = ["relay"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -40,12 +41,13 @@ class Plan:
     loads: tuple[int, ...] = (1000, 10000)
     chart_seconds: float = 90.0
     settle_seconds: float = 2.0
+    costs_records: int = 100_000
 
 
 PLANS = {
     "full": Plan("full", 2_000_000, 500_000, 30_000, 60.0),
-    "quick": Plan("quick", 120_000, 30_000, 3_000, 12.0),
-    "tiny": Plan("tiny", 6_000, 1_200, 300, 2.0, chart_seconds=30.0, settle_seconds=0.5),
+    "quick": Plan("quick", 80_000, 20_000, 2_000, 5.0, settle_seconds=1.0, costs_records=30_000),
+    "tiny": Plan("tiny", 6_000, 1_200, 300, 2.0, chart_seconds=30.0, settle_seconds=0.5, costs_records=5_000),
 }
 
 
@@ -257,6 +259,12 @@ class Bench:
                                        f"bench-ours-lat-{tag}", {topics[r]: targets[r] for r in topics},
                                        self.members, self.args.override)
             runner = ours.Replicators(config, self.members, self.work, "ours-latency").start()
+        elif who == "relay":
+            targets = {rate: f"{t}.copy" for rate, t in topics.items()}
+            for topic in targets.values():  # the relay creates no topics
+                data.create_topic(self.target, topic)
+            runner = ours.Relay(self.source, self.target, f"bench-relay-{tag}",
+                                {topics[r]: targets[r] for r in topics}, self.work).start()
         else:
             targets = dict(topics)
             runner = mirrormaker.MirrorMaker(self.source, self.target, list(topics.values()), self.members,
@@ -335,8 +343,11 @@ class Bench:
         if "latency" in only:
             self.latency += self.latency_rows("ours")
             self.latency += self.latency_rows("mirrormaker2")
+        if "relay" in only:  # not by default: kafka-python's own latency, for the analysis
+            self.latency += self.latency_rows("relay")
         if "costs" in only:
-            self.costs = costs.measure(self.source, sets["100B"].topic, min(100_000, sets["100B"].records))
+            self.costs = costs.measure(self.source, sets["100B"].topic,
+                                       min(self.plan.costs_records, sets["100B"].records))
             self._stamp(f"CPU per record: {self.costs}")
         return self.results(sets)
 
@@ -413,10 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-sandbox", action="store_true",
                         help="leave the sandbox running (a re-run then reuses the pre-loaded data)")
     parser.add_argument("--work-dir", type=Path, help="logs and configs of this run")
-    parser.add_argument("--out", type=Path, help="results JSON (default results/bench-<mode>.json "
-                        "next to this module); the PNG goes next to it")
-    parser.add_argument("--only", nargs="+", choices=ROWS,
-                        help="run these rows only")
+    parser.add_argument("--out", type=Path, help="results JSON (default: replicator/bench/results/"
+                        "bench-full.json for a full run, else in the work dir); the PNG goes next to it")
+    parser.add_argument("--only", nargs="+", choices=ROWS + EXTRA_ROWS,
+                        help="run these rows only (relay: latency of a bare kafka-python poll/send "
+                        "loop, not run by default)")
     parser.add_argument("--preload-workers", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="cProfile our replicate processes")
     parser.add_argument("--set", dest="override", type=json.loads, default=None, metavar="JSON",
@@ -435,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         results = bench.run()
     finally:
         bench.close()
-    out = args.out or RESULTS_DIR / f"bench-{args.mode}.json"
+    # A full run's results are the ones BENCHMARKS.md shows; smaller runs stay in their work dir.
+    out = args.out or (RESULTS_DIR / "bench-full.json" if args.mode == "full" else bench.work / f"bench-{args.mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(report.table(results))

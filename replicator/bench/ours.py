@@ -92,3 +92,34 @@ def _env() -> dict:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+class Relay:
+    """The bare kafka-python relay (replicator.bench.relay) in its own process."""
+
+    def __init__(self, source: str, target: str, group: str, routes: dict[str, str], log_dir: Path):
+        self.command = [sys.executable, "-m", "replicator.bench.relay", source, target, group,
+                        *(f"{s}={t}" for s, t in routes.items())]
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Relay":
+        with open(self.log_dir / "relay.log", "wb") as log:
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=_env())
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode

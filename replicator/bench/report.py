@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = {"ours": "ours", "mirrormaker2": "MirrorMaker 2", "chart settings": "existing chart's settings",
+NAMES = {"ours": "ours", "mirrormaker2": "MirrorMaker 2", "relay": "bare kafka-python relay", "chart settings": "existing chart's settings",
          "ceiling": "ceiling (Kafka perf tools)"}
 SIZES = ("100B", "1KiB")
 
@@ -70,11 +70,13 @@ def table(results: dict) -> str:
                   "| replicator | offered load | p50 | p99 | max | records | verified | Kafka alone p50 / p99 |",
                   "|---|---:|---:|---:|---:|---:|---|---:|"]
         by = {(r["replicator"], r["rate"]): r for r in results["latency"]}
-        for who in ("ours", "mirrormaker2"):
+        for who in ("ours", "mirrormaker2", "relay"):
             for rate in sorted({r["rate"] for r in results["latency"]}):
                 r = by.get((who, rate))
                 if r:
-                    lines.append(f"| {NAMES[who]} | {rate:,}/s | {_num(r['p50_ms'], 1)} | {_num(r['p99_ms'], 1)} | "
+                    offered = f"{rate:,}/s" + (f" (achieved {r['achieved_rate']:,.0f}/s)"
+                                               if r.get("achieved_rate") and r["achieved_rate"] < 0.95 * rate else "")
+                    lines.append(f"| {NAMES[who]} | {offered} | {_num(r['p50_ms'], 1)} | {_num(r['p99_ms'], 1)} | "
                                  f"{_num(r['max_ms'], 1)} | {r['arrived']:,} | {'ok' if r['valid'] else 'INVALID'} | "
                                  f"{_num(r.get('direct_p50_ms'), 1)} / {_num(r.get('direct_p99_ms'), 1)} |")
         for rate in sorted({r["rate"] for r in results["latency"]}):
@@ -123,8 +125,9 @@ def chart(results: dict, path: Path) -> Path:
         ax.set_yscale(scale)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     ax = axes[2]
     lat = results.get("latency") or []
     rates = sorted({r["rate"] for r in lat})
@@ -143,14 +146,21 @@ def chart(results: dict, path: Path) -> Path:
         bars = ax.bar(xs, ys, 0.27, color=cs, hatch=hatch, edgecolor="white", label=pct.replace("_ms", ""))
         ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=7, padding=1)
     ax.set_xticks(range(len(groups)), [f"{'ours' if w == 'ours' else 'MM2'}\n{r:,}/s" for w, r in groups], fontsize=8)
+    for g, (who, rate) in enumerate(groups):
+        r = by.get((who, rate))
+        if r and r.get("direct_p99_ms"):
+            ax.hlines([r["direct_p50_ms"], r["direct_p99_ms"]], g - 0.42, g + 0.42, colors="black",
+                      linestyles=["solid", "dashed"], linewidth=1,
+                      label="Kafka alone p50 / p99 (no replication)" if g == 0 else None)
     if groups:
         ax.set_yscale("log")
-    ax.set_title("End-to-end latency (ms): p50, p99 (//), max (..)")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("End-to-end latency (ms): p50, p99 (//), max (..)", fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     machine = results.get("machine", {})
     fig.suptitle(f"kafka-replicator vs MirrorMaker 2 — {results['mode']} run, {machine.get('cpus')} CPUs "
                  f"({machine.get('cpu_model', '')}), brokers on the same machine", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
