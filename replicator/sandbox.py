@@ -145,14 +145,14 @@ _POM = """\
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.kafka-replicator</groupId>
-  <artifactId>kafka-sandbox-libs</artifactId>
-  <version>{kafka}</version>
+  <artifactId>{name}</artifactId>
+  <version>{version}</version>
   <packaging>pom</packaging>
   <dependencies>
     <dependency>
       <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>{kafka}</version>
+      <artifactId>{artifact}</artifactId>
+      <version>{version}</version>
     </dependency>
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>
@@ -198,7 +198,16 @@ def ensure_kafka_libs(version: str = KAFKA_VERSION) -> Path:
             )
         return libs
 
-    home = _cache_root() / f"kafka-{version}"
+    return maven_libs("kafka_2.13", version, cache_name=f"kafka-{version}")
+
+
+def maven_libs(artifact: str, version: str, cache_name: str) -> Path:
+    """Jars of org.apache.kafka:<artifact>:<version> and its runtime, downloaded once.
+
+    A tiny generated pom and ``mvn dependency:copy-dependencies`` fill
+    ``~/.cache/kafka-replicator/<cache_name>/libs``; a marker file says it is complete.
+    """
+    home = _cache_root() / cache_name
     libs, done_marker = home / "libs", home / ".complete"
     if done_marker.exists():
         return libs
@@ -208,22 +217,23 @@ def ensure_kafka_libs(version: str = KAFKA_VERSION) -> Path:
         mvn = shutil.which("mvn")
         if not mvn:
             raise SandboxError(
-                "Maven (mvn) is needed once to download the Kafka jars: install it "
-                "(e.g. apt-get install maven) or set KAFKA_HOME to an unpacked Kafka distribution"
+                f"Maven (mvn) is needed once to download org.apache.kafka:{artifact}: install it "
+                "(e.g. apt-get install maven) or, for the broker, set KAFKA_HOME to an unpacked "
+                "Kafka distribution"
             )
         shutil.rmtree(libs, ignore_errors=True)  # leftovers of an interrupted run
-        (home / "pom.xml").write_text(
-            _POM.format(kafka=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION, plugin=DEPENDENCY_PLUGIN_VERSION)
-        )
-        _run_maven(mvn, home, version)
+        (home / "pom.xml").write_text(_POM.format(
+            name=cache_name, artifact=artifact, version=version,
+            log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION, plugin=DEPENDENCY_PLUGIN_VERSION))
+        _run_maven(mvn, home, f"org.apache.kafka:{artifact}:{version}")
         done_marker.write_text(f"{version}\n")
     return libs
 
 
-def _run_maven(mvn: str, home: Path, version: str) -> None:
+def _run_maven(mvn: str, home: Path, coordinates: str) -> None:
     command = [mvn, "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=libs", "-DincludeScope=runtime"]
     output = home / "mvn.log"
-    log.info("Downloading Kafka %s jars from Maven Central into %s (one time, about 45 MB)", version, home)
+    log.info("Downloading %s and its dependencies from Maven Central into %s (once)", coordinates, home)
     started = time.monotonic()
     with open(output, "wb") as out:
         proc = subprocess.Popen(command, cwd=home, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -237,13 +247,13 @@ def _run_maven(mvn: str, home: Path, version: str) -> None:
                     proc.kill()
                     proc.wait()
                     raise SandboxError(f"Maven did not finish within {MAVEN_TIMEOUT_SECONDS:.0f}s; see {output}")
-                log.info("Still downloading Kafka jars (%.0fs so far)...", elapsed)
+                log.info("Still downloading %s (%.0fs so far)...", coordinates, elapsed)
     if proc.returncode != 0:
         raise SandboxError(
-            f"Maven could not resolve org.apache.kafka:kafka_2.13:{version} (exit {proc.returncode}); "
+            f"Maven could not resolve {coordinates} (exit {proc.returncode}); "
             f"check network access to Maven Central. Last lines of {output}:\n{_tail(output)}"
         )
-    log.info("Kafka jars ready in %.0fs", time.monotonic() - started)
+    log.info("%s ready in %.0fs", coordinates, time.monotonic() - started)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
