@@ -5,7 +5,6 @@ policy (same topic names), tasks.max = our member count, acks=all."""
 from __future__ import annotations
 
 
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from kafka import KafkaAdminClient
 
 from ..sandbox import java_executable
 from . import jars
+from .procstat import terminate
 
 MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"
 HEAP = ("-Xms256m", "-Xmx1g")
@@ -106,15 +106,9 @@ class MirrorMaker:
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, timeout)
         self._drop_internal_topics()
-        return self.proc.returncode
+        return code
 
     def _drop_internal_topics(self) -> None:
         """MM2's own topics of this run (configs, offsets, status, offset-syncs)."""

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .procstat import terminate
+
 
 def write_config(path: Path, source: str, target: str, group: str, routes: dict[str, str],
                  members: int, overrides: dict | None = None) -> Path:
@@ -113,13 +115,4 @@ class Relay:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)

@@ -1,8 +1,11 @@
-"""CPU seconds of processes, from /proc (utime + stime of every thread)."""
+"""The benchmark's processes: their CPU seconds, from /proc (utime + stime of every
+thread), and how they are stopped."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -44,3 +47,17 @@ class CpuMeter:
 
     def since_mark(self) -> float:
         return self.sample() - (self._start or 0.0)
+
+
+def terminate(proc: subprocess.Popen | None, timeout: float = 30.0) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout`; the exit code (None if never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
