@@ -49,7 +49,7 @@ class Exporter:
         self.records = Counter("kafka_replicator_records_replicated",
                                "Records handed to the target producer", TOPIC)
         self.bytes = Counter("kafka_replicator_bytes_replicated",
-                             "Value bytes handed to the target producer", TOPIC)
+                             "Bytes of the record batches written to the target", TOPIC)
         self.loop_skipped = Counter("kafka_replicator_records_loop_skipped",
                                     "Records not copied back to the cluster they came from", TOPIC)
         self.error_skipped = Counter("kafka_replicator_records_error_skipped",

@@ -1,10 +1,10 @@
 """The Checkpoint: which source offsets the target has acknowledged, per partition.
 
 A source offset may be committed only once the target acknowledged that record
-and every record before it in the partition. Sends are tracked in order; the
-committable position of a partition is the offset of its first unacknowledged
-record. It is plain Python: futures only need `is_done` and `exception` (None
-once succeeded), as kafka-python's `FutureRecordMetadata` has.
+and every record before it in the partition. Writes are tracked in order, each
+covering a range of source offsets [first, next); the committable position of a
+partition is the start of its first unacknowledged range. It is plain Python:
+deliveries only need `is_done` and `exception` (None once succeeded).
 """
 
 from __future__ import annotations
@@ -18,50 +18,39 @@ Partition = Hashable  # a kafka TopicPartition in practice
 
 @dataclass(frozen=True)
 class Failure:
-    """The first unacknowledged record of a partition failed to reach the target."""
+    """The first unacknowledged range of a partition failed to reach the target."""
 
     partition: Partition
     offset: int
+    next_offset: int
     error: BaseException
-
-
-class Rejected:
-    """A send that failed before it left: it looks like a failed future."""
-
-    is_done = True
-
-    def __init__(self, error: BaseException):
-        self.exception = error
-
-    def succeeded(self) -> bool:
-        return False
 
 
 class Checkpoint:
     def __init__(self) -> None:
-        self._pending: dict[Partition, deque[tuple[int, Any]]] = {}
+        self._pending: dict[Partition, deque[tuple[int, int, Any]]] = {}
         self._acked: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
 
-    def pending(self, partition: Partition) -> deque[tuple[int, Any]]:
-        """The partition's in-flight sends; append (offset, future) in send order."""
+    def pending(self, partition: Partition) -> deque[tuple[int, int, Any]]:
+        """The partition's in-flight writes; append (first, next, delivery) in source order."""
         queue = self._pending.get(partition)
         if queue is None:
             queue = self._pending[partition] = deque()
         return queue
 
-    def done(self, partition: Partition, offset: int) -> None:
-        """A record that needs no send (filtered or skipped) is settled in its place."""
+    def done(self, partition: Partition, first: int, next_offset: int) -> None:
+        """Records that need no write (filtered or skipped) are settled in their place."""
         queue = self.pending(partition)
         if queue:
-            queue.append((offset, None))
+            queue.append((first, next_offset, None))
         else:
-            self._acked[partition] = offset + 1
+            self._acked[partition] = next_offset
 
     def settle(self) -> list[Failure]:
         """Advance each partition past its acknowledged prefix; return the failures that block it.
 
-        1. Pop every leading send whose future succeeded (or that needed none).
+        1. Pop every leading write whose delivery succeeded (or that needed none).
         2. Stop at the first one still in flight: nothing after it is acknowledged yet.
         3. Stop at the first failed one and report it; the caller skips, rewinds or stops.
         """
@@ -70,26 +59,24 @@ class Checkpoint:
             acked = None
             popleft = queue.popleft
             while queue:
-                offset, future = queue[0]
-                # `exception is None` once done is what succeeded() tests; read directly, this
-                # loop runs once per record.
-                if future is not None and not (future.is_done and future.exception is None):
-                    if future.is_done:
-                        failures.append(Failure(partition, offset, future.exception))
+                first, next_offset, delivery = queue[0]
+                if delivery is not None and not (delivery.is_done and delivery.exception is None):
+                    if delivery.is_done:
+                        failures.append(Failure(partition, first, next_offset, delivery.exception))
                     break
                 popleft()
-                acked = offset
+                acked = next_offset
             if acked is not None:
-                self._acked[partition] = acked + 1
+                self._acked[partition] = acked
         return failures
 
     def skip_failed(self, partition: Partition) -> None:
         """Treat the failed head of the partition as settled (onError: skip)."""
-        offset, _ = self._pending[partition].popleft()
-        self._acked[partition] = offset + 1
+        _, next_offset, _ = self._pending[partition].popleft()
+        self._acked[partition] = next_offset
 
     def rewind(self, partition: Partition) -> int | None:
-        """Forget the partition's in-flight sends; return the offset to consume again from."""
+        """Forget the partition's in-flight writes; return the offset to read again from."""
         queue = self._pending.pop(partition, None)
         if not queue:
             return self._acked.get(partition)
@@ -98,8 +85,8 @@ class Checkpoint:
     def advance(self, partition: Partition, offset: int) -> None:
         """Move an idle partition's position past records that were never ours to send.
 
-        Transaction markers and aborted records take offsets but never reach the
-        loop; the consumer's position steps over them, and so must the commit.
+        Transaction markers and aborted records take offsets but are never written;
+        the position steps over them, and so must the commit.
         """
         if not self._pending.get(partition) and offset > self._acked.get(partition, -1):
             self._acked[partition] = offset
@@ -108,8 +95,10 @@ class Checkpoint:
         """The next offset to commit for the partition, if any record was acknowledged."""
         return self._acked.get(partition)
 
-    def in_flight(self) -> int:
-        return sum(len(queue) for queue in self._pending.values())
+    def in_flight(self, partitions=None) -> int:
+        """Writes not acknowledged yet, in all partitions or in `partitions`."""
+        return sum(len(queue) for partition, queue in self._pending.items()
+                   if partitions is None or partition in partitions)
 
     def to_commit(self) -> dict[Partition, int]:
         """Acknowledged positions (next offset to read) not committed yet."""

@@ -180,9 +180,8 @@ class ConsumerConfig(_Model):
 class ProducerConfig(_Model):
     """`producer`: settings of the target producers.
 
-    Always acks=all with one request in flight per broker, so that records keep
-    their order through retries. kafka-python's idempotent producer is not used:
-    one record the target rejects would fail every other partition's batches too.
+    Always acks=all and idempotent: batches carry our producer id and per-partition
+    sequence numbers, so retries neither duplicate nor reorder them.
     """
 
     linger_ms: int = Field(5, ge=0)
@@ -212,6 +211,11 @@ class DirectionConfig(_Model):
     partitioning: Literal["preserve", "hash"] = "preserve"
     create_topics: bool = True
     on_error: Literal["fail", "skip"] = "fail"
+    mode: Literal["batch", "record"] = Field(
+        "batch",
+        description="batch: copy record batches as bytes; record: re-encode each record "
+        "with provenance headers",
+    )
 
     @model_validator(mode="after")
     def _routes_are_distinct(self) -> DirectionConfig:

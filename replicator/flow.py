@@ -1,31 +1,61 @@
 """A Flow: the running loop of one member of one direction.
 
-consume from the source → produce to the target → commit what the target acknowledged.
+fetch batches from the source → ship them to the target → commit what the target acknowledged.
+
+The consumer group decides which source partitions this member owns and holds the
+committed positions; its consumer never fetches (every partition stays paused). The
+data moves as record batches: fetched raw (`Fetcher`), turned into shipments
+(`Shipper`), written idempotently (`BatchProducer`). Answers from both clusters come
+back on their IO threads and are handled here, on the flow's own thread, in order.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 
 from kafka import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    OffsetOutOfRangeError,
+    TopicAuthorizationFailedError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from . import link
-from .checkpoint import Checkpoint, Failure, Rejected
+from . import batches, link, registry, wire
+from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
-from .errors import ConfigError, RecordRejected
+from .errors import ClusterError, ConfigError, RecordRejected
+from .fetcher import Fetcher
 from .metrics import FlowMetrics
+from .producer import BatchProducer
 from .provenance import Provenance
+from .shipping import Shipper, Step, Target
 from .topics import Layout, TopicSync
 
 log = logging.getLogger(__name__)
 
 TOPIC_SYNC_SECONDS = 30.0
-BACKOFF_SECONDS = 1.0
+FETCH_WAIT_MS = 100
+# Below this a source batch is merged with its neighbours rather than copied: a copy
+# costs a fixed few tens of µs per batch, a merge a few µs per record (BENCHMARKS.md).
+MERGE_BELOW_BYTES = 4096
+EVENT_WAIT_SECONDS = 0.05
+GROUP_POLL_MS = 100
+CONNECT_TIMEOUT_MS = 15_000
+
+
+class State(str, enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
 
 
 @dataclass
@@ -34,7 +64,7 @@ class Health:
 
     direction: str
     member: str | None
-    state: str = "starting"
+    state: str = State.STARTING.value
     assigned: list[str] = field(default_factory=list)
     stopped: dict[str, str] = field(default_factory=dict)
     in_flight: int = 0
@@ -54,25 +84,35 @@ class Flow:
         self._checkpoint = Checkpoint()
         self._stopping = threading.Event()
         self._health = Health(direction, member)
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._layouts: dict[str, Layout] = {}
-        self._targets: dict[TopicPartition, tuple[str, int | None]] = {}
+        self._targets: dict[TopicPartition, Target] = {}
         self._stopped: dict[TopicPartition, RecordRejected] = {}
-        self._backpressure = False
-        self._max_in_flight = max(10_000, 20 * self._group.max_poll_records)
+        self._singles: dict[TopicPartition, int] = {}  # send one record per batch below this offset
+        self._fallbacks_logged: set[tuple[TopicPartition, str]] = set()
+        self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
         self._next_sync = 0.0
+        self._admins: tuple = ()
+        self._topic_sync: TopicSync | None = None
+        self._provenance: Provenance | None = None
+        self._registry: registry.Registry | None = None
+        self._source_wire: wire.Wire | None = None
+        self._target_wire: wire.Wire | None = None
+        self._fetcher: Fetcher | None = None
+        self._shipper: Shipper | None = None
         self.source_consumer = None
-        self.target_producer = None
+        self.target_producer: BatchProducer | None = None
 
     def run(self) -> None:
         """Replicate until stop() is called; commit what was acknowledged on the way out."""
         try:
             self._connect()
-            self._health.state = "running"
+            self._health.state = State.RUNNING.value
             while not self._stopping.is_set():
                 self._step()
         except BaseException as exc:
-            self._health.state = "failed"
+            self._health.state = State.FAILED.value
             self._health.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
@@ -88,137 +128,219 @@ class Flow:
         health.stopped = {f"{tp.topic}[{tp.partition}]": str(err) for tp, err in self._stopped.items()}
         return health
 
+    # Start -----------------------------------------------------------------------------
+
     def _connect(self) -> None:
         (source_side, source), (target_side, target) = self.config.clusters(self.direction)
         source_admin = link.admin_client(source_side, source)
         target_admin = link.admin_client(target_side, target)
+        self._admins = (source_admin, target_admin)
         with link.reaching(source_side, source):
             source_id = source_admin.describe_cluster()["cluster_id"]
+            registry.ensure_topic(source_admin)
         with link.reaching(target_side, target):
             target_id = target_admin.describe_cluster()["cluster_id"]
+            registry.ensure_topic(target_admin)
         self._provenance = Provenance(source_id, target_id)
         self._topic_sync = TopicSync(source_admin, target_admin, self._routes,
                                      manage=self._settings.create_topics)
-        self._admins = (source_admin, target_admin)
         self._sync_topics()
-        self.target_producer = link.target_producer(self.config, self.direction)
+
+        source_settings, target_settings = link.client_settings(source), link.client_settings(target)
+        consumer = self.config.consumer
+        with link.reaching(source_side, source):
+            self._source_wire = wire.Wire(
+                source_settings, consumer.fetch_max_bytes + consumer.max_partition_fetch_bytes + 65536)
+            self._source_wire.bootstrap(CONNECT_TIMEOUT_MS)
+        self._source_wire.track(self._routes)
+        with link.reaching(target_side, target):
+            self._target_wire = wire.Wire(target_settings, 1 << 20)
+            self._target_wire.bootstrap(CONNECT_TIMEOUT_MS)
+        self._target_wire.track(set(self._routes.values()))
+        self._registry = registry.Registry(source_settings)
+        self._fetcher = Fetcher(self._source_wire, wire, consumer.max_partition_fetch_bytes,
+                                consumer.fetch_max_bytes, FETCH_WAIT_MS)
+        producer = self.config.producer
+        self._shipper = Shipper(
+            self._settings.mode, producer.compression_type, producer.batch_size,
+            producer.max_request_size - 512, MERGE_BELOW_BYTES, self._registry.is_ours,
+            self._provenance, self._fallback)
+        with link.reaching(target_side, target):
+            self.target_producer = BatchProducer(
+                self._target_wire, wire, lambda: self._new_producer_id(target_settings),
+                producer.max_request_size, self._target_wire.request_timeout_ms)
         self.source_consumer = link.source_consumer(self.config, self.direction, self.member)
         self.source_consumer.subscribe(list(self._routes), listener=_Rebalance(self))
-        group = self._group
-        log.info("%s %s: replicating %s from %s cluster %s to %s cluster %s, group %s",
+        log.info("%s %s: replicating %s from %s cluster %s to %s cluster %s, group %s, mode %s",
                  self.direction, self.member or "-", self._routes, source_side, source_id,
-                 target_side, target_id, group.group_id)
+                 target_side, target_id, self._group.group_id, self._settings.mode)
         log.info("%s: AUTO_OFFSET_RESET=%s (where the group has no committed offset)",
                  self.direction, self.config.offset_reset(self.direction))
-        if group.enable_auto_commit:
+        if self._group.enable_auto_commit:
             log.info("%s: Auto commit enabled: acknowledged offsets are committed every %d ms",
-                     self.direction, group.auto_commit_interval_ms)
+                     self.direction, self._group.auto_commit_interval_ms)
         else:
-            log.info("%s: Auto commit disabled: each polled batch is flushed to the target and "
-                     "its acknowledged offsets committed before the next poll", self.direction)
+            log.info("%s: Auto commit disabled: acknowledged offsets are committed as soon as "
+                     "the target acknowledges them", self.direction)
+
+    def _new_producer_id(self, target_settings: dict) -> tuple[int, int]:
+        producer_id, epoch = wire.init_producer_id(self._target_wire, CONNECT_TIMEOUT_MS)
+        registry.register(target_settings, producer_id, self.direction, self.member)
+        log.info("%s %s: writing as producer id %d (registered in %s)", self.direction,
+                 self.member or "-", producer_id, registry.TOPIC)
+        return producer_id, epoch
+
+    # The loop --------------------------------------------------------------------------
 
     def _step(self) -> None:
-        records = self.source_consumer.poll(
-            timeout_ms=self.config.consumer.poll_timeout_ms,
-            max_records=self._group.max_poll_records,
-        )
+        busy = wire.group_needs_time(self.source_consumer)
+        polled = self.source_consumer.poll(timeout_ms=GROUP_POLL_MS if busy else 0)
         self._health.last_poll = time.time()
-        if records:
-            self._send(records)
-        if not self._group.enable_auto_commit and records:
-            self._flush(self._group.max_poll_interval_ms / 2000.0)
-            self._settle()
-            self._commit()
-        else:
-            self._settle()
+        self._adopt(polled)
+        if self.target_producer.unacknowledged_bytes < self._max_unacked_bytes:
+            self._fetcher.pump(self._events.put)
+        self.target_producer.pump(self._events.put)
+        self._handle_events(EVENT_WAIT_SECONDS)
+        settled = self._settle()
         now = time.monotonic()
-        if now >= self._next_commit:
+        if (settled and not self._group.enable_auto_commit) or now >= self._next_commit:
             self._next_commit = now + self._group.auto_commit_interval_ms / 1000.0
             self._commit()
             self._update_lag()
         if now >= self._next_sync:
             self._sync_topics()
-        self._apply_backpressure()
 
-    def _send(self, records: dict) -> None:
-        send = self.target_producer.send
-        forward = self._provenance.forward
-        batches = list(records.items())
-        for index, (tp, batch) in enumerate(batches):
-            if tp in self._stopped:
+    def _adopt(self, polled: dict) -> None:
+        """Start fetching newly assigned partitions from the group's position."""
+        assigned = self.source_consumer.assignment()
+        owned = set(self._fetcher.owned())
+        for tp in assigned:
+            if tp in owned or tp in self._stopped:
                 continue
-            topic, partition = self._targets.get(tp) or self._target_for(tp)
-            pending = self._checkpoint.pending(tp)
-            track = pending.append
-            sent = nbytes = loop_skipped = 0
-            future = timestamp = None
-            try:
-                for record in batch:
-                    headers = forward(record.headers)
-                    if headers is None:
-                        loop_skipped += 1
-                        self._checkpoint.done(tp, record.offset)
-                        continue
-                    value = record.value
-                    try:
-                        future = send(topic, value, record.key, headers, partition, record.timestamp)
-                    except KafkaTimeoutError:
-                        raise
-                    except (KafkaError, ValueError, TypeError) as exc:
-                        future = Rejected(exc)
-                    track((record.offset, future))
-                    timestamp = record.timestamp
-                    sent += 1
-                    if value:
-                        nbytes += len(value)
-            except KafkaTimeoutError as exc:
-                # The producer's buffer stayed full: the target is slow or down. What was
-                # not handed to the producer is consumed again after a pause.
-                log.warning("%s: target cluster not accepting records (%s); backing off %.0fs",
-                            self.direction, exc, BACKOFF_SECONDS)
-                self.source_consumer.seek(tp, record.offset)
-                for later, rest in batches[index + 1:]:
-                    self.source_consumer.seek(later, rest[0].offset)
-                time.sleep(BACKOFF_SECONDS)
-                return
-            finally:
-                self.metrics.sent(tp.topic, sent, nbytes, loop_skipped)
-            if sent and not isinstance(future, Rejected):
-                future.add_callback(self.metrics.acknowledged, timestamp)
+            position = wire.fetch_position(self.source_consumer, tp)
+            early = polled.get(tp)
+            if early:  # fetched before the pause took effect: start where that fetch began
+                position = early[0].offset if position is None else min(position, early[0].offset)
+            if position is not None:
+                self._fetcher.assign(tp, position)
+                self._checkpoint.advance(tp, position)
+        gone = owned - set(assigned)
+        if gone:
+            self.forget(gone)
 
-    def _target_for(self, tp: TopicPartition) -> tuple[str, int | None]:
+    def _handle_events(self, wait: float) -> None:
+        try:
+            event = self._events.get(timeout=wait)
+        except queue.Empty:
+            return
+        while True:
+            owner, node, payload, answer = event
+            if owner is self._fetcher:
+                self._fetched(node, payload, answer)
+            else:
+                for delivery in owner.answered(node, payload, answer):
+                    self.metrics.acknowledged(delivery.timestamp)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _fetched(self, node, sent: dict, answer) -> None:
+        for part in self._fetcher.answered(node, sent, answer):
+            tp = part.tp
+            if part.error is not None:
+                self._fetch_failed(tp, part.error)
+                continue
+            fetched = batches.split(part.records)
+            if not fetched:
+                continue
+            steps = self._shipper.plan(tp, self._targets.get(tp) or self._target_for(tp),
+                                       part.position, fetched, part.aborted,
+                                       self._singles.get(tp, -1))
+            self._stage(tp, steps)
+            self._fetcher.advance(tp, fetched[-1].next_offset)
+
+    def _stage(self, tp: TopicPartition, steps: list[Step]) -> None:
+        checkpoint, submit, metrics = self._checkpoint, self.target_producer.submit, self.metrics
+        for step in steps:
+            if step.shipments:
+                checkpoint.pending(tp).append((step.first, step.next, step.delivery))
+                for shipment in step.shipments:
+                    submit(shipment)
+            else:
+                checkpoint.done(tp, step.first, step.next)
+            metrics.shipped(tp.topic, step.how, step.records, step.bytes, step.loop_skipped)
+
+    def _fetch_failed(self, tp: TopicPartition, error: type) -> None:
+        if error is OffsetOutOfRangeError:
+            reset = self.config.offset_reset(self.direction)
+            ends = (self.source_consumer.beginning_offsets if reset == "earliest"
+                    else self.source_consumer.end_offsets)([tp])
+            log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
+                        "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
+                        self._fetcher.position(tp), reset, ends[tp])
+            self._checkpoint.rewind(tp)
+            self._fetcher.seek(tp, ends[tp])
+            self._checkpoint.advance(tp, ends[tp])
+            return
+        if error is TopicAuthorizationFailedError:
+            side = self.config.clusters(self.direction)[0]
+            raise ClusterError(side[0], side[1].bootstrap_servers,
+                               f"not authorized to read topic {tp.topic!r}; grant the replicator's "
+                               "principal Read on it")
+        log.warning("%s: fetching %s[%d] failed (%s); trying again", self.direction, tp.topic,
+                    tp.partition, error.__name__)
+
+    def _fallback(self, tp: TopicPartition, reason: str) -> None:
+        if (tp, reason) not in self._fallbacks_logged:
+            self._fallbacks_logged.add((tp, reason))
+            log.info("%s: %s[%d]: records re-encoded instead of copied as a batch: %s",
+                     self.direction, tp.topic, tp.partition, reason)
+
+    def _target_for(self, tp: TopicPartition) -> Target:
         layout = self._layouts.get(tp.topic)
         if layout is None or tp.partition >= layout.source_partitions:
             self._sync_topics()  # a topic or partition that appeared since the last sync
-            layout = self._layouts.get(tp.topic)
-        preserve = (
-            self._settings.partitioning == "preserve"
-            and layout is not None
-            and layout.target_partitions >= layout.source_partitions
-        )
-        target = (self._routes[tp.topic], tp.partition if preserve else None)
+            layout = self._layouts.get(tp.topic) or Layout(tp.partition + 1, tp.partition + 1)
+        preserve = (self._settings.partitioning == "preserve"
+                    and layout.target_partitions >= layout.source_partitions)
+        target = Target(self._routes[tp.topic], layout.target_partitions,
+                        tp.partition if preserve else None)
         self._targets[tp] = target
         return target
 
-    def _rewind(self, tp: TopicPartition) -> None:
-        """Drop the partition's in-flight sends and consume again from the first of them."""
-        offset = self._checkpoint.rewind(tp)
-        if offset is not None:
-            self.source_consumer.seek(tp, offset)
+    # Acknowledgements, failures, commits ----------------------------------------------
 
-    def _settle(self) -> None:
+    def _settle(self) -> bool:
+        """Advance past what the target acknowledged; True if a position moved."""
+        before = self._checkpoint.in_flight()
         for failure in self._checkpoint.settle():
             self._handle(failure)
+        return self._checkpoint.in_flight() != before
+
+    def _rewind(self, tp: TopicPartition) -> None:
+        """Drop the partition's in-flight writes and fetch again from the first of them."""
+        offset = self._checkpoint.rewind(tp)
+        if offset is not None:
+            self._fetcher.seek(tp, offset)
 
     def _handle(self, failure: Failure) -> None:
         tp, offset, error = failure.partition, failure.offset, failure.error
         if getattr(error, "retriable", False):
-            log.warning("%s: %s[%d]@%d not acknowledged by the target (%s); consuming it again",
-                        self.direction, tp.topic, tp.partition, offset, error)
+            log.warning("%s: %s[%d]@%d not acknowledged by the target (%s); fetching it again",
+                        self.direction, tp.topic, tp.partition, offset, type(error).__name__)
             self.metrics.failed()
             self._rewind(tp)
             return
         reason = f"{type(error).__name__}: {error}"
+        if self._singles.get(tp, -1) <= offset:
+            # A whole batch was refused: find the record, so that onError applies to it alone.
+            log.warning("%s: the target refused %s[%d]@%d-%d (%s); sending those records one "
+                        "per batch to find the one it refuses", self.direction, tp.topic,
+                        tp.partition, offset, failure.next_offset - 1, reason)
+            self._singles[tp] = failure.next_offset
+            self._rewind(tp)
+            return
         if self._settings.on_error == "skip":
             log.error("%s: skipping %s[%d]@%d, rejected by the target: %s (onError: skip)",
                       self.direction, tp.topic, tp.partition, offset, reason)
@@ -231,21 +353,30 @@ class Flow:
         self.metrics.failed()
         self._stopped[tp] = rejected
         self._checkpoint.rewind(tp)
-        self.source_consumer.pause(tp)
+        self._fetcher.pause(tp)
 
-    def _flush(self, timeout: float) -> None:
-        try:
-            self.target_producer.flush(timeout=timeout)
-        except KafkaTimeoutError:
-            log.warning("%s: target cluster did not acknowledge all records within %.0fs; "
-                        "the rest is committed once it does", self.direction, timeout)
+    def _drain(self, seconds: float, partitions=None) -> bool:
+        """Wait for the target's answers (for `partitions`, or all); True if none is missing."""
+        deadline = time.monotonic() + seconds
+        while True:
+            pending = self._checkpoint.in_flight(partitions)
+            if not pending or time.monotonic() >= deadline:
+                return not pending
+            self.target_producer.pump(self._events.put)
+            try:
+                owner, node, payload, answer = self._events.get(timeout=EVENT_WAIT_SECONDS)
+            except queue.Empty:
+                continue
+            if owner is self._fetcher:
+                self._fetcher.discard(node)  # fetched again later from the same position
+            else:
+                owner.answered(node, payload, answer)
+            self._settle()
 
     def _advance_idle(self) -> None:
-        for tp in self.source_consumer.assignment():
+        for tp in self._fetcher.owned():
             if tp not in self._stopped:
-                position = link.fetch_position(self.source_consumer, tp)
-                if position is not None:
-                    self._checkpoint.advance(tp, position)
+                self._checkpoint.advance(tp, self._fetcher.position(tp))
 
     def _commit(self) -> bool:
         """Commit the acknowledged positions; False if the group refused them for now."""
@@ -271,10 +402,9 @@ class Flow:
 
     def _update_lag(self) -> None:
         lag = {}
-        for tp in self.source_consumer.assignment():
-            end = self.source_consumer.highwater(tp)
+        for tp, end in self._fetcher.high_watermarks.items():
             position = self._checkpoint.position(tp)
-            if end is not None and position is not None:
+            if position is not None:
                 lag[f"{tp.topic}[{tp.partition}]"] = max(0, end - position)
         self.metrics.set_lag(lag)
 
@@ -300,76 +430,67 @@ class Flow:
             self._layouts = layouts
             self._targets.clear()
 
-    def _apply_backpressure(self) -> None:
-        """Pause fetching while too many records wait for the target's acknowledgement."""
-        in_flight = self._checkpoint.in_flight()
-        assigned = self.source_consumer.assignment()
-        if not self._backpressure and in_flight > self._max_in_flight and assigned:
-            self._backpressure = True
-            self.source_consumer.pause(*assigned)
-        elif self._backpressure and in_flight <= self._max_in_flight // 2:
-            self._backpressure = False
-            resumable = [tp for tp in assigned if tp not in self._stopped]
-            if resumable:
-                self.source_consumer.resume(*resumable)
+    # Stop ------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Ordered: stop polling, flush the target, commit what it acknowledged, close."""
-        self._health.state = "stopping" if self._health.state != "failed" else "failed"
+        """Ordered: stop fetching, wait for the target's answers, commit them, close."""
+        if self._health.state != State.FAILED.value:
+            self._health.state = State.STOPPING.value
         grace = self.config.shutdown_grace_period_seconds
         if self.target_producer is not None:
-            self._flush(grace * 0.5)
+            if not self._drain(grace * 0.5):
+                log.warning("%s: the target did not acknowledge everything within %.0fs; the "
+                            "rest is replayed by the partitions' next owner", self.direction,
+                            grace * 0.5)
         if self.source_consumer is not None:
             self._settle()
             self._final_commit(grace * 0.25)
             self.source_consumer.close(autocommit=False, timeout_ms=int(grace * 250))
-        if self.target_producer is not None:
-            self.target_producer.close(timeout=grace * 0.25)
-        for admin in getattr(self, "_admins", ()):
-            admin.close()
-        if self._health.state != "failed":
-            self._health.state = "stopped"
+        for closable in (self._source_wire, self._target_wire, self._registry, *self._admins):
+            if closable is not None:
+                closable.close()
+        if self._health.state != State.FAILED.value:
+            self._health.state = State.STOPPED.value
         log.info("%s %s: stopped", self.direction, self.member or "-")
 
     def _final_commit(self, seconds: float) -> None:
-        """Commit on the way out; a rebalance under way is finished first, fetching nothing.
-
-        Partitions are paused so that poll() returns no record: a record polled now
-        would move the consumer's position past what was sent.
-        """
+        """Commit on the way out; a rebalance under way is finished first (nothing is fetched)."""
         deadline = time.monotonic() + seconds
         while not self._commit() and time.monotonic() < deadline:
-            assigned = self.source_consumer.assignment()
-            if assigned:
-                self.source_consumer.pause(*assigned)
             self.source_consumer.poll(timeout_ms=200)
 
-    # Rebalance callbacks, called by the consumer while poll() runs.
+    # Rebalance callbacks: the consumer runs them on its IO thread while the flow's
+    # thread waits inside poll(), so they have the flow's state to themselves.
 
-    def _revoked(self, partitions) -> list:
-        if not partitions:
-            return []
+    def revoked(self, partitions) -> dict:
+        """Wait for the target's answers on revoked partitions; return what to commit."""
         log.info("%s %s: rebalance: partitions revoked: %s", self.direction, self.member or "-",
                  _names(partitions))
-        self._flush(min(10.0, self._group.session_timeout_ms / 3000.0))
-        self._checkpoint.settle()
-        positions = {tp: pos for tp, pos in self._checkpoint.to_commit().items() if tp in partitions}
-        return positions
+        self._drain(min(10.0, self._group.session_timeout_ms / 3000.0), set(partitions))
+        self._advance_idle()
+        return {tp: pos for tp, pos in self._checkpoint.to_commit().items() if tp in partitions}
 
-    def _forget(self, partitions) -> None:
-        self._checkpoint.forget(partitions)
-        for tp in partitions:
-            self._stopped.pop(tp, None)
-            self._targets.pop(tp, None)
-        gone = set(_names(partitions))
-        self._health.assigned = [name for name in self._health.assigned if name not in gone]
+    def committed(self, positions: dict) -> None:
+        self._checkpoint.committed(positions)
+        self.metrics.committed(0.0)
 
-    def _assigned(self, partitions) -> None:
+    def assigned(self, partitions) -> None:
+        self.source_consumer.pause(*partitions)  # this member fetches them itself
         self.metrics.rebalanced()
         assigned = sorted(self.source_consumer.assignment())
         self._health.assigned = _names(assigned)
         log.info("%s %s: partition assignment: added %s; now owns %s", self.direction,
                  self.member or "-", _names(partitions), _names(assigned))
+
+    def forget(self, partitions) -> None:
+        self._checkpoint.forget(partitions)
+        self._fetcher.forget(partitions)
+        for tp in partitions:
+            self._stopped.pop(tp, None)
+            self._targets.pop(tp, None)
+            self._singles.pop(tp, None)
+        gone = set(_names(partitions))
+        self._health.assigned = [name for name in self._health.assigned if name not in gone]
 
 
 def _names(partitions) -> list[str]:
@@ -377,36 +498,30 @@ def _names(partitions) -> list[str]:
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
-    """Commits acknowledged offsets of revoked partitions before they change hands.
-
-    kafka-python runs listeners on its I/O thread, where the blocking commit() is
-    not allowed; the coordinator's awaitable commit is what its own pre-rebalance
-    auto-commit uses.
-    """
+    """Commits acknowledged offsets of revoked partitions before they change hands."""
 
     def __init__(self, flow: Flow):
         self._flow = flow
 
     async def on_partitions_revoked(self, revoked):
         flow = self._flow
-        positions = flow._revoked(revoked)
+        if not revoked:
+            return
+        positions = flow.revoked(revoked)
         if positions:
-            offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
-            coordinator = flow.source_consumer._coordinator
             try:
-                await coordinator._commit_offsets_sync_async(offsets, timeout_ms=10_000)
-                flow._checkpoint.committed(positions)
-                flow.metrics.committed(0.0)
+                await wire.commit_in_listener(flow.source_consumer, positions, timeout_ms=10_000)
+                flow.committed(positions)
             except KafkaError as exc:
                 log.warning("%s: could not commit revoked partitions (%s); their next owner "
                             "may replay some records", flow.direction, exc)
-        flow._forget(revoked)
+        flow.forget(revoked)
 
     async def on_partitions_assigned(self, assigned):
-        self._flow._assigned(assigned)
+        self._flow.assigned(assigned)
 
     async def on_partitions_lost(self, lost):
         log.warning("%s %s: rebalance: partitions lost (membership expired): %s; uncommitted "
                     "records on them will be replayed by their next owner",
                     self._flow.direction, self._flow.member or "-", _names(lost))
-        self._flow._forget(lost)
+        self._flow.forget(lost)

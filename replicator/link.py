@@ -9,7 +9,7 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -20,7 +20,7 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
 )
 
-from .config import ClusterConfig, GroupConfig, ProducerConfig, ReplicatorConfig
+from .config import ClusterConfig, GroupConfig, ReplicatorConfig
 from .errors import ClusterError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -143,37 +143,6 @@ def source_consumer(
             partition_assignment_strategy=(ASSIGNORS[group.partition_assignment_strategy],),
             fetch_max_bytes=config.consumer.fetch_max_bytes,
             max_partition_fetch_bytes=config.consumer.max_partition_fetch_bytes,
-        )
-
-
-def fetch_position(consumer: KafkaConsumer, tp) -> int | None:
-    """The consumer's position in a partition, if known, without any I/O.
-
-    KafkaConsumer.position() resolves unknown positions with network calls and,
-    called with a short timeout while a broker restarts, keeps cancelling its own
-    offset resets; the subscription state already holds what we need.
-    """
-    state = consumer._subscription.assignment.get(tp)
-    position = state.position if state is not None else None
-    return position.offset if position is not None else None
-
-
-def target_producer(config: ReplicatorConfig, direction: str) -> KafkaProducer:
-    """The producer writing the direction's records to its target cluster."""
-    _, (side, cluster) = config.clusters(direction)
-    producer: ProducerConfig = config.producer
-    with reaching(side, cluster):
-        return KafkaProducer(
-            **client_settings(cluster),
-            acks="all",
-            enable_idempotence=False,
-            max_in_flight_requests_per_connection=1,
-            allow_auto_create_topics=False,
-            linger_ms=producer.linger_ms,
-            batch_size=producer.batch_size,
-            compression_type=None if producer.compression_type == "none" else producer.compression_type,
-            max_request_size=producer.max_request_size,
-            delivery_timeout_ms=producer.delivery_timeout_ms,
         )
 
 

@@ -29,6 +29,7 @@ class Snapshot:
     rebalances: int
     lag: dict[str, int]
     latency_ms: list[float]
+    batches: dict[str, int] = field(default_factory=dict)  # written batches by how: copy, merge, encode
     at: float = field(default_factory=time.time)
 
     def latency(self, q: float) -> float | None:
@@ -41,15 +42,16 @@ class Snapshot:
 class FlowMetrics:
     """Counters updated by the flow's thread, read from any thread.
 
-    Records and bytes are counted per topic once per batch; end-to-end latency
-    (acknowledgement time minus the record's timestamp) is sampled once per
-    partition batch, from the producer's I/O thread.
+    Records and bytes (of the batches written) are counted per topic once per batch;
+    end-to-end latency (acknowledgement time minus the newest record's timestamp) is
+    sampled once per acknowledged batch.
     """
 
     def __init__(self, window: int = 4096):
         self._lock = threading.Lock()
         self.records: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
+        self.batches: Counter[str] = Counter()
         self.loop_skipped: Counter[str] = Counter()
         self.error_skipped: Counter[str] = Counter()
         self.errors = 0
@@ -60,10 +62,13 @@ class FlowMetrics:
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._new_latency_ms: deque[float] = deque(maxlen=16 * window)
 
-    def sent(self, topic: str, records: int, nbytes: int, loop_skipped: int) -> None:
+    def shipped(self, topic: str, how: str, records: int, nbytes: int, loop_skipped: int) -> None:
+        """One source range handed to the target producer (or skipped, how == "skip")."""
         with self._lock:
-            self.records[topic] += records
-            self.bytes[topic] += nbytes
+            if records:
+                self.records[topic] += records
+                self.bytes[topic] += nbytes
+                self.batches[how] += 1
             if loop_skipped:
                 self.loop_skipped[topic] += loop_skipped
 
@@ -115,4 +120,5 @@ class FlowMetrics:
                 rebalances=self.rebalances,
                 lag=dict(self.lag),
                 latency_ms=list(self._latency_ms),
+                batches=dict(self.batches),
             )

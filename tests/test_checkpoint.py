@@ -1,24 +1,17 @@
 """The Checkpoint commits only what the target acknowledged, in order."""
 
-from replicator.checkpoint import Checkpoint, Rejected
+from replicator.checkpoint import Checkpoint
+from replicator.producer import Delivery
 
 
-class FakeFuture:
-    """Stands in for kafka-python's FutureRecordMetadata: only its state matters here."""
+class FakeFuture(Delivery):
+    """A delivery of one part, acknowledged or failed by the test."""
 
     def __init__(self):
-        self.is_done = False
-        self.exception = None
-
-    def succeeded(self):
-        return self.is_done and self.exception is None
+        super().__init__(parts=1, timestamp=0)
 
     def ack(self):
-        self.is_done = True
-
-    def fail(self, error):
-        self.is_done = True
-        self.exception = error
+        self.part_written()
 
 
 P = ("topic", 0)
@@ -28,7 +21,7 @@ def track(checkpoint, offsets):
     futures = {offset: FakeFuture() for offset in offsets}
     pending = checkpoint.pending(P)
     for offset, future in futures.items():
-        pending.append((offset, future))
+        pending.append((offset, offset + 1, future))
     return futures
 
 
@@ -87,7 +80,7 @@ def test_rewind_returns_the_first_unacknowledged_offset():
 def test_records_needing_no_send_settle_in_order():
     checkpoint = Checkpoint()
     futures = track(checkpoint, [0])
-    checkpoint.done(P, 1)
+    checkpoint.done(P, 1, 2)
     checkpoint.settle()
     assert checkpoint.to_commit() == {}
     futures[0].ack()
@@ -97,34 +90,48 @@ def test_records_needing_no_send_settle_in_order():
 
 def test_a_record_needing_no_send_with_nothing_in_flight_is_settled_at_once():
     checkpoint = Checkpoint()
-    checkpoint.done(P, 7)
+    checkpoint.done(P, 7, 8)
     assert checkpoint.to_commit() == {P: 8}
 
 
 def test_committed_positions_are_not_committed_again():
     checkpoint = Checkpoint()
-    checkpoint.done(P, 0)
+    checkpoint.done(P, 0, 1)
     checkpoint.committed(checkpoint.to_commit())
     assert checkpoint.to_commit() == {}
 
 
-def test_a_send_rejected_before_leaving_counts_as_failed():
+def test_a_batch_acknowledgement_settles_its_whole_range():
     checkpoint = Checkpoint()
-    checkpoint.pending(P).append((0, Rejected(ValueError("null key and value"))))
+    batch = FakeFuture()
+    checkpoint.pending(P).append((10, 25, batch))
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {}
+    batch.ack()
+    checkpoint.settle()
+    assert checkpoint.to_commit() == {P: 25}
+
+
+def test_a_failed_batch_rewinds_to_its_first_offset():
+    checkpoint = Checkpoint()
+    batch = FakeFuture()
+    checkpoint.pending(P).append((10, 25, batch))
+    batch.fail(ValueError("too large"))
     [failure] = checkpoint.settle()
-    assert failure.offset == 0 and isinstance(failure.error, ValueError)
+    assert (failure.offset, failure.next_offset) == (10, 25)
+    assert checkpoint.rewind(P) == 10
 
 
 def test_forgotten_partitions_are_not_committed():
     checkpoint = Checkpoint()
-    checkpoint.done(P, 0)
+    checkpoint.done(P, 0, 1)
     checkpoint.forget([P])
     assert checkpoint.to_commit() == {}
 
 
 def test_an_idle_partition_advances_past_offsets_it_never_saw():
     checkpoint = Checkpoint()
-    checkpoint.done(P, 4)
+    checkpoint.done(P, 4, 5)
     checkpoint.advance(P, 6)
     assert checkpoint.to_commit() == {P: 6}
 

@@ -1,4 +1,4 @@
-"""The replication loop against two real Kafka clusters."""
+"""The replication loop against two real Kafka clusters, in both modes (batch and record)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,18 @@ from replicator.provenance import origin_of
 pytestmark = pytest.mark.kafka
 
 
+@pytest.fixture(params=["batch", "record"])
+def mode(request):
+    return request.param
+
+
 def routes(*topics, **direction):
     return {"topics": [{"sourceTopicName": t} for t in topics], **direction}
 
 
-def s2t(sandbox, topic, group, **direction):
+def s2t(sandbox, topic, group, mode, **direction):
     return flow_for(sandbox, consumerGroup={"sourceToTarget": group},
-                    replication={"sourceToTarget": routes(topic, **direction)})
+                    replication={"sourceToTarget": routes(topic, mode=mode, **direction)})
 
 
 def wait_for_copy(sandbox, topic, expected, timeout=60.0):
@@ -35,7 +40,7 @@ def wait_for_copy(sandbox, topic, expected, timeout=60.0):
                what=f"{expected} records on the target's {topic}")
 
 
-def test_records_arrive_intact_and_in_order_per_partition(sandbox, name):
+def test_records_arrive_intact_and_in_order_per_partition(sandbox, name, mode):
     create_topic(sandbox.source, name, partitions=3)
     old = 946684800000  # 2000-01-01
     records = []
@@ -48,7 +53,7 @@ def test_records_arrive_intact_and_in_order_per_partition(sandbox, name):
         records.append((partition, key, value, headers, timestamp))
     produce(sandbox.source, name, records)
 
-    with running(s2t(sandbox, name, name)):
+    with running(s2t(sandbox, name, name, mode)):
         wait_for_copy(sandbox, name, 300)
 
     source, target = read_all(sandbox.source, name), read_all(sandbox.target, name)
@@ -60,12 +65,12 @@ def test_records_arrive_intact_and_in_order_per_partition(sandbox, name):
 
 
 @pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd", "snappy"])
-def test_compressed_source_batches_replicate(sandbox, name, codec):
+def test_compressed_source_batches_replicate(sandbox, name, codec, mode):
     create_topic(sandbox.source, name, partitions=2)
     records = [(i % 2, f"k{i}".encode(), f"value {i} ".encode() * 20, [], None) for i in range(200)]
     produce(sandbox.source, name, records, compression_type=codec, linger_ms=50)
 
-    with running(s2t(sandbox, name, name)):
+    with running(s2t(sandbox, name, name, mode)):
         wait_for_copy(sandbox, name, 200)
 
     target = read_all(sandbox.target, name)
@@ -74,13 +79,13 @@ def test_compressed_source_batches_replicate(sandbox, name, codec):
         {p: [essence(r) for r in rs] for p, rs in source.items()}
 
 
-def test_target_topic_is_created_like_its_source(sandbox, name):
+def test_target_topic_is_created_like_its_source(sandbox, name, mode):
     create_topic(sandbox.source, name, partitions=4,
                  configs={"cleanup.policy": "compact", "retention.ms": "3600000",
                           "min.insync.replicas": "1"})
     produce(sandbox.source, name, [(0, b"k", b"v", [], None)])
 
-    with running(s2t(sandbox, name, name)):
+    with running(s2t(sandbox, name, name, mode)):
         wait_for_copy(sandbox, name, 1)
 
     from kafka import KafkaAdminClient
@@ -96,12 +101,16 @@ def test_target_topic_is_created_like_its_source(sandbox, name):
     assert "min.insync.replicas" not in configs
 
 
-def test_active_active_topic_settles_with_each_record_once_on_each_side(sandbox, name):
+@pytest.mark.parametrize("forward_mode, backward_mode",
+                         [("batch", "batch"), ("record", "record"), ("batch", "record"), ("record", "batch")])
+def test_active_active_topic_settles_with_each_record_once_on_each_side(sandbox, name, forward_mode,
+                                                                      backward_mode):
     create_topic(sandbox.source, name, partitions=2)
     create_topic(sandbox.target, name, partitions=2)
     produce(sandbox.source, name, [(i % 2, f"s{i}".encode(), b"from-source", [], None) for i in range(100)])
     produce(sandbox.target, name, [(i % 2, f"t{i}".encode(), b"from-target", [], None) for i in range(80)])
-    both = {"sourceToTarget": routes(name), "targetToSource": routes(name)}
+    both = {"sourceToTarget": routes(name, mode=forward_mode),
+            "targetToSource": routes(name, mode=backward_mode)}
     groups = {"sourceToTarget": f"{name}-s2t", "targetToSource": f"{name}-t2s"}
     forward = flow_for(sandbox, "sourceToTarget", consumerGroup=groups, replication=both)
     backward = flow_for(sandbox, "targetToSource", consumerGroup=groups, replication=both)
@@ -118,10 +127,12 @@ def test_active_active_topic_settles_with_each_record_once_on_each_side(sandbox,
         keys = [r.key for batch in read_all(cluster, name).values() for r in batch]
         assert len(keys) == 180 and len(set(keys)) == 180
     copied_to_source = [r for b in read_all(sandbox.source, name).values() for r in b if r.key.startswith(b"t")]
-    assert {origin_of(r.headers) for r in copied_to_source} == {sandbox.sandbox.cluster_id("target")}
+    origins = {origin_of(r.headers) for r in copied_to_source}
+    # Record mode names the origin in a header; batch mode copies bytes, so none is added.
+    assert origins == ({sandbox.sandbox.cluster_id("target")} if backward_mode == "record" else {None})
 
 
-def test_records_of_aborted_transactions_are_not_replicated(sandbox, name):
+def test_records_of_aborted_transactions_are_not_replicated(sandbox, name, mode):
     create_topic(sandbox.source, name, partitions=1)
     producer = KafkaProducer(bootstrap_servers=sandbox.source, transactional_id=f"tx-{name}")
     producer.init_transactions()
@@ -137,7 +148,7 @@ def test_records_of_aborted_transactions_are_not_replicated(sandbox, name):
     producer.commit_transaction()
     producer.close()
 
-    with running(s2t(sandbox, name, name)) as flow:
+    with running(s2t(sandbox, name, name, mode)) as flow:
         wait_for_copy(sandbox, name, 2)
         wait_until(lambda: committed(sandbox.source, name), what="a commit")
         # The group's position passes the control records and the aborted one.
@@ -149,12 +160,12 @@ def test_records_of_aborted_transactions_are_not_replicated(sandbox, name):
     assert values == [b"committed-1", b"committed-2"]
 
 
-def test_an_oversized_record_stops_its_partition_without_committing_past_it(sandbox, name):
+def test_an_oversized_record_stops_its_partition_without_committing_past_it(sandbox, name, mode):
     create_topic(sandbox.source, name, partitions=2)
     create_topic(sandbox.target, name, partitions=2, configs={"max.message.bytes": "4000"})
     produce(sandbox.source, name, [(0, b"k0", b"small-0", [], None), (1, b"k1", b"small-1", [], None)])
 
-    with running(s2t(sandbox, name, name)) as flow:
+    with running(s2t(sandbox, name, name, mode)) as flow:
         wait_for_copy(sandbox, name, 2)
         produce(sandbox.source, name, [(0, b"big", b"x" * 20000, [], None)])
         produce(sandbox.source, name, [(0, b"after", b"small-2", [], None),
@@ -174,12 +185,12 @@ def test_an_oversized_record_stops_its_partition_without_committing_past_it(sand
     assert values[0] == b"small-0" and set(values[1:]) <= {b"small-2"}
 
 
-def test_on_error_skip_logs_counts_and_moves_past_a_rejected_record(sandbox, name):
+def test_on_error_skip_logs_counts_and_moves_past_a_rejected_record(sandbox, name, mode):
     create_topic(sandbox.source, name, partitions=1)
     create_topic(sandbox.target, name, partitions=1, configs={"max.message.bytes": "4000"})
     produce(sandbox.source, name, [(0, b"a", b"small-0", [], None)])
 
-    with running(s2t(sandbox, name, name, onError="skip")) as flow:
+    with running(s2t(sandbox, name, name, mode, onError="skip")) as flow:
         wait_for_copy(sandbox, name, 1)
         produce(sandbox.source, name, [(0, b"big", b"x" * 20000, [], None)])
         produce(sandbox.source, name, [(0, b"c", b"small-2", [], None)])
@@ -190,24 +201,24 @@ def test_on_error_skip_logs_counts_and_moves_past_a_rejected_record(sandbox, nam
     assert [r.value for r in read_all(sandbox.target, name)[0]] == [b"small-0", b"small-2"]
 
 
-def test_records_already_on_a_narrower_target_are_hashed_with_a_warning(sandbox, name, caplog):
+def test_records_already_on_a_narrower_target_are_hashed_with_a_warning(sandbox, name, caplog, mode):
     create_topic(sandbox.source, name, partitions=4)
     create_topic(sandbox.target, name, partitions=2)
     produce(sandbox.source, name, [(i % 4, f"k{i}".encode(), b"v", [], None) for i in range(40)])
 
-    with running(s2t(sandbox, name, name, createTopics=False)):
+    with running(s2t(sandbox, name, name, mode, createTopics=False)):
         wait_for_copy(sandbox, name, 40)
 
     assert "fewer than the 4" in caplog.text
     assert sorted(read_all(sandbox.target, name)) == [0, 1]
 
 
-def test_a_missing_target_without_create_topics_is_a_clear_error(sandbox, name):
+def test_a_missing_target_without_create_topics_is_a_clear_error(sandbox, name, mode):
     from replicator.errors import ConfigError
 
     create_topic(sandbox.source, name, partitions=1)
     with pytest.raises(ConfigError, match="createTopics is false"):
-        with running(s2t(sandbox, name, name, createTopics=False)):
+        with running(s2t(sandbox, name, name, mode, createTopics=False)):
             pass
 
 
@@ -217,11 +228,11 @@ def _tp(topic, partition):
     return TopicPartition(topic, partition)
 
 
-def test_without_auto_commit_each_batch_is_committed_once_acknowledged(sandbox, name):
+def test_without_auto_commit_each_batch_is_committed_once_acknowledged(sandbox, name, mode):
     create_topic(sandbox.source, name, partitions=1)
     group = {"groupId": name, "enableAutoCommit": False, "autoCommitIntervalMs": 600_000}
     flow = flow_for(sandbox, consumerGroup={"sourceToTarget": group},
-                    replication={"sourceToTarget": routes(name)})
+                    replication={"sourceToTarget": routes(name, mode=mode)})
 
     with running(flow):
         wait_until(lambda: flow.health().assigned, what="the partition assignment")

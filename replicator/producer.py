@@ -1,0 +1,288 @@
+"""The target producer of the batch data path: whole batches, idempotent, pipelined.
+
+Every batch is written with our producer id and a sequence number per target
+partition, so a request retried after a lost answer is recognised by the broker
+and never duplicated or reordered. Up to five batches per partition are in flight
+(the broker's limit for idempotent producers), at most one per partition in each
+request (a broker rule since produce v3), so many partitions share a request.
+
+A partition (a Lane) moves through its queue in order:
+
+1. A batch is stamped with the lane's next sequence when it is sent.
+2. A retriable error (leader moved, timeout, lost connection) holds the lane; once
+   its in-flight batches are answered, the unacknowledged ones are sent again from
+   the first, with the same sequences.
+3. A batch the target rejects for good fails its Delivery; the batches queued behind
+   it in that lane fail as `Superseded` (they were not written: the broker refuses
+   sequences after a gap), and the lane continues from the rejected batch's
+   sequence. Other lanes are not affected.
+4. If the broker no longer knows our producer (its state expired), all lanes drain
+   and the producer takes a new id: the only case where a retry may duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kafka.errors import (
+    DuplicateSequenceNumberError,
+    InvalidProducerEpochError,
+    KafkaError,
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+)
+
+from . import batches
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT_PER_PARTITION = 5
+MAX_REQUESTS_PER_NODE = 5
+SEQUENCE_LIMIT = 2**31
+RETRY_BACKOFF_SECONDS = 0.1
+
+
+class Superseded(KafkaError):
+    """Not written: a batch before it in the same target partition was rejected."""
+
+    retriable = True
+
+
+class Delivery:
+    """The outcome of writing one source range: done once every part is acknowledged.
+
+    It looks like a finished future to the Checkpoint: `is_done` and `exception`.
+    """
+
+    __slots__ = ("parts", "is_done", "exception", "timestamp")
+
+    def __init__(self, parts: int, timestamp: int):
+        self.parts = parts
+        self.is_done = parts == 0
+        self.exception = None
+        self.timestamp = timestamp
+
+    def part_written(self) -> None:
+        self.parts -= 1
+        if self.parts == 0 and not self.is_done:
+            self.is_done = True
+
+    def fail(self, error: BaseException) -> None:
+        if not self.is_done:
+            self.is_done = True
+            self.exception = error
+
+
+@dataclass(eq=False)
+class Shipment:
+    """One batch for one target partition. `copy` is a source batch to rewrite, else
+    `data` is a batch we built."""
+
+    tp: object
+    records: int
+    delivery: Delivery
+    copy: batches.Batch | None = None
+    data: bytes | None = None
+    sequence: int = -1
+    state: str = "queued"  # queued → sent → acked; or dropped
+
+    @property
+    def size(self) -> int:
+        return self.copy.size if self.copy is not None else len(self.data)
+
+    def stamped(self, producer_id: int, epoch: int) -> bytes:
+        if self.copy is not None:
+            return batches.rewrite(self.copy, producer_id, epoch, self.sequence)
+        return batches.stamp(self.data, producer_id, epoch, self.sequence)
+
+
+@dataclass(eq=False)
+class Lane:
+    """One target partition's unacknowledged batches, in order."""
+
+    queue: deque = field(default_factory=deque)
+    in_flight: int = 0
+    next_sequence: int = 0
+    acked_sequence: int = 0
+    hold: bool = False
+    retry_at: float = 0.0
+
+
+class BatchProducer:
+    """Writes shipments to a cluster over a Wire-like object.
+
+    `wire` needs leader(tp), refresh(), send(node, request) -> Future; `protocol`
+    builds requests and reads answers (replicator.wire in production). `on_answer`
+    is how the IO thread hands an answer back: it must only enqueue.
+    """
+
+    def __init__(self, wire, protocol, new_producer_id: Callable[[], tuple[int, int]],
+                 max_request_bytes: int, timeout_ms: int):
+        self._wire = wire
+        self._protocol = protocol
+        self._new_producer_id = new_producer_id
+        self._max_request_bytes = max_request_bytes
+        self._timeout_ms = timeout_ms
+        self._lanes: dict[object, Lane] = {}
+        self._requests: dict[object, int] = {}
+        self._reset_needed = False
+        self.unacknowledged_bytes = 0
+        self.producer_id, self.epoch = new_producer_id()
+
+    def submit(self, shipment: Shipment) -> None:
+        lane = self._lanes.get(shipment.tp)
+        if lane is None:
+            lane = self._lanes[shipment.tp] = Lane()
+        lane.queue.append(shipment)
+        self.unacknowledged_bytes += shipment.size
+
+    def unacknowledged(self) -> int:
+        return sum(len(lane.queue) for lane in self._lanes.values())
+
+    def pump(self, on_answer: Callable) -> None:
+        """Send what may be sent now: one request per ready node, repeatedly."""
+        if self._reset_needed:
+            if any(lane.in_flight for lane in self._lanes.values()):
+                return
+            self._reset()
+        now = time.monotonic()
+        by_node: dict[object, list[Shipment]] = {}
+        for tp, lane in self._lanes.items():
+            if lane.hold and lane.in_flight == 0 and now >= lane.retry_at:
+                self._resume(lane)
+            if lane.hold or lane.in_flight >= MAX_IN_FLIGHT_PER_PARTITION:
+                continue
+            ready = _next_queued(lane, MAX_IN_FLIGHT_PER_PARTITION - lane.in_flight)
+            if not ready:
+                continue
+            node = self._wire.leader(tp)
+            if node is None:
+                self._wire.refresh()
+                continue
+            by_node.setdefault(node, []).append((lane, ready))
+        for node, lanes in by_node.items():
+            while self._requests.get(node, 0) < MAX_REQUESTS_PER_NODE and lanes:
+                lanes = self._send_one(node, lanes, on_answer)
+
+    def _send_one(self, node, lanes, on_answer):
+        """Send one request to `node` with the next batch of each lane; return lanes left."""
+        chosen: list[Shipment] = []
+        size = 0
+        left = []
+        for lane, ready in lanes:
+            shipment = ready[0]
+            if chosen and size + shipment.size > self._max_request_bytes:
+                left.append((lane, ready))
+                continue
+            shipment.sequence = lane.next_sequence
+            lane.next_sequence = (lane.next_sequence + shipment.records) % SEQUENCE_LIMIT
+            shipment.state = "sent"
+            lane.in_flight += 1
+            size += shipment.size
+            chosen.append(shipment)
+            rest = ready[1:]
+            if rest and lane.in_flight < MAX_IN_FLIGHT_PER_PARTITION:
+                left.append((lane, rest))
+        request = self._protocol.produce_request(
+            {s.tp: s.stamped(self.producer_id, self.epoch) for s in chosen}, self._timeout_ms)
+        self._requests[node] = self._requests.get(node, 0) + 1
+        future = self._wire.send(node, request)
+        future.add_both(lambda answer: on_answer((self, node, chosen, answer)))
+        return left
+
+    def answered(self, node, chosen: list[Shipment], answer) -> list[Delivery]:
+        """Handle one request's answer (a response, or the exception that ended it).
+
+        Returns the deliveries it completed.
+        """
+        self._requests[node] -= 1
+        completed = []
+        results = None if isinstance(answer, BaseException) else self._protocol.produced(answer)
+        for shipment in chosen:
+            lane = self._lanes[shipment.tp]
+            lane.in_flight -= 1
+            if shipment.state != "sent":
+                continue  # dropped behind a rejected batch while in flight
+            error = answer if results is None else results.get(shipment.tp, (KafkaError, -1))[0]
+            if error is None or error is DuplicateSequenceNumberError:
+                self._acked(lane, shipment)
+                if shipment.delivery.is_done:
+                    completed.append(shipment.delivery)
+            else:
+                self._failed(lane, shipment, error if isinstance(error, BaseException) else error())
+        return completed
+
+    def _acked(self, lane: Lane, shipment: Shipment) -> None:
+        shipment.state = "acked"
+        shipment.delivery.part_written()
+        while lane.queue and lane.queue[0].state == "acked":
+            done = lane.queue.popleft()
+            self.unacknowledged_bytes -= done.size
+            lane.acked_sequence = (done.sequence + done.records) % SEQUENCE_LIMIT
+
+    def _failed(self, lane: Lane, shipment: Shipment, error: BaseException) -> None:
+        if isinstance(error, (UnknownProducerIdError, InvalidProducerEpochError)) or (
+            isinstance(error, OutOfOrderSequenceNumberError) and not lane.hold
+            and lane.queue and lane.queue[0] is shipment
+        ):
+            # The broker lost our producer's state (or never had it): nothing before
+            # this batch is missing, so no earlier failure explains the refusal.
+            log.warning("target no longer knows producer id %d (%s); taking a new one",
+                        self.producer_id, type(error).__name__)
+            self._reset_needed = True
+            shipment.state = "queued"
+            lane.hold = True
+            return
+        if getattr(error, "retriable", False) or isinstance(error, OutOfOrderSequenceNumberError):
+            shipment.state = "queued"
+            if not lane.hold:
+                lane.hold = True
+                lane.retry_at = time.monotonic() + RETRY_BACKOFF_SECONDS
+                self._wire.refresh()
+            return
+        # Rejected for good: this batch and everything queued behind it leave the lane.
+        position = lane.queue.index(shipment)
+        shipment.state = "dropped"
+        shipment.delivery.fail(error)
+        for later in list(lane.queue)[position + 1:]:
+            later.state = "dropped"
+            later.delivery.fail(Superseded())
+        while len(lane.queue) > position:
+            self.unacknowledged_bytes -= lane.queue.pop().size
+        lane.hold = True
+
+    def _resume(self, lane: Lane) -> None:
+        """Send the lane's unacknowledged batches again, numbered from the last ack."""
+        lane.hold = False
+        lane.next_sequence = lane.acked_sequence
+        for shipment in lane.queue:
+            shipment.state = "queued"
+
+    def _reset(self) -> None:
+        self.producer_id, self.epoch = self._new_producer_id()
+        self._reset_needed = False
+        for lane in self._lanes.values():
+            lane.acked_sequence = 0
+            self._resume(lane)
+
+    def forget(self, tps) -> None:
+        """Drop lanes with nothing unacknowledged (after partitions moved away)."""
+        for tp in list(tps):
+            lane = self._lanes.get(tp)
+            if lane is not None and not lane.queue and not lane.in_flight:
+                del self._lanes[tp]
+
+
+def _next_queued(lane: Lane, limit: int) -> list[Shipment]:
+    """The lane's next unsent shipments; sent ones form a short prefix of its queue."""
+    ready = []
+    for shipment in lane.queue:
+        if shipment.state == "queued":
+            ready.append(shipment)
+            if len(ready) == limit:
+                break
+    return ready

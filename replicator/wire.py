@@ -1,0 +1,190 @@
+"""Everything that uses kafka-python below its public API, in one place.
+
+The batch data path speaks Kafka's protocol itself, on kafka-python 3.0's network
+layer, because kafka-python's consumer and producer decode and encode every record
+in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied on:
+
+- `kafka.net.KafkaNetClient` and its `_manager` (connections, cluster metadata) and
+  `_net` (the selector and its IO thread): a client for requests we build ourselves;
+- `kafka.protocol` messages `FetchRequest`/`FetchResponse` (v4–v12, read_committed),
+  `ProduceRequest`/`ProduceResponse` (v3–v9, acks=all) and `InitProducerIdRequest`
+  (an idempotent producer id without a transactional id);
+- `KafkaConsumer._subscription` (a partition's position without I/O),
+  `KafkaConsumer._coordinator.coordinator_unknown()/need_rejoin()` (whether a poll
+  must be given time: a poll with no timeout never completes a join) and
+  `KafkaConsumer._coordinator._commit_offsets_sync_async` (a commit from a rebalance
+  listener, which runs on the consumer's IO thread where `commit()` would deadlock).
+
+Requests are handed to the IO thread and answered through Futures whose callbacks
+run there; callers pass callbacks that only enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from kafka.errors import for_code
+from kafka.net import KafkaNetClient
+from kafka.protocol.consumer import FetchRequest, FetchResponse  # noqa: F401  (response type)
+from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+log = logging.getLogger(__name__)
+
+READ_COMMITTED = 1
+ACKS_ALL = -1
+_FetchTopic = FetchRequest.FetchTopic
+_FetchPartition = FetchRequest.FetchTopic.FetchPartition
+_ProduceTopic = ProduceRequest.TopicProduceData
+_ProducePartition = ProduceRequest.TopicProduceData.PartitionProduceData
+
+
+class Wire:
+    """Raw requests to one cluster, on a network client with its own IO thread."""
+
+    def __init__(self, settings: dict, receive_max_bytes: int, request_timeout_ms: int = 30_000):
+        self._client = KafkaNetClient(**settings, receive_message_max_bytes=receive_max_bytes,
+                                      request_timeout_ms=request_timeout_ms)
+        self._manager = self._client._manager
+        self._net = self._client._net
+        self._net.start()
+        self.request_timeout_ms = request_timeout_ms
+
+    def bootstrap(self, timeout_ms: int) -> None:
+        self._manager.bootstrap(timeout_ms)
+
+    def track(self, topics) -> None:
+        """Keep metadata (leaders) for these topics."""
+        self._manager.cluster.set_topics(list(topics))
+
+    def refresh(self) -> None:
+        self._manager.cluster.request_update()
+
+    def leader(self, tp: TopicPartition) -> int | None:
+        node = self._manager.cluster.leader_for_partition(tp)
+        return None if node is None or node == -1 else node
+
+    def send(self, node_id, request):
+        """Send from any thread; the Future completes on the IO thread."""
+        return self._manager.call_soon(self._send, node_id, request)
+
+    async def _send(self, node_id, request):
+        return await self._manager.send(request, node_id=node_id)
+
+    def call(self, request, timeout_ms: int):
+        """Send to the least loaded broker and wait for the answer."""
+        async def _call():
+            node = self._manager.least_loaded_node()
+            return await self._manager.wait_for(self._manager.send(request, node_id=node), timeout_ms)
+        return self._manager.run(_call)
+
+    def close(self) -> None:
+        self._client.close()
+        self._net.stop(timeout_ms=5_000)
+
+
+# Fetch ---------------------------------------------------------------------------------
+
+@dataclass
+class FetchedPartition:
+    tp: TopicPartition
+    error: type | None
+    high_watermark: int
+    records: bytes
+    aborted: list[tuple[int, int]]
+
+
+def fetch_request(offsets: dict[TopicPartition, int], partition_max_bytes: int, max_bytes: int,
+                  max_wait_ms: int, min_bytes: int = 1):
+    topics: dict[str, list] = {}
+    for tp, offset in offsets.items():
+        topics.setdefault(tp.topic, []).append(_FetchPartition(
+            partition=tp.partition, current_leader_epoch=-1, fetch_offset=offset,
+            last_fetched_epoch=-1, log_start_offset=-1, partition_max_bytes=partition_max_bytes))
+    return FetchRequest(
+        replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes,
+        isolation_level=READ_COMMITTED, session_id=0, session_epoch=-1,
+        topics=[_FetchTopic(topic=t, partitions=p) for t, p in topics.items()],
+        forgotten_topics_data=[], rack_id="", min_version=4, max_version=12)
+
+
+def fetched(response) -> list[FetchedPartition]:
+    out = []
+    for topic in response.responses:
+        for p in topic.partitions:
+            aborted = [(a.producer_id, a.first_offset) for a in (p.aborted_transactions or ())]
+            out.append(FetchedPartition(
+                TopicPartition(topic.topic, p.partition_index),
+                for_code(p.error_code) if p.error_code else None,
+                p.high_watermark, p.records or b"", aborted))
+    return out
+
+
+# Produce -------------------------------------------------------------------------------
+
+def produce_request(batches: dict[TopicPartition, bytes], timeout_ms: int):
+    topics: dict[str, list] = {}
+    for tp, data in batches.items():
+        topics.setdefault(tp.topic, []).append(_ProducePartition(index=tp.partition, records=data))
+    return ProduceRequest(
+        transactional_id=None, acks=ACKS_ALL, timeout_ms=timeout_ms,
+        topic_data=[_ProduceTopic(name=t, partition_data=p) for t, p in topics.items()],
+        min_version=3, max_version=9)
+
+
+def produced(response) -> dict[TopicPartition, tuple[type | None, int]]:
+    """Per partition: the error class (None on success) and the base offset written."""
+    out = {}
+    for topic in response.responses:
+        for p in topic.partition_responses:
+            out[TopicPartition(topic.name, p.index)] = (
+                for_code(p.error_code) if p.error_code else None, p.base_offset)
+    return out
+
+
+def init_producer_id(wire: Wire, timeout_ms: int) -> tuple[int, int]:
+    """A fresh idempotent producer id and epoch from the cluster."""
+    request = InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000,
+                                    producer_id=-1, producer_epoch=-1, max_version=4)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        response = wire.call(request, timeout_ms)
+        if not response.error_code:
+            return response.producer_id, response.producer_epoch
+        error = for_code(response.error_code)
+        if not error.retriable or time.monotonic() > deadline:
+            raise error()
+        time.sleep(0.2)  # the broker is still loading its producer-id state
+
+
+# The group consumer --------------------------------------------------------------------
+
+def fetch_position(consumer, tp) -> int | None:
+    """The consumer's position in a partition, if known, without any I/O.
+
+    KafkaConsumer.position() resolves unknown positions with network calls and,
+    called with a short timeout while a broker restarts, keeps cancelling its own
+    offset resets; the subscription state already holds what we need.
+    """
+    state = consumer._subscription.assignment.get(tp)
+    position = state.position if state is not None else None
+    return position.offset if position is not None else None
+
+
+async def commit_in_listener(consumer, positions: dict[TopicPartition, int], timeout_ms: int) -> None:
+    """Commit from a rebalance listener, which kafka-python runs on its IO thread."""
+    offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
+    await consumer._coordinator._commit_offsets_sync_async(offsets, timeout_ms=timeout_ms)
+
+
+def group_needs_time(consumer) -> bool:
+    """Whether poll() has group work to finish (find the coordinator, join, resolve positions).
+
+    A poll(timeout_ms=0) cannot complete that work, and a longer poll of a consumer whose
+    partitions are all paused always lasts its whole timeout.
+    """
+    coordinator = consumer._coordinator
+    return (coordinator.coordinator_unknown() or coordinator.need_rejoin()
+            or not consumer._subscription.has_all_fetch_positions())
