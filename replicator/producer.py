@@ -207,13 +207,16 @@ class BatchProducer:
             lane.in_flight -= 1
             if shipment.state != "sent":
                 continue  # dropped behind a rejected batch while in flight
-            error = answer if results is None else results.get(shipment.tp, (KafkaError, -1))[0]
+            if results is None:  # the request itself failed: no broker refused anything
+                self._retry(lane, shipment)
+                continue
+            error = results.get(shipment.tp, (KafkaError, -1))[0]
             if error is None or error is DuplicateSequenceNumberError:
                 self._acked(lane, shipment)
                 if shipment.delivery.is_done:
                     completed.append(shipment.delivery)
             else:
-                self._failed(lane, shipment, error if isinstance(error, BaseException) else error())
+                self._failed(lane, shipment, error())
         return completed
 
     def _acked(self, lane: Lane, shipment: Shipment) -> None:
@@ -238,11 +241,7 @@ class BatchProducer:
             lane.hold = True
             return
         if getattr(error, "retriable", False) or isinstance(error, OutOfOrderSequenceNumberError):
-            shipment.state = "queued"
-            if not lane.hold:
-                lane.hold = True
-                lane.retry_at = time.monotonic() + RETRY_BACKOFF_SECONDS
-                self._wire.refresh()
+            self._retry(lane, shipment)
             return
         # Rejected for good: this batch and everything queued behind it leave the lane.
         position = lane.queue.index(shipment)
@@ -254,6 +253,13 @@ class BatchProducer:
         while len(lane.queue) > position:
             self.unacknowledged_bytes -= lane.queue.pop().size
         lane.hold = True
+
+    def _retry(self, lane: Lane, shipment: Shipment) -> None:
+        shipment.state = "queued"
+        if not lane.hold:
+            lane.hold = True
+            lane.retry_at = time.monotonic() + RETRY_BACKOFF_SECONDS
+            self._wire.refresh()
 
     def _resume(self, lane: Lane) -> None:
         """Send the lane's unacknowledged batches again, numbered from the last ack."""
