@@ -240,9 +240,8 @@ def _legacy_records(batch: Batch) -> list[Record]:
 
 
 def encode(items: list[Record], codec: str = "none") -> bytes:
-    """A new batch holding `items` as CreateTime records, writer fields still unset.
-
-    Offsets are relative to the first record: the target assigns its own.
+    """A new batch holding `items` as CreateTime records; `stamp` gives it its writer
+    fields and CRC. Offsets are relative to the first record: the target assigns its own.
     """
     base_ts = min(r.timestamp for r in items)
     max_ts = max(r.timestamp for r in items)

@@ -659,6 +659,8 @@ def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=false",
+        # Compacted topics get cleaned within seconds, so tests can see what the cleaner leaves.
+        "log.cleaner.backoff.ms=1000",
         # Two brokers share two cores with the tests: fewer threads, less contention.
         "num.network.threads=2",
         "num.io.threads=2",

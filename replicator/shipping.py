@@ -62,7 +62,7 @@ class Shipper:
                  on_fallback: Callable[[object, str], None]):
         self.mode = mode
         self._codec = codec
-        self._batch_bytes = batch_bytes
+        self._batch_bytes = min(batch_bytes, max_batch_bytes)
         self._max_batch_bytes = max_batch_bytes
         self._merge_below = merge_below
         self._is_ours = is_ours

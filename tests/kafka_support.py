@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from replicator import batches, wire
 from replicator.config import parse_config
 from replicator.flow import Flow
 from replicator.provenance import user_headers
@@ -37,6 +38,22 @@ def produce(bootstrap: str, topic: str, records, **producer_settings) -> None:
             future.get(timeout=30)
     finally:
         producer.close()
+
+
+def produce_batch(bootstrap: str, topic: str, partition: int, records) -> None:
+    """Write one batch of `replicator.batches.Record`s as it is: it may hold what
+    kafka-python's producer refuses (key and value both null, a header without a value)."""
+    link = wire.Wire({"bootstrap_servers": [bootstrap]}, 1 << 20)
+    try:
+        link.bootstrap(15_000)
+        link.track([topic])
+        tp = TopicPartition(topic, partition)
+        wait_until(lambda: link.leader(tp) is not None, 30, what=f"a leader for {topic}")
+        future = link.send(link.leader(tp), wire.produce_request({tp: batches.stamp(batches.encode(records), -1, -1, -1)}, 10_000))
+        wait_until(lambda: future.is_done, 30, interval=0.01, what="the produce answer")
+        assert future.exception is None and wire.produced(future.value)[tp][0] is None
+    finally:
+        link.close()
 
 
 def read_all(bootstrap: str, topic: str) -> dict[int, list]:

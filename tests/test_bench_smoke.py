@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from replicator.bench.data import ONE_PER_BATCH
 from replicator.bench.harness import main
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
@@ -18,22 +19,28 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
                  "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
 
     results = json.loads(out.read_text())
+    replicators = ("ours-batch", "ours-record", "mirrormaker2")
     rows = {(row["name"], row["size"]): row for row in results["throughput"]}
-    assert set(rows) == {("ceiling", "100B"), ("ceiling", "1KiB"), ("ours", "100B"), ("ours", "1KiB"),
-                         ("mirrormaker2", "100B"), ("mirrormaker2", "1KiB"), ("chart settings", "100B")}
+    assert set(rows) == {("ceiling", "100B"), ("ceiling", "1KiB"), ("chart settings", "100B"),
+                         *((name, size) for name in replicators for size in ("100B", "1KiB", ONE_PER_BATCH))}
     for key, row in rows.items():
         assert row["valid"], f"{key}: {row['verification']}"
         assert row["records_per_second"] and row["records_per_second"] > 0, key
-    for name in ("ours", "mirrormaker2", "chart settings"):
+    for name in (*replicators, "chart settings"):
         # The copy was read back: counts and content digest per partition.
         assert "content digest match" in rows[(name, "100B")]["verification"], name
         assert rows[(name, "100B")]["records_per_cpu_second"] > 0
+    for name in replicators:
+        assert "content digest match" in rows[(name, ONE_PER_BATCH)]["verification"], name
+    assert results["datasets"][ONE_PER_BATCH]["one_per_batch"]
 
     latency = {(row["replicator"], row["rate"]): row for row in results["latency"]}
-    assert set(latency) == {("ours", 1000), ("ours", 10000), ("mirrormaker2", 1000), ("mirrormaker2", 10000)}
+    assert set(latency) == {(name, rate) for name in replicators for rate in (1000, 10000)}
     for key, row in latency.items():
         assert row["valid"], f"{key}: {row['detail']}"
         assert row["arrived"] == row["sent"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], key
 
     table = capsys.readouterr().out
-    assert "ours / MirrorMaker 2" in table and "existing chart's settings" in table
+    for ratio in ("ours, batch mode / MirrorMaker 2", "ours, record mode / MirrorMaker 2"):
+        assert ratio in table
+    assert "existing chart's settings" in table and "| target |" in table

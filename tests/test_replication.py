@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata
 
 from kafka_support import (
     committed,
@@ -12,10 +15,12 @@ from kafka_support import (
     essence,
     flow_for,
     produce,
+    produce_batch,
     read_all,
     running,
     wait_until,
 )
+from replicator.batches import Record
 from replicator.provenance import origin_of
 
 pytestmark = pytest.mark.kafka
@@ -202,6 +207,7 @@ def test_on_error_skip_logs_counts_and_moves_past_a_rejected_record(sandbox, nam
 
 
 def test_records_already_on_a_narrower_target_are_hashed_with_a_warning(sandbox, name, caplog, mode):
+    caplog.set_level("INFO", logger="replicator")
     create_topic(sandbox.source, name, partitions=4)
     create_topic(sandbox.target, name, partitions=2)
     produce(sandbox.source, name, [(i % 4, f"k{i}".encode(), b"v", [], None) for i in range(40)])
@@ -211,6 +217,8 @@ def test_records_already_on_a_narrower_target_are_hashed_with_a_warning(sandbox,
 
     assert "fewer than the 4" in caplog.text
     assert sorted(read_all(sandbox.target, name)) == [0, 1]
+    if mode == "batch":
+        assert "re-encoded instead of copied as a batch: records are hashed" in caplog.text
 
 
 def test_a_missing_target_without_create_topics_is_a_clear_error(sandbox, name, mode):
@@ -241,3 +249,133 @@ def test_without_auto_commit_each_batch_is_committed_once_acknowledged(sandbox, 
         wait_until(lambda: committed(sandbox.source, name).get(_tp(name, 0)) == 50, timeout=20,
                    what="the batch's commit")
         assert count(sandbox.target, name) == 50
+
+
+def test_records_kafka_python_cannot_produce_are_copied(sandbox, name, mode):
+    create_topic(sandbox.source, name, partitions=1)
+    produce_batch(sandbox.source, name, 0, [
+        Record(0, 1_000, None, None, []),
+        Record(1, 1_001, b"k", b"v", [("no-value", None), ("dup", b"a"), ("dup", b"b")]),
+    ])
+
+    with running(s2t(sandbox, name, name, mode)):
+        wait_for_copy(sandbox, name, 2)
+
+    [records] = read_all(sandbox.target, name).values()
+    assert [essence(r) for r in records] == [
+        (None, None, [], 1_000), (b"k", b"v", [("no-value", None), ("dup", b"a"), ("dup", b"b")], 1_001)]
+
+
+def test_a_900_kb_record_is_copied(sandbox, name, mode):
+    create_topic(sandbox.source, name, partitions=1)
+    big = bytes(range(256)) * 3600
+    produce(sandbox.source, name, [(0, b"small", b"s", [], None), (0, b"big", big, [], None)],
+            max_request_size=2_000_000)
+
+    with running(s2t(sandbox, name, name, mode)):
+        wait_for_copy(sandbox, name, 2)
+
+    [records] = read_all(sandbox.target, name).values()
+    assert [r.value for r in records] == [b"s", big]
+
+
+def test_aborted_and_committed_transactions_interleaved_in_one_partition(sandbox, name, mode):
+    create_topic(sandbox.source, name, partitions=1)
+    committing = KafkaProducer(bootstrap_servers=sandbox.source, transactional_id=f"{name}-a")
+    aborting = KafkaProducer(bootstrap_servers=sandbox.source, transactional_id=f"{name}-b")
+    for producer in (committing, aborting):
+        producer.init_transactions()
+        producer.begin_transaction()
+    for i in range(3):
+        committing.send(name, key=b"c", value=f"committed-{i}".encode(), partition=0)
+        committing.flush()
+        aborting.send(name, key=b"a", value=f"aborted-{i}".encode(), partition=0)
+        aborting.flush()
+        produce(sandbox.source, name, [(0, b"p", f"plain-{i}".encode(), [], None)])
+    aborting.abort_transaction()
+    committing.commit_transaction()
+    for producer in (committing, aborting):
+        producer.close()
+
+    with running(s2t(sandbox, name, name, mode)):
+        wait_for_copy(sandbox, name, 6)
+        wait_until(lambda: list(committed(sandbox.source, name).values()) == [11],
+                   what="the commit to pass both markers")
+
+    values = [r.value.decode() for r in read_all(sandbox.target, name)[0]]
+    assert values == ["committed-0", "plain-0", "committed-1", "plain-1", "committed-2", "plain-2"]
+
+
+def test_tombstones_and_a_cleaned_compacted_topic_replicate_as_the_source_reads(sandbox, name, mode,
+                                                                               caplog):
+    caplog.set_level("INFO", logger="replicator")
+    create_topic(sandbox.source, name, partitions=1, configs={
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+        "delete.retention.ms": "100", "min.compaction.lag.ms": "0"})
+    for round_ in range(4):  # each round one batch, so that the cleaner leaves gaps inside batches
+        produce(sandbox.source, name, [(0, f"k{i}".encode(), f"r{round_}".encode(), [], None)
+                                       for i in range(10)], linger_ms=50)
+    produce(sandbox.source, name, [(0, b"k3", None, [], None), (0, b"k4", None, [], None)])
+    time.sleep(0.3)
+    produce(sandbox.source, name, [(0, b"roll", b"x", [], None)])  # rolls the segment
+    wait_until(lambda: count(sandbox.source, name) < 43, 60, what="the log cleaner")
+
+    with running(s2t(sandbox, name, name, mode)):
+        expected = count(sandbox.source, name)
+        wait_for_copy(sandbox, name, expected)
+
+    source, target = read_all(sandbox.source, name), read_all(sandbox.target, name)
+    assert [essence(r) for r in target[0]] == [essence(r) for r in source[0]]
+    if mode == "batch":
+        assert "re-encoded instead of copied as a batch: the log cleaner" in caplog.text
+
+
+def test_a_restart_inside_a_batch_copies_only_the_records_from_the_position_on(sandbox, name, mode,
+                                                                               caplog):
+    caplog.set_level("INFO", logger="replicator")
+    create_topic(sandbox.source, name, partitions=1)
+    produce(sandbox.source, name, [(0, f"k{i}".encode(), b"v", [], None) for i in range(10)],
+            linger_ms=100)
+    setter = KafkaConsumer(bootstrap_servers=sandbox.source, group_id=name, enable_auto_commit=False)
+    setter.commit({_tp(name, 0): OffsetAndMetadata(4, "", -1)})
+    setter.close()
+
+    with running(s2t(sandbox, name, name, mode)):
+        wait_for_copy(sandbox, name, 6)
+        wait_until(lambda: committed(sandbox.source, name).get(_tp(name, 0)) == 10, what="the commit")
+
+    assert [r.key for r in read_all(sandbox.target, name)[0]] == [f"k{i}".encode() for i in range(4, 10)]
+    if mode == "batch":
+        assert "begins before the partition's position" in caplog.text
+
+
+def test_a_log_append_time_source_is_copied_with_its_append_times(sandbox, name, mode, caplog):
+    caplog.set_level("INFO", logger="replicator")
+    create_topic(sandbox.source, name, partitions=1, configs={"message.timestamp.type": "LogAppendTime"})
+    produce(sandbox.source, name, [(0, f"k{i}".encode(), b"v", [], 946684800000) for i in range(5)])
+
+    with running(s2t(sandbox, name, name, mode)):
+        wait_for_copy(sandbox, name, 5)
+
+    source, target = read_all(sandbox.source, name), read_all(sandbox.target, name)
+    assert [r.timestamp for r in target[0]] == [r.timestamp for r in source[0]]
+    assert all(r.timestamp > 946684800000 for r in target[0])
+    if mode == "batch":
+        assert "uses LogAppendTime" in caplog.text
+
+
+def test_batches_over_the_request_limit_are_re_encoded_smaller(sandbox, name, mode, caplog):
+    caplog.set_level("INFO", logger="replicator")
+    create_topic(sandbox.source, name, partitions=1)
+    produce(sandbox.source, name, [(0, f"k{i}".encode(), b"x" * 300, [], None) for i in range(40)],
+            linger_ms=100)
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    producer={"maxRequestSize": 4096},
+                    replication={"sourceToTarget": routes(name, mode=mode)})
+
+    with running(flow):
+        wait_for_copy(sandbox, name, 40)
+
+    assert [r.key for r in read_all(sandbox.target, name)[0]] == [f"k{i}".encode() for i in range(40)]
+    if mode == "batch":
+        assert "larger than producer.maxRequestSize" in caplog.text

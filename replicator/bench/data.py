@@ -6,10 +6,14 @@ partition, a digest of (key, value, header) in offset order while it produces; a
 valid when every target partition holds exactly as many records as the source partition
 and the same digest, i.e. the same records in the same order (headers other than the
 data set's own, e.g. our provenance headers, are left out of the digest).
+
+A data set is normally produced in large batches; a `one_per_batch` one holds every
+record in a batch of its own, the worst case for a replicator that copies batches.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import multiprocessing
@@ -19,11 +23,14 @@ from dataclasses import asdict, dataclass, field
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 log = logging.getLogger(__name__)
 
 HEADER = "bench-seq"
 PARTITIONS = 6
+# The label of the data set of 100 B records, each in a batch of its own.
+ONE_PER_BATCH = "100B-1perbatch"
 _BLOCK = random.Random(20240601).randbytes(1 << 16)
 
 
@@ -72,6 +79,7 @@ class DataSet:
     counts: dict[int, int] = field(default_factory=dict)
     digests: dict[int, str] = field(default_factory=dict)
     preload_seconds: float | None = None
+    one_per_batch: bool = False
 
     @property
     def bytes(self) -> int:
@@ -129,14 +137,29 @@ class _LocalQueue(list):
         return self.pop(0)
 
 
-def _preload_worker(bootstrap: str, topic: str, size: int, plan: dict[int, int], queue) -> None:
+# A one-per-batch preload waits for the record this many records back: the producer's
+# backlog of one-record batches stays bounded instead of growing with the data set.
+ONE_PER_BATCH_WINDOW = 2_000
+
+
+def _batching(one_per_batch: bool) -> dict:
+    if one_per_batch:
+        # A batch is full as soon as it holds one record (batch_size=1), and linger_ms=0
+        # sends it at once: every record travels, and is stored, in a batch of its own.
+        return {"linger_ms": 0, "batch_size": 1}
+    return {"linger_ms": 20, "batch_size": 1 << 20}
+
+
+def _preload_worker(bootstrap: str, topic: str, size: int, plan: dict[int, int], queue,
+                    one_per_batch: bool) -> None:
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=1 << 20,
-        max_request_size=16 << 20, max_in_flight_requests_per_connection=5,
+        bootstrap_servers=bootstrap, acks=1, max_request_size=16 << 20,
+        max_in_flight_requests_per_connection=5,
         retries=0,  # a retry could reorder or duplicate: the counts would tell, and the preload fails
+        **_batching(one_per_batch),
     )
     digests = {p: Digest() for p in plan}
-    futures = []
+    futures = collections.deque()
     try:
         producer.partitions_for(topic)  # metadata first: the fast path below does not wait for it
         # KafkaProducer.send() validates and logs per record; the data set is known to be
@@ -154,7 +177,11 @@ def _preload_worker(bootstrap: str, topic: str, size: int, plan: dict[int, int],
                     if full or new:
                         wakeup()
                     digests[partition].add(key, value, seq)
-                    if index % 50_000 == 0:
+                    if one_per_batch:
+                        futures.append(future)
+                        if len(futures) > ONE_PER_BATCH_WINDOW:
+                            futures.popleft().get(timeout=60)
+                    elif index % 50_000 == 0:
                         futures.append(future)
         producer.flush(timeout=600)
         for future in futures:
@@ -194,12 +221,14 @@ def preload(bootstrap: str, dataset: DataSet, workers: int = 2, timeout: float =
     started = time.monotonic()
     if dataset.records < IN_PROCESS_BELOW:  # not worth starting processes for
         queue = _LocalQueue()
-        _preload_worker(bootstrap, dataset.topic, dataset.size, dict(enumerate(per_partition)), queue)
+        _preload_worker(bootstrap, dataset.topic, dataset.size, dict(enumerate(per_partition)), queue,
+                        dataset.one_per_batch)
         return _preloaded(bootstrap, dataset, queue.get(), started)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_preload_worker, args=(bootstrap, dataset.topic, dataset.size, plan, queue),
-                         daemon=True) for plan in plans if plan]
+    procs = [ctx.Process(target=_preload_worker, daemon=True,
+                         args=(bootstrap, dataset.topic, dataset.size, plan, queue, dataset.one_per_batch))
+             for plan in plans if plan]
     for proc in procs:
         proc.start()
     results = {}
@@ -230,10 +259,39 @@ def _preloaded(bootstrap: str, dataset: DataSet, results, started: float) -> Dat
         consumer.close()
     if ends != dataset.counts:
         raise RuntimeError(f"pre-loading {dataset.topic}: the source holds {ends}, expected {dataset.counts}")
+    if dataset.one_per_batch:
+        _check_one_per_batch(bootstrap, dataset)
     log.info("pre-loaded %s: %d records of %d bytes in %.1fs (%.0f records/s)", dataset.topic,
              dataset.records, dataset.size, dataset.preload_seconds,
              dataset.records / dataset.preload_seconds)
     return dataset
+
+
+def _check_one_per_batch(bootstrap: str, dataset: DataSet) -> None:
+    """Each partition's log on the broker is exactly as large as its records would be, each
+    in a batch of its own (a batch header per record): else the data set is not the worst
+    case it stands for, and the preload fails."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        answers = admin.describe_log_dirs([dataset.topic])
+    finally:
+        admin.close()
+    stored = dict(sorted(
+        (partition["partition_index"], partition["partition_size"])
+        for answer in answers for log_dir in answer["log_dirs"] for topic in log_dir["topics"]
+        if topic["name"] == dataset.topic for partition in topic["partitions"] if not partition["is_future_key"]))
+    expected = {p: _one_record_batches_bytes(p, count, dataset.size) for p, count in dataset.counts.items()}
+    if stored != expected:
+        raise RuntimeError(f"pre-loading {dataset.topic}: the source's partitions hold {stored} bytes; "
+                           f"one record per batch would be {expected}")
+
+
+def _one_record_batches_bytes(partition: int, count: int, size: int) -> int:
+    # A record alone in its batch has offset and timestamp deltas of 0.
+    header, record_size = DefaultRecordBatchBuilder.header_size_in_bytes(), DefaultRecordBatchBuilder.size_in_bytes
+    return sum(header + record_size(0, 0, key_of(partition, index), value_of(partition, index, size),
+                                    [(HEADER, header_of(index))])
+               for index in range(count))
 
 
 def source_holds(bootstrap: str, dataset: DataSet) -> bool:

@@ -2,7 +2,9 @@
 
 `python -m replicator.cli replicate --member mN` runs one member of one direction in its
 own process: the same Flow loop each Ray actor runs, without Ray's own processes, so
-the CPU counted is the replication loop's (plus the interpreter's).
+the CPU counted is the replication loop's (plus the interpreter's). The direction runs in
+one of two modes (`replication.<direction>.mode`): `batch` copies Kafka record batches as
+bytes, `record` re-encodes each record with provenance headers; the benchmark runs both.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from .procstat import terminate
 
 
 def write_config(path: Path, source: str, target: str, group: str, routes: dict[str, str],
-                 members: int, overrides: dict | None = None) -> Path:
+                 members: int, mode: str, overrides: dict | None = None) -> Path:
+    """The config of one sourceToTarget direction copying `routes` in `mode` (batch or record)."""
     config = {
         "sourceKafka": {"bootstrapServers": source},
         "targetKafka": {"bootstrapServers": target},
         "consumerGroup": {"sourceToTarget": {"groupId": group}},
         "replicaCount": members,
-        "replication": {"sourceToTarget": {"topics": [
+        "replication": {"sourceToTarget": {"mode": mode, "topics": [
             {"sourceTopicName": s, "targetTopicName": t} for s, t in routes.items()]}},
         "shutdownGracePeriodSeconds": 20,
     }

@@ -1,12 +1,23 @@
-"""The results as a Markdown table (ratios ours / MirrorMaker 2) and a PNG chart."""
+"""The results as Markdown tables (ratios of our two modes to MirrorMaker 2, the targets)
+and a PNG chart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = {"ours": "ours", "mirrormaker2": "MirrorMaker 2", "relay": "bare kafka-python relay", "chart settings": "existing chart's settings",
+from .data import ONE_PER_BATCH
+
+NAMES = {"ours-batch": "ours, batch mode", "ours-record": "ours, record mode", "mirrormaker2": "MirrorMaker 2",
+         "relay": "bare kafka-python relay", "chart settings": "existing chart's settings",
          "ceiling": "ceiling (Kafka perf tools)"}
-SIZES = ("100B", "1KiB")
+SHORT = {"ours-batch": "batch", "ours-record": "record", "mirrormaker2": "MM2"}
+COLORS = {"ours-batch": "#1f77b4", "ours-record": "#9ecae1", "mirrormaker2": "#ff7f0e",
+          "chart settings": "#7f7f7f", "ceiling": "#2ca02c"}
+OURS = ("ours-batch", "ours-record")
+THROUGHPUT = (*OURS, "mirrormaker2", "chart settings", "ceiling")
+LATENCY = (*OURS, "mirrormaker2", "relay")
+SETS = {"100B": "100 B", "1KiB": "1 KiB", ONE_PER_BATCH: "100 B, 1 record per batch"}
+MEASURES = {"records_per_second": "records/s", "records_per_cpu_second": "records per CPU-second"}
 
 
 def _num(value, digits: int = 0) -> str:
@@ -26,73 +37,160 @@ def _row(results: dict, name: str, size: str) -> dict | None:
     return None
 
 
+def _latency(results: dict, who: str, rate: int) -> dict | None:
+    for run in results.get("latency") or []:
+        if run["replicator"] == who and run["rate"] == rate:
+            return run
+    return None
+
+
 def table(results: dict) -> str:
+    lines = _throughput(results)
+    if results.get("latency"):
+        lines += _latency_table(results)
+    lines += _costs(results.get("cpu_per_record") or {})
+    lines += _targets(results)
+    return "\n".join(lines)
+
+
+def _throughput(results: dict) -> list[str]:
     members = results.get("members")
     lines = [
         f"Throughput ({results['mode']} run; ours: {members} members, MirrorMaker 2: tasks.max={members})",
         "",
-        "| row | 100 B rec/s | 100 B MB/s | 100 B rec/CPU-s | 1 KiB rec/s | 1 KiB MB/s | 1 KiB rec/CPU-s | verified |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| data set | row | rec/s | MB/s | rec/CPU-s | verified |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    for name in ("ours", "mirrormaker2", "chart settings", "ceiling"):
-        cells, checks = [], []
-        present = False
-        for size in SIZES:
+    for size, label in SETS.items():
+        for name in THROUGHPUT:
             row = _row(results, name, size)
             if row is None:
-                cells += ["–"] * 3
                 continue
-            present = True
             mark = "" if row["valid"] else " ✗"
-            cells += [_num(row["records_per_second"]) + mark, _num(row["mb_per_second"], 1),
-                      _num(row["records_per_cpu_second"])]
-            checks.append(f"{size} {'ok' if row['valid'] else 'INVALID'}")
-        if present:
-            label = NAMES[name] + (" (subset)" if name == "chart settings" else "")
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {', '.join(checks)} |")
-        if name == "mirrormaker2":
-            cells = []
-            for size in SIZES:
-                a, b = _row(results, "ours", size), _row(results, "mirrormaker2", size)
-                if a and b:
-                    cells += [_ratio(a["records_per_second"], b["records_per_second"]),
-                              _ratio(a["mb_per_second"], b["mb_per_second"]),
-                              _ratio(a["records_per_cpu_second"], b["records_per_cpu_second"])]
-                else:
-                    cells += ["–"] * 3
-            lines.append("| **ours / MirrorMaker 2** | " + " | ".join(f"**{c}**" for c in cells) + " | |")
-    chart, ours = _row(results, "chart settings", "100B"), _row(results, "ours", "100B")
-    if chart and ours:
-        lines.append(f"| ours / chart settings (100 B) | {_ratio(ours['records_per_second'], chart['records_per_second'])}"
-                     " | | | | | | |")
-    if results.get("latency"):
-        lines += ["", "End-to-end latency (producer CreateTime to arrival on the target), ms", "",
-                  "| replicator | offered load | p50 | p99 | max | records | verified | Kafka alone p50 / p99 |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|"]
-        by = {(r["replicator"], r["rate"]): r for r in results["latency"]}
-        for who in ("ours", "mirrormaker2", "relay"):
-            for rate in sorted({r["rate"] for r in results["latency"]}):
-                r = by.get((who, rate))
-                if r:
-                    offered = f"{rate:,}/s" + (f" (achieved {r['achieved_rate']:,.0f}/s)"
-                                               if r.get("achieved_rate") and r["achieved_rate"] < 0.95 * rate else "")
-                    lines.append(f"| {NAMES[who]} | {offered} | {_num(r['p50_ms'], 1)} | {_num(r['p99_ms'], 1)} | "
-                                 f"{_num(r['max_ms'], 1)} | {r['arrived']:,} | {'ok' if r['valid'] else 'INVALID'} | "
-                                 f"{_num(r.get('direct_p50_ms'), 1)} / {_num(r.get('direct_p99_ms'), 1)} |")
-        for rate in sorted({r["rate"] for r in results["latency"]}):
-            a, b = by.get(("ours", rate)), by.get(("mirrormaker2", rate))
+            subset = " (subset)" if name == "chart settings" else ""
+            lines.append(f"| {label} | {NAMES[name]}{subset} | {_num(row['records_per_second'])}{mark} | "
+                         f"{_num(row['mb_per_second'], 1)} | {_num(row['records_per_cpu_second'])} | "
+                         f"{'ok' if row['valid'] else 'INVALID'} |")
+            if name in ("mirrormaker2", "chart settings"):
+                lines += _ratio_lines(results, size, name)
+    return lines
+
+
+def _ratio_lines(results: dict, size: str, other: str) -> list[str]:
+    """Each of our modes against `other` on one data set: records/s and per CPU-second
+    (MB/s is the same ratio as records/s: the same records were copied)."""
+    lines = []
+    theirs = _row(results, other, size)
+    for name in OURS:
+        ours = _row(results, name, size)
+        if ours and theirs:
+            lines.append(f"| {SETS[size]} | **{NAMES[name]} / {NAMES[other]}** | "
+                         f"**{_ratio(ours['records_per_second'], theirs['records_per_second'])}** | | "
+                         f"**{_ratio(ours['records_per_cpu_second'], theirs['records_per_cpu_second'])}** | |")
+    return lines
+
+
+def _latency_table(results: dict) -> list[str]:
+    lines = ["", "End-to-end latency (producer CreateTime to arrival on the target), ms", "",
+             "| replicator | offered load | p50 | p99 | max | records | verified | Kafka alone p50 / p99 |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    rates = sorted({r["rate"] for r in results["latency"]})
+    for who in LATENCY:
+        for rate in rates:
+            r = _latency(results, who, rate)
+            if r:
+                offered = f"{rate:,}/s" + (f" (achieved {r['achieved_rate']:,.0f}/s)"
+                                           if r.get("achieved_rate") and r["achieved_rate"] < 0.95 * rate else "")
+                lines.append(f"| {NAMES[who]} | {offered} | {_num(r['p50_ms'], 1)} | {_num(r['p99_ms'], 1)} | "
+                             f"{_num(r['max_ms'], 1)} | {r['arrived']:,} | {'ok' if r['valid'] else 'INVALID'} | "
+                             f"{_num(r.get('direct_p50_ms'), 1)} / {_num(r.get('direct_p99_ms'), 1)} |")
+    for who in OURS:
+        for rate in rates:
+            a, b = _latency(results, who, rate), _latency(results, "mirrormaker2", rate)
             if a and b:
-                lines.append(f"| **ours / MirrorMaker 2** | {rate:,}/s | **{_ratio(a['p50_ms'], b['p50_ms'])}** | "
-                             f"**{_ratio(a['p99_ms'], b['p99_ms'])}** | **{_ratio(a['max_ms'], b['max_ms'])}** | | | |")
-    c = results.get("cpu_per_record") or {}
-    if c.get("records"):
-        lines += ["", f"CPU per record with kafka-python ({c['records']:,} records of 100 B, µs)", "",
-                  "| decode (consumer poll) | encode (producer send + I/O) | ours (flow, checkpoint, provenance) "
-                  "| sum: our floor | = records per CPU-second |",
-                  "|---:|---:|---:|---:|---:|",
-                  f"| {c['decode_us']:.1f} | {c['encode_us']:.1f} | {c['ours_us']:.1f} | {c['floor_us']:.1f} | "
-                  f"{c['floor_records_per_cpu_second']:,.0f} |"]
-    return "\n".join(lines)
+                ratios = [_ratio(a[pct], b[pct]) for pct in ("p50_ms", "p99_ms", "max_ms")]
+                lines.append(f"| **{NAMES[who]} / MirrorMaker 2** | {rate:,}/s | "
+                             + " | ".join(f"**{r}**" for r in ratios) + " | | | |")
+    return lines
+
+
+def _costs(c: dict) -> list[str]:
+    if c.get("error"):
+        return ["", f"CPU per record with kafka-python: not measured ({c['error']})"]
+    if not c.get("records"):
+        return []
+    return ["", f"CPU per record through kafka-python's consumer and producer ({c['records']:,} records "
+            "of 100 B, µs)", "",
+            "| decode (consumer poll) | encode (producer send + I/O) | sum: a kafka-python relay "
+            "| = records per CPU-second |",
+            "|---:|---:|---:|---:|",
+            f"| {c['decode_us']:.1f} | {c['encode_us']:.1f} | {c['floor_us']:.1f} | "
+            f"{c['floor_records_per_cpu_second']:,.0f} |",
+            "", c.get("note", "")]
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+# A check: (what, figure, target, met). A target counts as met only on verified copies.
+Check = tuple[str, str, str, bool]
+
+
+def _targets(results: dict) -> list[str]:
+    checks = [
+        _ratio_check(results, "ours-batch", "100B", "records_per_second", 3.0),
+        _ratio_check(results, "ours-batch", "1KiB", "records_per_second", 2.0),
+        _ratio_check(results, "ours-batch", "100B", "records_per_cpu_second", 4.0),
+        _ratio_check(results, "ours-batch", ONE_PER_BATCH, "records_per_second", 1.0),
+        _p99_check(results, "ours-batch", 1000),
+        _keeps_up_check(results, "ours-batch", 10000),
+        _ratio_check(results, "ours-record", "100B", "records_per_second", 0.8),
+    ]
+    if all(figure.startswith("not measured") for _, figure, _, _ in checks):
+        return []  # a run of other rows (--only)
+    lines = ["", "Targets", "", "| what | figure | target | met? |", "|---|---|---|---|"]
+    lines += [f"| {what} | {figure} | {target} | {'yes' if met else '**no**'} |"
+              for what, figure, target, met in checks]
+    return lines
+
+
+def _ratio_check(results: dict, name: str, size: str, key: str, minimum: float) -> Check:
+    what = f"{NAMES[name]}: {MEASURES[key]} vs MirrorMaker 2, {SETS[size]}"
+    target = f"≥ {minimum:.1f}×"
+    ours, theirs = _row(results, name, size), _row(results, "mirrormaker2", size)
+    if not (ours and theirs and ours[key] and theirs[key]):
+        return what, "not measured", target, False
+    ratio = ours[key] / theirs[key]
+    figure = f"{ratio:.2f}× ({_num(ours[key])} vs {_num(theirs[key])})"
+    if not (ours["valid"] and theirs["valid"]):
+        return what, figure + ", copy not verified", target, False
+    return what, figure, target, ratio >= minimum
+
+
+def _p99_check(results: dict, who: str, rate: int) -> Check:
+    what = f"{NAMES[who]}: p99 latency at {rate:,} records/s"
+    target = "≤ MirrorMaker 2's"
+    ours, theirs = _latency(results, who, rate), _latency(results, "mirrormaker2", rate)
+    if not (ours and theirs and ours["p99_ms"] is not None and theirs["p99_ms"] is not None):
+        return what, "not measured", target, False
+    figure = f"{ours['p99_ms']:.1f} ms vs {theirs['p99_ms']:.1f} ms"
+    if not (ours["valid"] and theirs["valid"]):
+        return what, figure + ", not every record arrived", target, False
+    return what, figure, target, ours["p99_ms"] <= theirs["p99_ms"]
+
+
+def _keeps_up_check(results: dict, who: str, rate: int) -> Check:
+    what = f"{NAMES[who]}: keeps up with {rate:,} records/s offered"
+    target = "achieved ≥ 95% of offered, every record arrived"
+    run = _latency(results, who, rate)
+    if not (run and run["sent"]):
+        return what, "not measured" + (f": {run['detail']}" if run else ""), target, False
+    achieved = run["achieved_rate"] or 0.0
+    figure = f"achieved {achieved:,.0f}/s; {run['arrived']:,} of {run['sent']:,} records arrived"
+    # valid: every record sent arrived, once, in order per partition.
+    return what, figure, target, achieved >= 0.95 * rate and run["valid"]
+
+
+# -- chart -----------------------------------------------------------------------------------
 
 
 def chart(results: dict, path: Path) -> Path:
@@ -101,54 +199,63 @@ def chart(results: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"ours": "#1f77b4", "mirrormaker2": "#ff7f0e", "chart settings": "#7f7f7f", "ceiling": "#2ca02c"}
-    names = [n for n in ("ours", "mirrormaker2", "chart settings", "ceiling")
-             if any(r["name"] == n for r in results["throughput"])]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    width = 0.8 / max(1, len(names))
-    for panel, (key, title, scale) in enumerate((
-            ("records_per_second", "Throughput (records/s)", "log"),
-            ("records_per_cpu_second", "Records per CPU-second", "log"))):
-        ax = axes[panel]
-        for i, name in enumerate(names):
-            xs, ys = [], []
-            for j, size in enumerate(SIZES):
-                row = _row(results, name, size)
-                if row and row.get(key):
-                    xs.append(j + (i - (len(names) - 1) / 2) * width)
-                    ys.append(row[key])
-            if not ys:
-                continue
-            bars = ax.bar(xs, ys, width, label=NAMES[name], color=colors[name])
-            ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=7, padding=1)
-        ax.set_xticks(range(len(SIZES)), ["100 B records", "1 KiB records"])
-        ax.set_yscale(scale)
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    names = [n for n in THROUGHPUT if any(r["name"] == n for r in results["throughput"])]
+    for ax, key, title in ((axes[0], "records_per_second", "Throughput (records/s)"),
+                           (axes[1], "records_per_cpu_second", "Records per CPU-second")):
+        _throughput_panel(ax, results, names, key, title)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    ax = axes[2]
-    lat = results.get("latency") or []
-    rates = sorted({r["rate"] for r in lat})
-    groups = [(who, rate) for rate in rates for who in ("ours", "mirrormaker2")]
-    by = {(r["replicator"], r["rate"]): r for r in lat}
+    _latency_panel(axes[2], results.get("latency") or [])
+    machine = results.get("machine", {})
+    fig.suptitle(f"kafka-replicator (batch and record modes) vs MirrorMaker 2 — {results['mode']} run, "
+                 f"{machine.get('cpus')} CPUs ({machine.get('cpu_model', '')}), brokers on the same machine",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _throughput_panel(ax, results: dict, names: list[str], key: str, title: str) -> None:
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs, ys = [], []
+        for j, size in enumerate(SETS):
+            row = _row(results, name, size)
+            if row and row.get(key):
+                xs.append(j + (i - (len(names) - 1) / 2) * width)
+                ys.append(row[key])
+        if ys:
+            bars = ax.bar(xs, ys, width, label=NAMES[name], color=COLORS[name])
+            ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=6, padding=1)
+    ax.set_xticks(range(len(SETS)), ["100 B records", "1 KiB records", "100 B records,\n1 per batch"])
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _latency_panel(ax, lat: list[dict]) -> None:
+    # Runs in which records arrived (the table lists the others, as INVALID).
+    by = {(r["replicator"], r["rate"]): r for r in lat if r["arrived"]}
+    groups = [(who, rate) for rate in sorted({r["rate"] for r in lat}) for who in (*OURS, "mirrormaker2")
+              if (who, rate) in by]
     for k, (pct, hatch) in enumerate((("p50_ms", ""), ("p99_ms", "//"), ("max_ms", ".."))):
         xs, ys, cs = [], [], []
-        for g, (who, rate) in enumerate(groups):
-            r = by.get((who, rate))
-            if r and r.get(pct):
+        for g, group in enumerate(groups):
+            value = by[group].get(pct)
+            if value:
                 xs.append(g + (k - 1) * 0.27)
-                ys.append(r[pct])
-                cs.append(colors[who])
-        if not ys:
-            continue
-        bars = ax.bar(xs, ys, 0.27, color=cs, hatch=hatch, edgecolor="white", label=pct.replace("_ms", ""))
-        ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=7, padding=1)
-    ax.set_xticks(range(len(groups)), [f"{'ours' if w == 'ours' else 'MM2'}\n{r:,}/s" for w, r in groups], fontsize=8)
-    for g, (who, rate) in enumerate(groups):
-        r = by.get((who, rate))
-        if r and r.get("direct_p99_ms"):
+                ys.append(value)
+                cs.append(COLORS[group[0]])
+        if ys:
+            bars = ax.bar(xs, ys, 0.27, color=cs, hatch=hatch, edgecolor="white", label=pct.replace("_ms", ""))
+            ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=6, padding=1)
+    ax.set_xticks(range(len(groups)), [f"{SHORT[who]}\n{rate:,}/s" for who, rate in groups], fontsize=8)
+    for g, group in enumerate(groups):
+        r = by[group]
+        if r.get("direct_p99_ms"):
             ax.hlines([r["direct_p50_ms"], r["direct_p99_ms"]], g - 0.42, g + 0.42, colors="black",
                       linestyles=["solid", "dashed"], linewidth=1,
                       label="Kafka alone p50 / p99 (no replication)" if g == 0 else None)
@@ -157,13 +264,6 @@ def chart(results: dict, path: Path) -> Path:
         ax.legend(fontsize=7, loc="upper left")
     ax.set_title("End-to-end latency (ms): p50, p99 (//), max (..)", fontsize=11)
     ax.grid(axis="y", alpha=0.3)
-    machine = results.get("machine", {})
-    fig.suptitle(f"kafka-replicator vs MirrorMaker 2 — {results['mode']} run, {machine.get('cpus')} CPUs "
-                 f"({machine.get('cpu_model', '')}), brokers on the same machine", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _short(value: float) -> str:
