@@ -139,7 +139,7 @@ class GroupConfig(_Model):
     enable_auto_commit: bool = Field(
         True,
         description="true: commit acknowledged offsets every autoCommitIntervalMs; "
-        "false: commit acknowledged offsets after every polled batch",
+        "false: commit as soon as the target acknowledges",
     )
     auto_commit_interval_ms: int = Field(1000, ge=10)
     partition_assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = (

@@ -56,6 +56,31 @@ def produce_batch(bootstrap: str, topic: str, partition: int, records) -> None:
         link.close()
 
 
+def batch_bytes(bootstrap: str, topic: str, partitions: int) -> int:
+    """The bytes of every record batch in a topic, as stored: what a replicator wrote there."""
+    link = wire.Wire({"bootstrap_servers": [bootstrap]}, 64 << 20)
+    total = 0
+    try:
+        link.bootstrap(15_000)
+        link.track([topic])
+        for partition in range(partitions):
+            tp = TopicPartition(topic, partition)
+            wait_until(lambda: link.leader(tp) is not None, 30, what=f"a leader for {topic}")
+            offset = 0
+            while True:
+                request = wire.fetch_request({tp: offset}, 8 << 20, 8 << 20, max_wait_ms=0)
+                future = link.send(link.leader(tp), request)
+                wait_until(lambda: future.is_done, 30, interval=0.01, what="the fetch answer")
+                found = batches.split(wire.fetched(future.value)[0].records)
+                if not found:
+                    break
+                total += sum(batch.size for batch in found)
+                offset = found[-1].next_offset
+    finally:
+        link.close()
+    return total
+
+
 def read_all(bootstrap: str, topic: str) -> dict[int, list]:
     """Every committed record of a topic, per partition, in offset order."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
