@@ -36,6 +36,7 @@ class Fetcher:
         self._epochs: dict[object, int] = {}
         self._paused: set = set()
         self._busy_nodes: set = set()
+        self._turn = 0
         self.high_watermarks: dict[object, int] = {}
 
     def assign(self, tp, offset: int) -> None:
@@ -74,7 +75,11 @@ class Fetcher:
     def pump(self, on_answer: Callable) -> None:
         """Send one fetch to each broker that leads owned partitions and has none in flight."""
         by_node: dict[object, dict] = {}
-        for tp, offset in self._positions.items():
+        owned = list(self._positions.items())
+        # Rotate the order: a broker returns an oversized batch only for the first
+        # partition of a response, so no partition may always come last.
+        self._turn = (self._turn + 1) % max(1, len(owned))
+        for tp, offset in owned[self._turn:] + owned[:self._turn]:
             if tp in self._paused:
                 continue
             node = self._wire.leader(tp)

@@ -1,0 +1,103 @@
+"""The fetcher's positions: one fetch per broker, stale answers ignored, fair partition order."""
+
+from __future__ import annotations
+
+from kafka.structs import TopicPartition
+
+from replicator.fetcher import Fetcher
+from replicator.wire import FetchedPartition
+
+A = TopicPartition("t", 0)
+B = TopicPartition("t", 1)
+
+
+class Sent:
+    def __init__(self, offsets):
+        self.offsets = offsets
+        self.callbacks = []
+
+    def add_both(self, callback):
+        self.callbacks.append(callback)
+
+
+class FakeWire:
+    def __init__(self):
+        self.sent: list[Sent] = []
+
+    def leader(self, tp):
+        return "node-1"
+
+    def refresh(self):
+        pass
+
+    def send(self, node, request):
+        self.sent.append(Sent(request))
+        return self.sent[-1]
+
+
+class Protocol:
+    @staticmethod
+    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms):
+        return dict(offsets)
+
+    @staticmethod
+    def fetched(answer):
+        return answer
+
+
+def fetcher():
+    wire = FakeWire()
+    return Fetcher(wire, Protocol, 1 << 20, 50 << 20, 100), wire
+
+
+def test_one_fetch_is_in_flight_per_broker():
+    f, wire = fetcher()
+    f.assign(A, 0)
+    f.assign(B, 5)
+    sent = []
+    f.pump(sent.append)
+    f.pump(sent.append)
+    assert len(wire.sent) == 1 and wire.sent[0].offsets.keys() == {A, B}
+
+
+def test_an_answer_to_a_fetch_sent_before_a_seek_is_ignored():
+    f, wire = fetcher()
+    f.assign(A, 0)
+    events = []
+    f.pump(events.append)
+    f.seek(A, 40)
+    wire.sent[0].callbacks[0]("answer")  # the IO thread hands the answer over
+    [(owner, node, sent, _)] = events
+    assert f.answered(node, sent, [FetchedPartition(A, None, 100, b"x", [])]) == []
+    assert f.position(A) == 40
+
+
+def test_a_paused_partition_is_not_fetched_and_its_answer_in_flight_is_ignored():
+    f, wire = fetcher()
+    f.assign(A, 0)
+    f.assign(B, 0)
+    events = []
+    f.pump(events.append)
+    f.pump(lambda event: None)
+    f.pause(A)
+    wire.sent[0].callbacks[0]("answer")
+    owner, node, sent, _ = events[0]
+    parts = [FetchedPartition(tp, None, 100, b"x", []) for tp in (A, B)]
+    assert [part.tp for part in f.answered(node, sent, parts)] == [B]
+    f.pump(lambda event: None)
+    assert list(wire.sent[-1].offsets) == [B]
+
+
+def test_the_partition_order_rotates_between_fetches():
+    f, wire = fetcher()
+    f.assign(A, 0)
+    f.assign(B, 0)
+    firsts = []
+    for _ in range(2):
+        events = []
+        f.pump(events.append)
+        wire.sent[-1].callbacks[0]("answer")
+        owner, node, sent, _ = events[0]
+        f.answered(node, sent, [])
+        firsts.append(next(iter(wire.sent[-1].offsets)))
+    assert firsts[0] != firsts[1]
