@@ -9,7 +9,8 @@ records, our own copies coming back).
   a key-hashed target, a batch over the request limit), then re-encodes only it;
 - runs of small batches are merged into full ones: copying costs per batch,
   re-encoding per record, so below `merge_below` bytes a merge is cheaper;
-- record mode re-encodes every record with provenance headers, as before batches.
+- record mode re-encodes every record with provenance headers, as before batches;
+- whatever is re-encoded is merged with its neighbours up to the batch size.
 """
 
 from __future__ import annotations
@@ -73,13 +74,13 @@ class Shipper:
     def plan(self, tp, target: Target, position: int, fetched: list[Batch],
              aborted: list[tuple[int, int]], singles_until: int = -1) -> list[Step]:
         steps: list[Step] = []
-        run: list[Batch] = []  # small batches waiting to be merged
+        run: list[Batch] = []  # consecutive batches to re-encode together
         run_bytes = 0
 
         def close_run():
             nonlocal run, run_bytes
             if run:
-                steps.append(self._encode(tp, target, run, position, "merge", singles=False))
+                steps.append(self._encode(target, run, position))
                 run, run_bytes = [], 0
 
         for batch, committed in batches.readable(fetched, aborted):
@@ -94,23 +95,19 @@ class Shipper:
                 continue
             if batch.base_offset < singles_until:
                 close_run()
-                steps.extend(self._singles(tp, target, batch, position))
+                steps.extend(self._singles(target, batch, position))
                 continue
             reason = self._obstacle(batch, target, position)
-            if reason is not None:
+            if reason is None and batch.size >= self._merge_below:
                 close_run()
-                if reason != "record mode":
-                    self._on_fallback(tp, reason)
-                steps.append(self._encode(tp, target, [batch], position, "encode", singles=False))
+                steps.append(self._copy(target, batch))
                 continue
-            if batch.size < self._merge_below:
-                if run_bytes + batch.size > self._batch_bytes:
-                    close_run()
-                run.append(batch)
-                run_bytes += batch.size
-                continue
-            close_run()
-            steps.append(self._copy(target, batch))
+            if reason is not None and reason != "record mode":
+                self._on_fallback(tp, reason)
+            if run_bytes + batch.size > self._batch_bytes:
+                close_run()
+            run.append(batch)
+            run_bytes += batch.size
         close_run()
         return steps
 
@@ -150,10 +147,10 @@ class Shipper:
                 kept.append(record)
         return kept, looped
 
-    def _encode(self, tp, target: Target, batch_list: list[Batch], position: int, how: str,
-                singles: bool) -> Step:
+    def _encode(self, target: Target, batch_list: list[Batch], position: int) -> Step:
+        """Re-encode the records of consecutive batches: "merge" for several, else "encode"."""
         first = max(batch_list[0].base_offset, position)
-        step = Step(first, batch_list[-1].next_offset, how=how)
+        step = Step(first, batch_list[-1].next_offset, how="merge" if len(batch_list) > 1 else "encode")
         kept, step.loop_skipped = self._records(batch_list, position)
         if not kept:
             return step
@@ -166,7 +163,7 @@ class Shipper:
         step.records = len(kept)
         return step
 
-    def _singles(self, tp, target: Target, batch: Batch, position: int) -> list[Step]:
+    def _singles(self, target: Target, batch: Batch, position: int) -> list[Step]:
         """One step per record, so that the one the target refuses is known exactly."""
         kept, looped = self._records([batch], position)
         steps = []

@@ -109,3 +109,10 @@ def test_below_the_singles_offset_each_record_is_its_own_shipment_and_range():
     batch = make([rec(0, b"a"), rec(1, b"b"), rec(2, b"c")], base_offset=5)
     steps = s.plan("tp", PRESERVE, 5, [batch], [], singles_until=8)
     assert [(st.first, st.next, len(st.shipments)) for st in steps] == [(5, 6, 1), (6, 7, 1), (7, 8, 1)]
+
+
+def test_record_mode_re_encodes_consecutive_batches_together():
+    s, _ = shipper(mode="record")
+    fetched = [make([rec(0, f"k{i}".encode())], base_offset=i) for i in range(3)]
+    [step] = s.plan("tp", PRESERVE, 0, fetched, [])
+    assert step.how == "merge" and len(step.shipments) == 1 and step.records == 3
