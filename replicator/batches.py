@@ -3,7 +3,7 @@
 A batch copied to another cluster keeps its records byte for byte; only the header's
 base offset, producer id/epoch, base sequence and the transactional bit change, and
 the CRC-32C over everything after the CRC is computed again. Plain Python on bytes:
-nothing here talks to Kafka.
+nothing here talks to Kafka (compression codecs come from kafka-python, via `wire`).
 
 Layout of a v2 batch header (61 bytes, big-endian)::
 
@@ -20,16 +20,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from crc32c import crc32c
-from kafka.codec import (
-    gzip_decode,
-    gzip_encode,
-    lz4_decode,
-    lz4_encode,
-    snappy_decode,
-    snappy_encode,
-    zstd_decode,
-    zstd_encode,
-)
+
+from .wire import COMPRESS, DECOMPRESS, legacy_records
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE = HEADER.size  # 61
@@ -46,8 +38,6 @@ CONTROL = 0x20
 DELETE_HORIZON = 0x40
 
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
-_DECODE = {1: gzip_decode, 2: snappy_decode, 3: lz4_decode, 4: zstd_decode}
-_ENCODE = {1: gzip_encode, 2: snappy_encode, 3: lz4_encode, 4: zstd_encode}
 
 NO_PRODUCER = -1
 
@@ -203,7 +193,7 @@ def records(batch: Batch) -> list[Record]:
     body = batch.data[HEADER_SIZE:]
     codec = batch.attributes & COMPRESSION_MASK
     if codec:
-        body = memoryview(_DECODE[codec](body.tobytes()))
+        body = memoryview(DECOMPRESS[codec](body.tobytes()))
     log_append = batch.attributes & LOG_APPEND_TIME
     # With a delete horizon the base timestamp holds it, not the first record's time.
     base_ts = batch.base_timestamp
@@ -230,13 +220,8 @@ def records(batch: Batch) -> list[Record]:
 
 
 def _legacy_records(batch: Batch) -> list[Record]:
-    from kafka.record import MemoryRecords  # v0/v1 are rare: decoded by kafka-python
-
-    found = []
-    legacy = MemoryRecords(bytes(batch.data)).next_batch()
-    for record in legacy:
-        found.append(Record(record.offset, record.timestamp, record.key, record.value, []))
-    return found
+    return [Record(offset, timestamp, key, value, [])
+            for offset, timestamp, key, value in legacy_records(bytes(batch.data))]
 
 
 def encode(items: list[Record], codec: str = "none") -> bytes:
@@ -272,7 +257,7 @@ def encode(items: list[Record], codec: str = "none") -> bytes:
         body += record
     compression = CODECS[codec]
     if compression:
-        body = _ENCODE[compression](bytes(body))
+        body = COMPRESS[compression](bytes(body))
     header = HEADER.pack(0, HEADER_SIZE - 12 + len(body), -1, 2, 0, compression,
                          len(items) - 1, base_ts, max_ts, NO_PRODUCER, -1, -1, len(items))
     return header + bytes(body)

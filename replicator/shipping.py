@@ -20,10 +20,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
-from . import batches
+from . import batches, wire
 from .batches import Batch, Record
 from .producer import Delivery, Shipment
 from .provenance import Provenance
@@ -205,4 +204,4 @@ class Shipper:
     def _partition(self, record: Record, target: Target) -> int:
         if record.key is None:
             return next(self._round_robin) % target.partitions
-        return (murmur2(record.key) & 0x7FFFFFFF) % target.partitions
+        return wire.key_hash(record.key) % target.partitions

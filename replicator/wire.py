@@ -9,6 +9,9 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
 - `kafka.protocol` messages `FetchRequest`/`FetchResponse` (v4–v12, read_committed),
   `ProduceRequest`/`ProduceResponse` (v3–v9, acks=all) and `InitProducerIdRequest`
   (an idempotent producer id without a transactional id);
+- `kafka.codec` (the batch compression codecs), `kafka.record.MemoryRecords` (decoding
+  message formats v0/v1, which only very old producers write) and
+  `kafka.partitioner.default.murmur2` (Kafka's key hash, for `partitioning: hash`);
 - `KafkaConsumer._subscription` (a partition's position without I/O),
   `KafkaConsumer._coordinator.coordinator_unknown()/need_rejoin()` (whether a poll
   must be given time: a poll with no timeout never completes a join) and
@@ -25,10 +28,22 @@ import logging
 import time
 from dataclasses import dataclass
 
+from kafka.codec import (
+    gzip_decode,
+    gzip_encode,
+    lz4_decode,
+    lz4_encode,
+    snappy_decode,
+    snappy_encode,
+    zstd_decode,
+    zstd_encode,
+)
 from kafka.errors import for_code
 from kafka.net import KafkaNetClient
-from kafka.protocol.consumer import FetchRequest, FetchResponse  # noqa: F401  (response type)
+from kafka.partitioner.default import murmur2
+from kafka.protocol.consumer import FetchRequest
 from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
+from kafka.record import MemoryRecords
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -39,6 +54,21 @@ _FetchTopic = FetchRequest.FetchTopic
 _FetchPartition = FetchRequest.FetchTopic.FetchPartition
 _ProduceTopic = ProduceRequest.TopicProduceData
 _ProducePartition = ProduceRequest.TopicProduceData.PartitionProduceData
+
+
+# Batch attribute codec ids (0 is none) to kafka-python's functions.
+DECOMPRESS = {1: gzip_decode, 2: snappy_decode, 3: lz4_decode, 4: zstd_decode}
+COMPRESS = {1: gzip_encode, 2: snappy_encode, 3: lz4_encode, 4: zstd_encode}
+
+
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash of a key, made positive."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def legacy_records(data: bytes) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """(offset, timestamp, key, value) of a message-format v0/v1 batch."""
+    return [(r.offset, r.timestamp, r.key, r.value) for r in MemoryRecords(data).next_batch()]
 
 
 class Wire:
