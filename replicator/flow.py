@@ -170,6 +170,10 @@ class Flow:
                 self._target_wire, wire, lambda: self._new_producer_id(target_settings),
                 producer.max_request_size, self._target_wire.request_timeout_ms)
         self.source_consumer = link.source_consumer(self.config, self.direction, self.member)
+        # Know the topics' partitions before joining: a group leader that assigns without
+        # them gives out nothing, and may not notice when they arrive a moment later.
+        for topic in self._routes:
+            self.source_consumer.partitions_for_topic(topic)
         self.source_consumer.subscribe(list(self._routes), listener=_Rebalance(self))
         log.info("%s %s: replicating %s from %s cluster %s to %s cluster %s, group %s, mode %s",
                  self.direction, self.member or "-", self._routes, source_side, source_id,

@@ -140,9 +140,6 @@ class BatchProducer:
         lane.queue.append(shipment)
         self.unacknowledged_bytes += shipment.size
 
-    def unacknowledged(self) -> int:
-        return sum(len(lane.queue) for lane in self._lanes.values())
-
     def pump(self, on_answer: Callable) -> None:
         """Send what may be sent now: one request per ready node, repeatedly."""
         if self._reset_needed:
@@ -274,13 +271,6 @@ class BatchProducer:
         for lane in self._lanes.values():
             lane.acked_sequence = 0
             self._resume(lane)
-
-    def forget(self, tps) -> None:
-        """Drop lanes with nothing unacknowledged (after partitions moved away)."""
-        for tp in list(tps):
-            lane = self._lanes.get(tp)
-            if lane is not None and not lane.queue and not lane.in_flight:
-                del self._lanes[tp]
 
 
 def _next_queued(lane: Lane, limit: int) -> list[Shipment]:

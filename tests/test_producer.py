@@ -132,7 +132,7 @@ def test_an_acknowledged_batch_completes_its_delivery():
     request.answer()
     h.deliver()
     assert delivery.is_done and delivery.exception is None
-    assert h.producer.unacknowledged() == 0
+    assert h.producer.unacknowledged_bytes == 0
 
 
 def test_a_retriable_error_resends_the_batches_with_the_same_sequences_in_order(monkeypatch):
@@ -184,7 +184,7 @@ def test_a_rejected_batch_fails_alone_and_supersedes_the_batches_behind_it():
     assert isinstance(rejected.exception, MessageSizeTooLargeError)
     assert isinstance(behind.exception, Superseded) and behind.exception.retriable
     assert other.is_done and other.exception is None
-    assert h.producer.unacknowledged() == 0
+    assert h.producer.unacknowledged_bytes == 0
 
 
 def test_after_a_rejection_the_partition_continues_from_the_rejected_sequence():
