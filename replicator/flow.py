@@ -46,7 +46,6 @@ FETCH_WAIT_MS = 100
 # costs a fixed few tens of µs per batch, a merge a few µs per record (BENCHMARKS.md).
 MERGE_BELOW_BYTES = 4096
 EVENT_WAIT_SECONDS = 0.05
-_COMMIT = "commit"  # the owner of commit answers in the event queue
 GROUP_POLL_MS = 100
 CONNECT_TIMEOUT_MS = 15_000
 
@@ -93,7 +92,6 @@ class Flow:
         self._fallbacks_logged: set[tuple[TopicPartition, str]] = set()
         self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
-        self._committing = False
         self._next_sync = 0.0
         self._admins: tuple = ()
         self._topic_sync: TopicSync | None = None
@@ -207,12 +205,11 @@ class Flow:
             self._fetcher.pump(self._events.put)
         self.target_producer.pump(self._events.put)
         self._handle_events(EVENT_WAIT_SECONDS)
-        self._settle()
+        settled = self._settle()
         now = time.monotonic()
-        eager = not self._group.enable_auto_commit and self._checkpoint.to_commit()
-        if eager or now >= self._next_commit:
+        if (settled and not self._group.enable_auto_commit) or now >= self._next_commit:
             self._next_commit = now + self._group.auto_commit_interval_ms / 1000.0
-            self._commit_in_background()
+            self._commit()
             self._update_lag()
         if now >= self._next_sync:
             self._sync_topics()
@@ -244,8 +241,6 @@ class Flow:
             owner, node, payload, answer = event
             if owner is self._fetcher:
                 self._fetched(node, payload, answer)
-            elif owner is _COMMIT:
-                self._commit_answered(node, payload, answer)
             else:
                 for delivery in owner.answered(node, payload, answer):
                     self.metrics.acknowledged(delivery.timestamp)
@@ -320,10 +315,12 @@ class Flow:
 
     # Acknowledgements, failures, commits ----------------------------------------------
 
-    def _settle(self) -> None:
-        """Advance past what the target acknowledged; handle what it refused."""
+    def _settle(self) -> bool:
+        """Advance past what the target acknowledged; True if a position moved."""
+        before = self._checkpoint.in_flight()
         for failure in self._checkpoint.settle():
             self._handle(failure)
+        return self._checkpoint.in_flight() != before
 
     def _rewind(self, tp: TopicPartition) -> None:
         """Drop the partition's in-flight writes and fetch again from the first of them."""
@@ -376,8 +373,6 @@ class Flow:
                 continue
             if owner is self._fetcher:
                 self._fetcher.discard(node)  # fetched again later from the same position
-            elif owner is _COMMIT:
-                self._commit_answered(node, payload, answer)
             else:
                 owner.answered(node, payload, answer)
             self._settle()
@@ -387,34 +382,7 @@ class Flow:
             if tp not in self._stopped:
                 self._checkpoint.advance(tp, self._fetcher.position(tp))
 
-    def _commit_in_background(self) -> None:
-        """Commit the acknowledged positions without waiting: the answer comes as an event.
-
-        A blocking commit would hold every partition's data for a coordinator round trip.
-        One commit is in flight at a time; a refused one is tried again at the next turn.
-        """
-        if self._committing:
-            return
-        self._advance_idle()
-        positions = self._checkpoint.to_commit()
-        if not positions:
-            return
-        self._committing = True
-        offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
-        started = time.monotonic()
-        self.source_consumer.commit_async(offsets, callback=lambda _, answer: self._events.put(
-            (_COMMIT, started, positions, answer)))
-
-    def _commit_answered(self, started: float, positions: dict, answer) -> None:
-        self._committing = False
-        if isinstance(answer, BaseException):
-            log.warning("%s: commit failed (%s); retrying at the next commit", self.direction,
-                        type(answer).__name__)
-            return
-        self._checkpoint.committed(positions)
-        self.metrics.committed(time.monotonic() - started)
-
-    def _commit(self, report=log.warning) -> bool:
+    def _commit(self) -> bool:
         """Commit the acknowledged positions; False if the group refused them for now."""
         self._advance_idle()
         positions = self._checkpoint.to_commit()
@@ -425,12 +393,12 @@ class Flow:
         try:
             self.source_consumer.commit(offsets)
         except CommitFailedError as exc:
-            report("%s: commit failed during a rebalance (%s); the partitions' next owner "
+            log.warning("%s: commit failed during a rebalance (%s); the partitions' next owner "
                         "replays from the last commit, so some records may be duplicated",
                         self.direction, exc)
             return False
         except KafkaError as exc:
-            report("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
+            log.warning("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
             return False
         self._checkpoint.committed(positions)
         self.metrics.committed(time.monotonic() - started)
@@ -492,9 +460,7 @@ class Flow:
     def _final_commit(self, seconds: float) -> None:
         """Commit on the way out; a rebalance under way is finished first (nothing is fetched)."""
         deadline = time.monotonic() + seconds
-        report = log.warning
-        while not self._commit(report) and time.monotonic() < deadline:
-            report = log.debug  # the first refusal said it all
+        while not self._commit() and time.monotonic() < deadline:
             self.source_consumer.poll(timeout_ms=200)
 
     # Rebalance callbacks: the consumer runs them on its IO thread while the flow's
