@@ -382,7 +382,7 @@ class Flow:
             if tp not in self._stopped:
                 self._checkpoint.advance(tp, self._fetcher.position(tp))
 
-    def _commit(self) -> bool:
+    def _commit(self, report=log.warning) -> bool:
         """Commit the acknowledged positions; False if the group refused them for now."""
         self._advance_idle()
         positions = self._checkpoint.to_commit()
@@ -393,12 +393,12 @@ class Flow:
         try:
             self.source_consumer.commit(offsets)
         except CommitFailedError as exc:
-            log.warning("%s: commit failed during a rebalance (%s); the partitions' next owner "
+            report("%s: commit failed during a rebalance (%s); the partitions' next owner "
                         "replays from the last commit, so some records may be duplicated",
                         self.direction, exc)
             return False
         except KafkaError as exc:
-            log.warning("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
+            report("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
             return False
         self._checkpoint.committed(positions)
         self.metrics.committed(time.monotonic() - started)
@@ -460,7 +460,9 @@ class Flow:
     def _final_commit(self, seconds: float) -> None:
         """Commit on the way out; a rebalance under way is finished first (nothing is fetched)."""
         deadline = time.monotonic() + seconds
-        while not self._commit() and time.monotonic() < deadline:
+        report = log.warning
+        while not self._commit(report) and time.monotonic() < deadline:
+            report = log.debug  # the first refusal said it all
             self.source_consumer.poll(timeout_ms=200)
 
     # Rebalance callbacks: the consumer runs them on its IO thread while the flow's
