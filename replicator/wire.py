@@ -13,8 +13,8 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   message formats v0/v1, which only very old producers write) and
   `kafka.partitioner.default.murmur2` (Kafka's key hash, for `partitioning: hash`);
 - `KafkaConsumer._subscription` (a partition's position without I/O),
-  `KafkaConsumer._coordinator.coordinator_unknown()/need_rejoin()` (whether a poll
-  must be given time: a poll with no timeout never completes a join) and
+  `KafkaConsumer._coordinator.coordinator_unknown()/need_rejoin()/stable()` (whether a
+  poll must be given time: a poll with no timeout never completes a join) and
   `KafkaConsumer._coordinator._commit_offsets_sync_async` (a commit from a rebalance
   listener, which runs on the consumer's IO thread where `commit()` would deadlock).
 
@@ -217,4 +217,5 @@ def group_needs_time(consumer) -> bool:
     """
     coordinator = consumer._coordinator
     return (coordinator.coordinator_unknown() or coordinator.need_rejoin()
+            or not coordinator.stable()
             or not consumer._subscription.has_all_fetch_positions())
