@@ -47,7 +47,6 @@ FETCH_WAIT_MS = 100
 MERGE_BELOW_BYTES = 4096
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
-GROUP_POLL_INTERVAL_SECONDS = 0.2
 CONNECT_TIMEOUT_MS = 15_000
 
 
@@ -93,7 +92,6 @@ class Flow:
         self._fallbacks_logged: set[tuple[TopicPartition, str]] = set()
         self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
-        self._next_poll = 0.0
         self._next_sync = 0.0
         self._admins: tuple = ()
         self._topic_sync: TopicSync | None = None
@@ -199,10 +197,10 @@ class Flow:
     # The loop --------------------------------------------------------------------------
 
     def _step(self) -> None:
-        if wire.group_needs_time(self.source_consumer):
-            self._poll_group(GROUP_POLL_MS)
-        elif time.monotonic() >= self._next_poll:
-            self._poll_group(0)
+        busy = wire.group_needs_time(self.source_consumer)
+        polled = self.source_consumer.poll(timeout_ms=GROUP_POLL_MS if busy else 0)
+        self._health.last_poll = time.time()
+        self._adopt(polled)
         if self.target_producer.unacknowledged_bytes < self._max_unacked_bytes:
             self._fetcher.pump(self._events.put)
         self.target_producer.pump(self._events.put)
@@ -215,18 +213,6 @@ class Flow:
             self._update_lag()
         if now >= self._next_sync:
             self._sync_topics()
-
-    def _poll_group(self, timeout_ms: int) -> None:
-        """Let the group consumer do its work: join, rebalance callbacks, positions.
-
-        Not every turn: a poll costs about a millisecond even with nothing to fetch
-        (it hands work to the consumer's IO thread and waits), which would be most of
-        the loop's time at low rates. Heartbeats run on that IO thread regardless.
-        """
-        polled = self.source_consumer.poll(timeout_ms=timeout_ms)
-        self._next_poll = time.monotonic() + GROUP_POLL_INTERVAL_SECONDS
-        self._health.last_poll = time.time()
-        self._adopt(polled)
 
     def _adopt(self, polled: dict) -> None:
         """Start fetching newly assigned partitions from the group's position."""
