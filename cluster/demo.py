@@ -91,9 +91,11 @@ def _demo(cleanup: ExitStack, duration: float, rate: float, state_dir: Path | No
     say("Starting a local Ray cluster ...")
     # Ray starts its processes with SIGINT blocked: Ctrl-C interrupts only this process,
     # which then stops the members before it stops Ray.
+    # The node address too stays on loopback: Ray would take the machine's first interface.
     context = ray.init(address="local", namespace=NAMESPACE, num_cpus=RAY_CPUS,
                        object_store_memory=OBJECT_STORE_BYTES, include_dashboard=True,
-                       dashboard_host="127.0.0.1", log_to_driver=True)
+                       dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                       log_to_driver=True)
     cleanup.callback(ray.shutdown)
     dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else None
     say(f"Ray dashboard: {dashboard or 'not running'}"

@@ -39,7 +39,8 @@ GRACE = 10.0
 def ray_cluster():
     """One small local Ray cluster for the module (starting one takes 5-20 s here)."""
     context = ray.init(num_cpus=4, include_dashboard=False, namespace=NAMESPACE,
-                       object_store_memory=100 * 1024 * 1024, log_to_driver=True)
+                       object_store_memory=100 * 1024 * 1024, _node_ip_address="127.0.0.1",
+                       log_to_driver=True)
     yield context
     ray.shutdown()
 
