@@ -2,7 +2,7 @@
 
 * `helm lint` and `helm template` for the default values and variations;
 * every rendered RayCluster/RayJob against the KubeRay v1.7.0 CRD schemas in
-  <repo>/../shared/kuberay-crds (unknown fields rejected), built-in kinds against the
+  tests/kuberay-crds (unknown fields rejected), built-in kinds against the
   Kubernetes schemas shipped with kubernetes-validate;
 * the ConfigMap's config loads with the replicator's own model and equals what the
   values asked for; wrong values make helm fail with a message naming the field.
@@ -46,7 +46,7 @@ from replicator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "kafka-replicator"
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
+CRD_DIR = Path(__file__).resolve().parent / "kuberay-crds"  # KubeRay v1.7.0, Apache-2.0
 HELM_VERSION = "v3.22.0"
 HELM_CACHE_BIN = Path.home() / ".cache" / "kafka-replicator" / "helm" / "bin"
 # Oldest and newest Kubernetes versions whose schemas kubernetes-validate ships that we claim.
@@ -227,7 +227,7 @@ def _strict(schema):
 @functools.lru_cache(maxsize=None)
 def crd_validator(kind: str) -> jsonschema.protocols.Validator:
     if not CRD_DIR.is_dir():
-        pytest.fail(f"KubeRay CRDs not found in {CRD_DIR} (expected ../shared/kuberay-crds beside the repo)")
+        pytest.fail(f"KubeRay CRDs not found in {CRD_DIR}")
     # ray.io_rayclusters.yaml, ray.io_rayjobs.yaml: large files, read with libyaml if there
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for path in sorted(CRD_DIR.glob(f"ray.io_{kind.lower()}s.yaml")) or sorted(CRD_DIR.glob("*.yaml")):
