@@ -465,9 +465,9 @@ class Flow:
             report = log.debug  # the first refusal said it all
             self.source_consumer.poll(timeout_ms=200)
 
-    # Rebalance callbacks: the consumer runs them on its IO thread, as part of a join
-    # that poll() starts. A join that outlasts poll()'s timeout goes on after poll()
-    # returns, so a callback can then run beside the flow's own thread: not guarded yet.
+    # Rebalance callbacks: the consumer runs them on its IO thread while the flow's own
+    # thread waits in poll() (a JoinGroup in flight goes on between polls, but the
+    # callbacks run only once poll() takes its answer), so they never run beside the loop.
 
     def revoked(self, partitions) -> dict:
         """Wait for the target's answers on revoked partitions; return what to commit."""

@@ -20,6 +20,7 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
 )
 
+from . import wire
 from .config import ClusterConfig, GroupConfig, ReplicatorConfig
 from .errors import ClusterError, ConfigError
 
@@ -129,7 +130,7 @@ def source_consumer(
     (side, cluster), _ = config.clusters(direction)
     group: GroupConfig = config.group(direction)
     with reaching(side, cluster):
-        return KafkaConsumer(
+        consumer = KafkaConsumer(
             **client_settings(cluster),
             group_id=group.group_id,
             group_instance_id=member,
@@ -144,6 +145,8 @@ def source_consumer(
             fetch_max_bytes=config.consumer.fetch_max_bytes,
             max_partition_fetch_bytes=config.consumer.max_partition_fetch_bytes,
         )
+    wire.complete_joins(consumer)
+    return consumer
 
 
 def check_clusters(config: ReplicatorConfig) -> list[str]:

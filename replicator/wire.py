@@ -16,7 +16,9 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   `KafkaConsumer._coordinator.coordinator_unknown()/need_rejoin()/stable()` (whether a
   poll must be given time: a poll with no timeout never completes a join) and
   `KafkaConsumer._coordinator._commit_offsets_sync_async` (a commit from a rebalance
-  listener, which runs on the consumer's IO thread where `commit()` would deadlock).
+  listener, which runs on the consumer's IO thread where `commit()` would deadlock);
+- `KafkaConsumer._coordinator.need_rejoin/join_group_async`, `_join_task` and `state`,
+  wrapped so that a join finished between two polls is taken, not lost (`complete_joins`).
 
 Requests are handed to the IO thread and answered through Futures whose callbacks
 run there; callers pass callbacks that only enqueue.
@@ -44,7 +46,7 @@ from kafka.partitioner.default import murmur2
 from kafka.protocol.consumer import FetchRequest
 from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
 from kafka.record import MemoryRecords
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -219,3 +221,55 @@ def group_needs_time(consumer) -> bool:
     return (coordinator.coordinator_unknown() or coordinator.need_rejoin()
             or not coordinator.stable()
             or not consumer._subscription.has_all_fetch_positions())
+
+
+def complete_joins(consumer) -> None:
+    """Make the consumer's coordinator finish every join it starts, however short its polls.
+
+    kafka-python 3.0.12 drives a join only from poll(), and only while `need_rejoin()`;
+    a JoinGroup still in flight when poll() times out goes on alone. Two ways lose it:
+    - once it has finished, `join_group_async` sends a new JoinGroup in its place and
+      drops the assignment it received: a leader's new JoinGroup rebalances the whole
+      group again, and a member that polls briefly (ours does, to keep copying) keeps
+      missing its answers;
+    - a join started because the leader's metadata changed clears that reason when it
+      assigns, so `need_rejoin()` turns False and poll() never takes the answer: the
+      member stays "rebalancing" for good, refusing commits and sending no heartbeats.
+    As Java's consumer does (`rejoinNeededOrPending`), a join in flight or finished
+    counts as a reason to join, and a finished one is awaited once more, not replaced.
+    """
+    coordinator = consumer._coordinator
+    need_rejoin, join_group = coordinator.need_rejoin, coordinator.join_group_async
+
+    def pending_or_needed() -> bool:
+        return (need_rejoin() or coordinator._join_task is not None
+                or coordinator.state is MemberState.REBALANCING)
+
+    async def join_group_async(timeout_ms=None):
+        task = coordinator._join_task
+        if task is not None and task.is_done and not isinstance(task, _Finished):
+            coordinator._join_task = _Finished(task)
+        return await join_group(timeout_ms=timeout_ms)
+
+    coordinator.need_rejoin = pending_or_needed
+    coordinator.join_group_async = join_group_async
+
+
+class _Finished:
+    """A finished join task that reads as in flight, so that it is awaited, not replaced."""
+
+    is_done = False
+
+    def __init__(self, task):
+        self._task = task
+
+    def add_callback(self, callback):
+        self._task.add_callback(callback)
+        return self
+
+    def add_errback(self, errback):
+        self._task.add_errback(errback)
+        return self
+
+    def __await__(self):
+        return self._task.__await__()

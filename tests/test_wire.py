@@ -7,11 +7,14 @@ import time
 
 import pytest
 from kafka.errors import CorruptRecordError
-from kafka.structs import TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewPartitions
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from batch_support import make, rec
 from kafka_support import create_topic, read_all
-from replicator import batches, wire
+from replicator import batches, link, wire
+from replicator.config import parse_config
 
 pytestmark = pytest.mark.kafka
 
@@ -64,3 +67,71 @@ def test_the_broker_refuses_a_batch_whose_crc_does_not_match(sandbox, name, targ
     struct.pack_into(">I", data, 17, 12345)
 
     assert write(target, TopicPartition(name, 0), bytes(data)) is CorruptRecordError
+
+
+def group_member(sandbox, group: str, topic: str):
+    """A member of a group whose coordinator is ready: its first JoinGroup gets an answer."""
+    warmer = KafkaConsumer(bootstrap_servers=sandbox.source, group_id=group, enable_auto_commit=False)
+    warmer.assign([TopicPartition(topic, 0)])
+    warmer.commit({TopicPartition(topic, 0): OffsetAndMetadata(0, "", -1)}, timeout_ms=30_000)
+    warmer.close()
+    config = parse_config(sandbox.config(
+        consumerGroup={"sourceToTarget": {"groupId": group, "sessionTimeoutMs": 6000,
+                                          "heartbeatIntervalMs": 1000}},
+        replication={"sourceToTarget": {"topics": [{"sourceTopicName": topic}]}}))
+    consumer = link.source_consumer(config, "sourceToTarget", "member-0")
+    consumer.partitions_for_topic(topic)  # as a Flow does: the leader assigns what it knows
+    return consumer
+
+
+def join_while_nobody_polls(consumer) -> None:
+    """Start a join with a short poll, then let the broker answer it before polling again."""
+    deadline = time.monotonic() + 30
+    while consumer.group_metadata().state is not MemberState.REBALANCING:
+        assert time.monotonic() < deadline, "the join never started"
+        consumer.poll(timeout_ms=1)
+    time.sleep(2)
+
+
+def poll_until(consumer, predicate, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"still {consumer.group_metadata().state} after {seconds}s"
+        consumer.poll(timeout_ms=100)
+
+
+def test_a_join_that_finishes_between_polls_is_taken_not_sent_again(sandbox, name):
+    """kafka-python would send a second JoinGroup and drop the first one's assignment: for a
+    group leader that is one more rebalance of the whole group each time."""
+    create_topic(sandbox.source, name, partitions=2)
+    consumer = group_member(sandbox, name, name)
+    try:
+        consumer.subscribe([name])
+        join_while_nobody_polls(consumer)
+
+        poll_until(consumer, consumer.assignment)
+
+        assert consumer.group_metadata().generation_id == 1
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_a_rejoin_for_new_partitions_completes_when_it_finishes_between_polls(sandbox, name):
+    """The leader rejoins because the topic grew, and its own assignment settles that reason:
+    kafka-python would then never take the join's answer and stay rebalancing for good."""
+    create_topic(sandbox.source, name, partitions=2)
+    consumer = group_member(sandbox, name, name)
+    admin = KafkaAdminClient(bootstrap_servers=sandbox.source)
+    try:
+        consumer.subscribe([name])
+        poll_until(consumer, consumer.assignment)
+        admin.create_partitions({name: NewPartitions(4)})
+        consumer.topics()  # the leader learns of the new partitions now
+        join_while_nobody_polls(consumer)
+
+        poll_until(consumer, lambda: len(consumer.assignment()) == 4)
+
+        assert consumer.group_metadata().state is MemberState.STABLE
+    finally:
+        admin.close()
+        consumer.close(autocommit=False)
