@@ -23,6 +23,7 @@ from kafka.errors import (
     CommitFailedError,
     KafkaError,
     OffsetOutOfRangeError,
+    RebalanceInProgressError,
     TopicAuthorizationFailedError,
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -47,6 +48,8 @@ FETCH_WAIT_MS = 100
 MERGE_BELOW_BYTES = 4096
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
+# Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
+REBALANCE_PATIENCE_SECONDS = 60.0
 CONNECT_TIMEOUT_MS = 15_000
 
 
@@ -93,6 +96,8 @@ class Flow:
         self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
         self._next_sync = 0.0
+        self._rebalancing_since: float | None = None
+        self._next_rebalance_warning = 0.0
         self._admins: tuple = ()
         self._topic_sync: TopicSync | None = None
         self._provenance: Provenance | None = None
@@ -392,6 +397,9 @@ class Flow:
         started = time.monotonic()
         try:
             self.source_consumer.commit(offsets)
+        except RebalanceInProgressError:
+            self._commit_waits()
+            return False
         except CommitFailedError as exc:
             report("%s: commit failed during a rebalance (%s); the partitions' next owner "
                         "replays from the last commit, so some records may be duplicated",
@@ -402,7 +410,23 @@ class Flow:
             return False
         self._checkpoint.committed(positions)
         self.metrics.committed(time.monotonic() - started)
+        self._rebalancing_since = None
         return True
+
+    def _commit_waits(self) -> None:
+        """A commit refused while the group rebalances is normal; one refused for long is not."""
+        now = time.monotonic()
+        if self._rebalancing_since is None:
+            self._rebalancing_since = now
+            self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
+            log.info("%s: group %s is rebalancing; acknowledged offsets are committed once it "
+                     "settles", self.direction, self._group.group_id)
+        elif now >= self._next_rebalance_warning:
+            self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
+            log.warning("%s: group %s has been rebalancing for %.0fs, so nothing is committed; "
+                        "check its members with kafka-consumer-groups.sh --describe --members "
+                        "--group %s", self.direction, self._group.group_id,
+                        now - self._rebalancing_since, self._group.group_id)
 
     def _update_lag(self) -> None:
         lag = {}

@@ -8,6 +8,11 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 
 from replicator import batches, wire
 from replicator.config import parse_config
@@ -113,10 +118,13 @@ def count(bootstrap: str, topic: str) -> int:
 
 
 def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    """The group's committed offsets; none while its coordinator is still being set up."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
         return {tp: meta.offset for tp, meta in offsets.items()}
+    except (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError):
+        return {}
     finally:
         admin.close()
 
