@@ -121,6 +121,9 @@ class Supervisor:
             except RayActorError as exc:
                 self._lost(watched, exc)
                 continue
+            except Exception as exc:  # a control loop reports and goes on
+                self._trouble(watched, f"{name} did not answer: {_described(exc)}")
+                continue
             self._observe(watched, stats)
             if stats.health.state == "running":
                 running[name] = stats
@@ -176,6 +179,8 @@ class Supervisor:
                 log.info("%s stopped (%s)", name, ray.get(ref).state)
             except RayActorError as exc:
                 log.warning("%s died while stopping: %s", name, _first_line(exc))
+            except Exception as exc:  # the others still have to be stopped
+                log.warning("%s did not stop cleanly: %s", name, _described(exc))
         for name in names:
             watched = self._members.pop(name)
             ray.kill(watched.actor, no_restart=True)
@@ -253,3 +258,9 @@ class Supervisor:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _described(exc: BaseException) -> str:
+    """What went wrong in a member's method (a RayTaskError carries it as its cause)."""
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {_first_line(cause)}"

@@ -377,6 +377,32 @@ def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
     assert "createTopics is false" in log
 
 
+@ray.remote(num_cpus=0)
+class Broken:
+    """Stands in for a member whose methods raise (a bug, a lost object)."""
+
+    def stats(self):
+        raise RuntimeError("the metrics exporter broke")
+
+    def stop(self, timeout):
+        raise RuntimeError("the metrics exporter broke")
+
+
+def test_a_member_whose_answer_fails_is_reported_and_the_supervisor_goes_on(
+        sandbox, name, supervised, caplog):
+    create_topic(sandbox.source, name, partitions=2)
+    supervisor = supervised(parse_config(settings(sandbox, name, s2t=[name])))
+    wait_until(lambda: supervisor.poll()[0].running == 2, 60, interval=1, what="two members")
+    healthy = supervisor.actor("sourceToTarget-1")
+    supervisor._members["sourceToTarget-1"].actor = Broken.remote()
+    ray.kill(healthy, no_restart=True)
+
+    status = supervisor.poll()[0]
+
+    assert (status.planned, status.running) == (2, 1)
+    assert "sourceToTarget-1 did not answer: RuntimeError: the metrics exporter broke" in caplog.text
+
+
 def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, ray_cluster):
     """Records, bytes, lag, latency, commits and assigned partitions reach Ray's Prometheus
     endpoint, tagged by direction, topic and member."""
