@@ -57,7 +57,9 @@ def run(duration: float = 60.0, rate: float = 250.0, state_dir: Path | None = No
     """0 when every record arrived exactly where it should, 1 if not, 130 on Ctrl-C."""
     # The demo reports what its own Kafka clients achieved; their retries are noise here.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    previous = signal.getsignal(signal.SIGINT)
+    # Ctrl-C is how the demo ends early, even when started from a shell that made its
+    # background jobs ignore SIGINT (a non-interactive shell's `demo &`, some CI runners).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     cleanup = ExitStack()
     try:
         return _demo(cleanup, duration, rate, state_dir)
