@@ -163,6 +163,8 @@ class Flow:
             self._target_wire.bootstrap(CONNECT_TIMEOUT_MS)
         self._target_wire.track(set(self._routes.values()))
         self._registry = registry.Registry(source_settings)
+        with link.reaching(source_side, source):
+            self._registry.load()
         self._fetcher = Fetcher(self._source_wire, wire, consumer.max_partition_fetch_bytes,
                                 consumer.fetch_max_bytes, FETCH_WAIT_MS)
         producer = self.config.producer

@@ -64,8 +64,12 @@ class Registry:
         self._settings = settings
         self._ours: set[int] = set()
         self._foreign: set[int] = set()
-        self._position = 0
         self._consumer: KafkaConsumer | None = None
+
+    def load(self) -> None:
+        """Read the registry now, so that a lookup on the data path costs a round trip or two,
+        not a new connection (a few hundred ms that every record behind it would wait)."""
+        self._read_to_end()
 
     def is_ours(self, producer_id: int) -> bool:
         if producer_id == NO_PRODUCER or producer_id in self._foreign:
