@@ -48,6 +48,7 @@ FETCH_WAIT_MS = 100
 MERGE_BELOW_BYTES = 4096
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
+GROUP_POLL_INTERVAL_SECONDS = 0.2
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
 CONNECT_TIMEOUT_MS = 15_000
@@ -96,6 +97,7 @@ class Flow:
         self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
         self._next_sync = 0.0
+        self._next_group_poll = 0.0
         self._rebalancing_since: float | None = None
         self._next_rebalance_warning = 0.0
         self._admins: tuple = ()
@@ -205,9 +207,8 @@ class Flow:
 
     def _step(self) -> None:
         busy = wire.group_needs_time(self.source_consumer)
-        polled = self.source_consumer.poll(timeout_ms=GROUP_POLL_MS if busy else 0)
-        self._health.last_poll = time.time()
-        self._adopt(polled)
+        if busy or time.monotonic() >= self._next_group_poll:
+            self._poll_group(busy)
         if self.target_producer.unacknowledged_bytes < self._max_unacked_bytes:
             self._fetcher.pump(self._events.put)
         self.target_producer.pump(self._events.put)
@@ -220,6 +221,14 @@ class Flow:
             self._update_lag()
         if now >= self._next_sync:
             self._sync_topics()
+
+    def _poll_group(self, busy: bool) -> None:
+        # Heartbeats run on the consumer's own thread; a poll only has to take what the
+        # group decided (a join, an assignment), and costs about a millisecond even idle.
+        polled = self.source_consumer.poll(timeout_ms=GROUP_POLL_MS if busy else 0)
+        self._next_group_poll = time.monotonic() + GROUP_POLL_INTERVAL_SECONDS
+        self._health.last_poll = time.time()
+        self._adopt(polled)
 
     def _adopt(self, polled: dict) -> None:
         """Start fetching newly assigned partitions from the group's position."""

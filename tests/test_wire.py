@@ -7,7 +7,7 @@ import time
 
 import pytest
 from kafka.errors import CorruptRecordError
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewPartitions
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
@@ -105,13 +105,22 @@ def test_a_join_that_finishes_between_polls_is_taken_not_sent_again(sandbox, nam
     group leader that is one more rebalance of the whole group each time."""
     create_topic(sandbox.source, name, partitions=2)
     consumer = group_member(sandbox, name, name)
+    assigned_in: list[int] = []  # the generation of each assignment, as it arrives
+
+    class Recorder(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            assigned_in.append(consumer.group_metadata().generation_id)
+
     try:
-        consumer.subscribe([name])
+        consumer.subscribe([name], listener=Recorder())
         join_while_nobody_polls(consumer)
 
-        poll_until(consumer, consumer.assignment)
+        poll_until(consumer, lambda: assigned_in)
 
-        assert consumer.group_metadata().generation_id == 1
+        assert assigned_in[0] == 1  # the first join's answer, not a second join's
     finally:
         consumer.close(autocommit=False)
 

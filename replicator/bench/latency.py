@@ -21,6 +21,7 @@ from .data import PARTITIONS, Digest, value_of
 
 VALUE_SIZE = 100
 TICK = 0.005
+LATE_MS = 100.0
 
 
 def latency_key(index: int) -> bytes:
@@ -69,6 +70,7 @@ def _arrivals(bootstrap: str, topic: str, ready, stop_after, queue, label: str =
         consumer.position(tp)
     ready.set()
     latencies: list[float] = []
+    late: list[float] = []  # CreateTimes (ms) of the records that took over LATE_MS
     digests = {p: Digest() for p in range(PARTITIONS)}
     expected = None
     deadline = None
@@ -79,14 +81,18 @@ def _arrivals(bootstrap: str, topic: str, ready, stop_after, queue, label: str =
             for tp, batch in batches.items():
                 add = digests[tp.partition].add
                 for record in batch:
-                    latencies.append(now_ms - record.timestamp)
+                    latency = now_ms - record.timestamp
+                    latencies.append(latency)
+                    if latency > LATE_MS:
+                        late.append(record.timestamp)
                     add(record.key, b"", None)
             if expected is None and not stop_after.empty():
                 expected, grace = stop_after.get()
                 deadline = time.monotonic() + grace
             if expected is not None and (len(latencies) >= expected or time.monotonic() > deadline):
                 break
-        queue.put((label, latencies, {p: (d.count, d.hexdigest()) for p, d in digests.items()}))
+        queue.put((label, latencies, {p: (d.count, d.hexdigest()) for p, d in digests.items()},
+                   late))
     except BaseException as exc:
         queue.put(("error", repr(exc), {}))
     finally:
@@ -112,6 +118,8 @@ class LatencyRun:
     valid: bool = False
     detail: str = ""
     histogram: dict = field(default_factory=dict)
+    # Records over LATE_MS, by the second of the load they were sent in: when it stalled.
+    late_by_second: dict = field(default_factory=dict)
     # Kafka alone: the same records' arrival on the source topic (no replication).
     direct_p50_ms: float | None = None
     direct_p99_ms: float | None = None
@@ -139,8 +147,9 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
             proc.kill()
         run.detail = "the arrival consumers did not start"
         return run
-    load = ctx.Process(target=_load, args=(source, source_topic, rate, seconds, time.time() + 1.0, queue),
-                       daemon=True)
+    load_started_ms = (time.time() + 1.0) * 1000.0
+    load = ctx.Process(target=_load, args=(source, source_topic, rate, seconds, load_started_ms / 1000.0,
+                                           queue), daemon=True)
     load.start()
     sent = arrived = direct_arrived = None
     try:
@@ -175,6 +184,7 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
                                           latencies[-1] if latencies else None)
     edges = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000]
     run.histogram = {f"<={e}ms": sum(1 for x in latencies if x <= e) for e in edges}
+    run.late_by_second = _late_by_second(arrived[3], load_started_ms)
     expected = expected_digests(run.sent)
     if arrived[2] != expected:
         bad = [p for p in expected if arrived[2].get(p) != expected[p]]
@@ -184,3 +194,11 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
         run.valid = True
         run.detail = f"all {run.sent} records arrived once, in order per partition"
     return run
+
+
+def _late_by_second(late: list[float], started_ms: float) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for created in late:
+        second = str(max(0, int((created - started_ms) // 1000)))
+        counts[second] = counts.get(second, 0) + 1
+    return counts
