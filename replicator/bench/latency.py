@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -197,8 +198,4 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
 
 
 def _late_by_second(late: list[float], started_ms: float) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for created in late:
-        second = str(max(0, int((created - started_ms) // 1000)))
-        counts[second] = counts.get(second, 0) + 1
-    return counts
+    return dict(Counter(str(max(0, int((created - started_ms) // 1000))) for created in late))
