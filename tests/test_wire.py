@@ -1,4 +1,5 @@
-"""Batches as the real broker takes them: every header rewrite accepted, a wrong CRC refused."""
+"""`replicator.wire` against a real broker: every header rewrite accepted, a wrong CRC refused,
+and a group join answered between two polls taken."""
 
 from __future__ import annotations
 
