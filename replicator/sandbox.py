@@ -3,11 +3,16 @@
 Two single-node clusters, "source" and "target", run as detached JVMs so the
 sandbox outlives the Python process that started it. Their jars come once from
 Maven Central (or from ``$KAFKA_HOME/libs``); everything needed to find a running
-sandbox again (ports, pids, paths, the SASL flag) lives in
+sandbox again (ports, pids, paths, the SASL and TLS flags) lives in
 ``<state_dir>/sandbox.json``.
 
-``up(sasl=True)`` on a running sandbox that was started without SASL recreates
-both clusters with SASL, which discards their data.
+``up(tls=True)`` adds three TLS listeners to each cluster: SSL, SASL_SSL and MTLS (SSL
+that requires a client certificate). Their throwaway CA, broker and client certificates
+are made afresh in the state dir at every start (``<state_dir>/tls``). TLS implies SASL,
+whose users the SASL_SSL listener shares.
+
+``up(sasl=True)`` or ``up(tls=True)`` on a running sandbox that was started without
+them recreates both clusters, which discards their data.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, Iterator
 
 from kafka import KafkaAdminClient
 
+from . import certificates
 from .errors import ReplicatorError
 
 log = logging.getLogger("replicator.sandbox")
@@ -73,10 +79,23 @@ class SaslEndpoint:
 
 
 @dataclass(frozen=True)
+class TlsEndpoint:
+    """The TLS listeners of one cluster, and the PEM files a client needs for them."""
+
+    ssl_bootstrap_servers: str
+    sasl_ssl_bootstrap_servers: str  # the SASL listener's users and password
+    mtls_bootstrap_servers: str  # requires the client certificate
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class ClusterEndpoint:
     name: str
     bootstrap_servers: str
     sasl: SaslEndpoint | None
+    tls: TlsEndpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,16 @@ class SandboxInfo:
                     "bootstrapServers": cluster.sasl.bootstrap_servers,
                     "username": cluster.sasl.username,
                     "passwordFile": str(cluster.sasl.password_file),
+                }
+            if cluster.tls is not None:
+                # The files under the config keys that take them, ready to copy.
+                entry["tls"] = {
+                    "sslBootstrapServers": cluster.tls.ssl_bootstrap_servers,
+                    "saslSslBootstrapServers": cluster.tls.sasl_ssl_bootstrap_servers,
+                    "mtlsBootstrapServers": cluster.tls.mtls_bootstrap_servers,
+                    "sslCaFile": str(cluster.tls.ca_file),
+                    "sslCertFile": str(cluster.tls.cert_file),
+                    "sslKeyFile": str(cluster.tls.key_file),
                 }
             result[cluster.name] = entry
         return result
@@ -392,23 +421,29 @@ class Sandbox:
         self.kafka_version = kafka_version
         self._state_file = self.state_dir / "sandbox.json"
         self._password_file = self.state_dir / "sasl-password"
+        self._tls_dir = self.state_dir / "tls"
         self._log4j_config = self.state_dir / "log4j2.xml"
 
     # -- public API ----------------------------------------------------------
 
-    def up(self, sasl: bool = False, timeout: float = 90.0) -> SandboxInfo:
+    def up(self, sasl: bool = False, tls: bool = False, timeout: float = 90.0) -> SandboxInfo:
         """Start both clusters, or return the endpoints of the running ones.
 
         A sandbox with a dead broker is wiped and started afresh, and so is one
-        running without SASL when ``sasl`` is asked for. A SASL sandbox also
-        serves ``sasl=False`` callers: its PLAINTEXT listeners stay open.
+        running without SASL or TLS when they are asked for. A sandbox with them
+        also serves callers that do not ask: its PLAINTEXT listeners stay open.
         """
+        sasl = sasl or tls
         with self._lock():
             state = self._load()
             if state is not None:
                 if all(self._alive(state, name) for name in CLUSTERS):
-                    if sasl and not state["sasl"]:
-                        log.warning("Sandbox in %s runs without SASL: recreating it with SASL", self.state_dir)
+                    missing = [what for what, wanted, has in (("SASL", sasl, state["sasl"]),
+                                                              ("TLS", tls, state.get("tls", False)))
+                               if wanted and not has]
+                    if missing:
+                        log.warning("Sandbox in %s runs without %s: recreating it with it",
+                                    self.state_dir, " and ".join(missing))
                         self._teardown(state)
                     else:
                         self._wait_ready(state, CLUSTERS, timeout)
@@ -416,7 +451,7 @@ class Sandbox:
                 else:
                     log.info("Sandbox in %s has a dead broker: recreating it", self.state_dir)
                     self._teardown(state)
-            state = self._create(sasl)
+            state = self._create(sasl, tls)
             for name in CLUSTERS:
                 self._spawn(state, name)
             self._save(state)
@@ -429,9 +464,11 @@ class Sandbox:
         return self._info(state) if state is not None else None
 
     def status(self) -> dict:
-        """Per cluster: is the process alive, does the broker answer, where is it."""
+        """Per cluster: is the process alive, does the broker answer, where is it
+        (every listener, and the files its SASL and TLS clients need)."""
         state = self._load()
         result = {}
+        endpoints = self._info(state).as_json() if state is not None else {}
         for name in CLUSTERS:
             if state is None:
                 result[name] = {"running": False, "answering": False, "bootstrapServers": None}
@@ -441,7 +478,7 @@ class Sandbox:
             result[name] = {
                 "running": running,
                 "answering": running and _broker_answers(bootstrap),
-                "bootstrapServers": bootstrap,
+                **endpoints[name],
             }
         return result
 
@@ -472,6 +509,10 @@ class Sandbox:
     def cluster_id(self, name: str) -> str:
         """The KRaft cluster id that ``name``'s storage was formatted with."""
         return self._require_state(name)["clusters"][name]["clusterId"]
+
+    def authority(self) -> certificates.Issued:
+        """The CA that signed the TLS sandbox's certificates: to sign more of them."""
+        return certificates.load(self._tls_dir / "ca.crt", self._tls_dir / "ca.key")
 
     # -- state ---------------------------------------------------------------
 
@@ -504,14 +545,23 @@ class Sandbox:
         endpoints = {}
         for name in CLUSTERS:
             ports = state["clusters"][name]["ports"]
-            sasl = None
+            sasl = tls = None
             if state["sasl"]:
                 sasl = SaslEndpoint(
                     bootstrap_servers=f"127.0.0.1:{ports['sasl']}",
                     username=SASL_USERNAME,
                     password_file=Path(state["passwordFile"]),
                 )
-            endpoints[name] = ClusterEndpoint(name, self._bootstrap(state, name), sasl)
+            if state.get("tls"):
+                tls = TlsEndpoint(
+                    ssl_bootstrap_servers=f"127.0.0.1:{ports['ssl']}",
+                    sasl_ssl_bootstrap_servers=f"127.0.0.1:{ports['saslSsl']}",
+                    mtls_bootstrap_servers=f"127.0.0.1:{ports['mtls']}",
+                    ca_file=self._tls_dir / "ca.crt",
+                    cert_file=self._tls_dir / "client.crt",
+                    key_file=self._tls_dir / "client.key",
+                )
+            endpoints[name] = ClusterEndpoint(name, self._bootstrap(state, name), sasl, tls)
         return SandboxInfo(source=endpoints["source"], target=endpoints["target"], state_dir=self.state_dir)
 
     @staticmethod
@@ -525,8 +575,8 @@ class Sandbox:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def _create(self, sasl: bool) -> dict:
-        """Write configs and format storage for two fresh clusters."""
+    def _create(self, sasl: bool, tls: bool) -> dict:
+        """Write configs (and TLS material) and format storage for two fresh clusters."""
         java = java_executable()
         libs = ensure_kafka_libs(self.kafka_version)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -540,9 +590,15 @@ class Sandbox:
             "libs": str(libs),
             "sasl": sasl,
             "passwordFile": str(self._password_file) if sasl else None,
+            "tls": tls,
             "clusters": {},
         }
-        listeners = ("plaintext", "controller", "sasl") if sasl else ("plaintext", "controller")
+        listeners = ["plaintext", "controller"]
+        if sasl:
+            listeners.append("sasl")
+        if tls:
+            listeners += ["ssl", "saslSsl", "mtls"]
+        authority = self._new_tls_material() if tls else None
         free_ports = iter(_free_ports(len(listeners) * len(CLUSTERS)))
         for name in CLUSTERS:
             cluster_dir = self.state_dir / name
@@ -557,10 +613,32 @@ class Sandbox:
                 "config": str(cluster_dir / "server.properties"),
                 "log": str(cluster_dir / "broker.log"),
             }
-            _write_private(Path(cluster["config"]), _server_properties(cluster_dir / "data", ports, password))
+            broker_tls = self._broker_tls(authority, name, cluster_dir) if authority else None
+            _write_private(Path(cluster["config"]),
+                           _server_properties(cluster_dir / "data", ports, password, broker_tls))
             state["clusters"][name] = cluster
         self._format_storage(java, libs, state, password)
         return state
+
+    def _new_tls_material(self) -> certificates.Issued:
+        """A fresh CA in ``<state_dir>/tls``, with the client certificate and key it signed."""
+        shutil.rmtree(self._tls_dir, ignore_errors=True)
+        self._tls_dir.mkdir()
+        authority = certificates.new_authority("kafka-replicator sandbox CA")
+        client = certificates.issue(authority, "kafka-replicator sandbox client", server=False)
+        certificates.write(self._tls_dir / "ca.crt", authority.certificate_pem())
+        certificates.write(self._tls_dir / "ca.key", authority.key_pem(), private=True)
+        certificates.write(self._tls_dir / "client.crt", client.certificate_pem())
+        certificates.write(self._tls_dir / "client.key", client.key_pem(), private=True)
+        return authority
+
+    def _broker_tls(self, authority: certificates.Issued, name: str, cluster_dir: Path) -> _BrokerTls:
+        """The broker's key store: its certificate for localhost and 127.0.0.1, signed by the CA."""
+        broker = certificates.issue(authority, f"{name} broker", ("localhost", "127.0.0.1"), server=True)
+        password = secrets.token_hex(16)
+        keystore = certificates.write(cluster_dir / "broker.p12",
+                                      broker.pkcs12(password, authority), private=True)
+        return _BrokerTls(keystore, password, self._tls_dir / "ca.crt")
 
     def _format_storage(self, java: str, libs: Path, state: dict, password: str) -> None:
         # Both formats run at once: each is a JVM start, the slow part of up().
@@ -630,16 +708,29 @@ class Sandbox:
                 _stop_process(cluster["pid"], Path(cluster["config"]))
         for name in CLUSTERS:
             shutil.rmtree(self.state_dir / name, ignore_errors=True)
+        shutil.rmtree(self._tls_dir, ignore_errors=True)
         self._state_file.unlink(missing_ok=True)
 
 
-def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str) -> str:
+@dataclass(frozen=True)
+class _BrokerTls:
+    keystore: Path
+    password: str
+    truststore: Path
+
+
+def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str,
+                       tls: _BrokerTls | None) -> str:
     """server.properties for a one-node combined broker+controller."""
     listeners = [f"PLAINTEXT://127.0.0.1:{ports['plaintext']}"]
     protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
     if sasl_password:
         listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{ports['sasl']}")
         protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+    if tls:
+        listeners += [f"SSL://127.0.0.1:{ports['ssl']}", f"SASL_SSL://127.0.0.1:{ports['saslSsl']}",
+                      f"MTLS://127.0.0.1:{ports['mtls']}"]
+        protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL", "MTLS:SSL"]
     advertised = ",".join(listeners)
     lines = [
         "process.roles=broker,controller",
@@ -666,14 +757,25 @@ def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str
         "num.io.threads=2",
     ]
     if sasl_password:
-        prefix = "listener.name.sasl_plaintext"
+        lines.append("sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN")
+        for listener in ("sasl_plaintext", "sasl_ssl") if tls else ("sasl_plaintext",):
+            prefix = f"listener.name.{listener}"
+            lines += [
+                f"{prefix}.scram-sha-256.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                f"{prefix}.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+                f'required user_{SASL_USERNAME}="{sasl_password}";',
+            ]
+    if tls:
         lines += [
-            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
-            f"{prefix}.scram-sha-256.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            f"{prefix}.scram-sha-512.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
-            f'required user_{SASL_USERNAME}="{sasl_password}";',
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={tls.keystore}",
+            f"ssl.keystore.password={tls.password}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls.truststore}",
+            # Only MTLS asks clients for a certificate, and it turns away those without one.
+            "listener.name.mtls.ssl.client.auth=required",
         ]
     return "\n".join(lines) + "\n"
