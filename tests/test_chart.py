@@ -538,6 +538,69 @@ def test_no_password_reaches_a_configmap(helm):
         assert "kafka-source-credentials" not in text and "Secret" not in text
 
 
+TLS_FROM_SECRETS = {
+    "sourceKafka": {
+        "bootstrapServers": "kafka-0.kafka:9093",
+        "securityProtocol": "SSL",
+        "tlsSecret": {"name": "kafka-source-tls", "caKey": "ca.crt", "certKey": "tls.crt", "keyKey": "tls.key"},
+        "sslKeyPasswordSecret": {"name": "kafka-source-key", "key": "key-password"},
+    },
+    "targetKafka": {
+        # Only a CA, under the default key (ca.crt) of a Secret that holds other keys too.
+        "bootstrapServers": "warehouse:9094",
+        "securityProtocol": "SASL_SSL",
+        "saslMechanism": "SCRAM-SHA-512",
+        "saslUsername": "replicator-wh",
+        "saslPasswordSecret": {"name": "kafka-target-credentials", "key": "pw"},
+        "tlsSecret": {"name": "warehouse-ca"},
+    },
+}
+
+
+def mounted_secret_key(template: dict, container: dict, path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file a container finds at `path`, from its mounts and volumes."""
+    mounts = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mounts, f"{container['name']}: nothing is mounted where {path} is"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == mount["name"])
+    assert "secret" in volume, f"{path} is on volume {volume['name']}, not a Secret"
+    file_name = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = {item["path"]: item["key"] for item in volume["secret"].get("items", [])}
+    # Without items, a Secret volume holds one file per key, named after the key.
+    key = items[file_name] if items else file_name
+    # The files are 0440: the non-root replicator reads them through the pods' fsGroup.
+    assert volume["secret"]["defaultMode"] & 0o040 and template["spec"]["securityContext"]["fsGroup"]
+    return volume["secret"]["secretName"], key
+
+
+def test_tls_files_in_the_config_are_the_mounted_secret_keys(helm):
+    docs = render(helm, {**TLS_FROM_SECRETS, **BOTH_DIRECTIONS})
+    config = rendered_config(docs)
+    expected = {
+        ("sourceKafka", "sslCaFile"): ("kafka-source-tls", "ca.crt"),
+        ("sourceKafka", "sslCertFile"): ("kafka-source-tls", "tls.crt"),
+        ("sourceKafka", "sslKeyFile"): ("kafka-source-tls", "tls.key"),
+        ("targetKafka", "sslCaFile"): ("warehouse-ca", "ca.crt"),
+    }
+    assert {(side, field) for side in ("sourceKafka", "targetKafka")
+            for field in ("sslCaFile", "sslCertFile", "sslKeyFile") if field in config[side]} == set(expected)
+    specs = pod_specs(docs)
+    assert {"kafka-replicator-driver", "head"} < set(specs) and any(n.startswith("worker/") for n in specs)
+    for pod_name, template in specs.items():
+        container = template["spec"]["containers"][0]
+        for (side, field), secret_key in expected.items():
+            assert mounted_secret_key(template, container, config[side][field]) == secret_key, (pod_name, field)
+
+
+def test_the_key_password_variable_of_the_config_comes_from_its_secret(helm):
+    docs = render(helm, {**TLS_FROM_SECRETS, **BOTH_DIRECTIONS})
+    variable = rendered_config(docs)["sourceKafka"]["sslKeyPasswordEnv"]
+    for pod_name, template in pod_specs(docs).items():
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": "kafka-source-key", "key": "key-password"}, pod_name
+
+
 def test_the_driver_connects_to_the_cluster_head(helm):
     docs = render(helm)
     cluster = one(docs, "RayCluster")
