@@ -28,13 +28,14 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from . import batches, link, registry, wire
+from . import batches, link, map_topic, registry, wire
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
 from .errors import ClusterError, ConfigError, RecordRejected
 from .fetcher import Fetcher
 from .metrics import FlowMetrics
-from .producer import BatchProducer
+from .offset_map import Journal
+from .producer import BatchProducer, Delivery, Shipment
 from .provenance import Provenance
 from .shipping import Shipper, Step, Target
 from .topics import Layout, TopicSync
@@ -86,6 +87,10 @@ class Flow:
         self._group = config.group(direction)
         self._routes = {route.source_topic_name: route.target for route in self._settings.topics}
         self._checkpoint = Checkpoint()
+        self._journal: Journal | None = None
+        # Positions to commit once the map write covering them is acknowledged.
+        self._map_write: tuple[dict, Delivery | None] | None = None
+        self._map_error: ClusterError | None = None
         self._stopping = threading.Event()
         self._health = Health(direction, member)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
@@ -149,9 +154,13 @@ class Flow:
             target_id = target_admin.describe_cluster()["cluster_id"]
             registry.ensure_topic(target_admin)
         self._provenance = Provenance(source_id, target_id)
+        self._journal = Journal(source_id)
         self._topic_sync = TopicSync(source_admin, target_admin, self._routes,
                                      manage=self._settings.create_topics)
         self._sync_topics()
+        with link.reaching(target_side, target):
+            map_topic.ensure_topic(target_admin,
+                                   map_topic.longest_retention(source_admin, self._routes))
 
         source_settings, target_settings = link.client_settings(source), link.client_settings(target)
         consumer = self.config.consumer
@@ -163,7 +172,7 @@ class Flow:
         with link.reaching(target_side, target):
             self._target_wire = wire.Wire(target_settings, 1 << 20)
             self._target_wire.bootstrap(CONNECT_TIMEOUT_MS)
-        self._target_wire.track(set(self._routes.values()))
+        self._target_wire.track(set(self._routes.values()) | {map_topic.TOPIC})
         self._registry = registry.Registry(source_settings)
         with link.reaching(source_side, source):
             self._registry.load()
@@ -177,7 +186,7 @@ class Flow:
         with link.reaching(target_side, target):
             self.target_producer = BatchProducer(
                 self._target_wire, wire, lambda: self._new_producer_id(target_settings),
-                producer.max_request_size, self._target_wire.request_timeout_ms)
+                producer.max_request_size, self._target_wire.request_timeout_ms, self._written)
         self.source_consumer = link.source_consumer(self.config, self.direction, self.member)
         # Know the topics' partitions before joining: a group leader that assigns without
         # them gives out nothing, and may not notice when they arrive a moment later.
@@ -215,7 +224,8 @@ class Flow:
         self._handle_events(EVENT_WAIT_SECONDS)
         settled = self._settle()
         now = time.monotonic()
-        if (settled and not self._group.enable_auto_commit) or now >= self._next_commit:
+        mapped = self._map_write is not None and _done(self._map_write[1])
+        if mapped or (settled and not self._group.enable_auto_commit) or now >= self._next_commit:
             self._next_commit = now + self._group.auto_commit_interval_ms / 1000.0
             self._commit()
             self._update_lag()
@@ -259,7 +269,8 @@ class Flow:
                 self._fetched(node, payload, answer)
             else:
                 for delivery in owner.answered(node, payload, answer):
-                    self.metrics.acknowledged(delivery.timestamp)
+                    if delivery.timestamp is not None:  # None: a write of the offset map
+                        self.metrics.acknowledged(delivery.timestamp)
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
@@ -377,11 +388,14 @@ class Flow:
 
     def _drain(self, seconds: float, partitions=None) -> bool:
         """Wait for the target's answers (for `partitions`, or all); True if none is missing."""
+        return self._wait(lambda: not self._checkpoint.in_flight(partitions), seconds)
+
+    def _wait(self, done, seconds: float) -> bool:
+        """Handle the target's answers until `done()`; fetched data is dropped (read again later)."""
         deadline = time.monotonic() + seconds
         while True:
-            pending = self._checkpoint.in_flight(partitions)
-            if not pending or time.monotonic() >= deadline:
-                return not pending
+            if done() or time.monotonic() >= deadline:
+                return done()
             self.target_producer.pump(self._events.put)
             try:
                 owner, node, payload, answer = self._events.get(timeout=EVENT_WAIT_SECONDS)
@@ -398,10 +412,67 @@ class Flow:
             if tp not in self._stopped:
                 self._checkpoint.advance(tp, self._fetcher.position(tp))
 
+    # The offset map: spans are journaled as the target acknowledges them, and written
+    # to the map topic before the source offsets they cover are committed.
+
+    def _written(self, shipment: Shipment) -> None:
+        target = shipment.offset
+        for first, count in shipment.runs:
+            self._journal.record(shipment.origin, shipment.tp, first, target, count)
+            if target >= 0:
+                target += count
+        if shipment.offset < 0:
+            log.warning("%s: the target did not say where it wrote %s[%d]@%d; the offset map "
+                        "cannot translate those offsets", self.direction, shipment.origin.topic,
+                        shipment.origin.partition, shipment.runs[0][0])
+
+    def _write_map(self) -> None:
+        """Start writing the journal; the positions acknowledged so far wait for it."""
+        positions = self._checkpoint.to_commit()
+        entries = self._journal.take()
+        delivery = None
+        if entries:
+            delivery = Delivery(1, None)
+            self.target_producer.submit(Shipment(map_topic.PARTITION, len(entries), delivery,
+                                                 data=map_topic.encode(entries)))
+        self._map_write = (positions, delivery)
+
+    def _ready_to_commit(self) -> dict | None:
+        """Acknowledged positions whose spans the map topic holds; None while it is written."""
+        if self._map_write is None:
+            self._write_map()
+        positions, delivery = self._map_write
+        if not _done(delivery):
+            return None
+        self._map_write = None
+        if delivery is not None and delivery.exception is not None:
+            # Its spans are gone from the journal: no later position may be committed.
+            side, cluster = self.config.clusters(self.direction)[1]
+            self._map_error = ClusterError(
+                side, cluster.bootstrap_servers,
+                f"could not write the offset map topic {map_topic.TOPIC!r} "
+                f"({type(delivery.exception).__name__}); grant the replicator's principal "
+                "Write on it")
+        if self._map_error is not None:
+            raise self._map_error
+        return positions
+
+    def _flush_map(self, seconds: float) -> dict:
+        """Write the journal now; the positions it covers ({} if the target did not answer)."""
+        if self._map_write is not None and not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
+            return {}
+        self._map_write = None
+        self._write_map()
+        if not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
+            return {}
+        return self._ready_to_commit()
+
     def _commit(self, report=log.warning) -> bool:
         """Commit the acknowledged positions; False if the group refused them for now."""
         self._advance_idle()
-        positions = self._checkpoint.to_commit()
+        positions = self._ready_to_commit()
+        if positions is None:
+            return False
         if not positions:
             return True
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
@@ -422,6 +493,8 @@ class Flow:
         self._checkpoint.committed(positions)
         self.metrics.committed(time.monotonic() - started)
         self._rebalancing_since = None
+        if not self._group.enable_auto_commit and self._checkpoint.to_commit():
+            self._write_map()  # acknowledged while the last write was in flight
         return True
 
     def _commit_waits(self) -> None:
@@ -496,9 +569,13 @@ class Flow:
         """Commit on the way out; a rebalance under way is finished first (nothing is fetched)."""
         deadline = time.monotonic() + seconds
         report = log.warning
-        while not self._commit(report) and time.monotonic() < deadline:
+        # A commit may cover what was mapped before the last answers came: go on until all is.
+        while (not self._commit(report) or self._checkpoint.to_commit()) and time.monotonic() < deadline:
             report = log.debug  # the first refusal said it all
-            self.source_consumer.poll(timeout_ms=200)
+            if self._map_write is not None:
+                self._wait(lambda: _done(self._map_write[1]), 0.2)
+            else:
+                self.source_consumer.poll(timeout_ms=200)
 
     # Rebalance callbacks: the consumer runs them on its IO thread while the flow's own
     # thread waits in poll() (a JoinGroup in flight goes on between polls, but the
@@ -508,9 +585,15 @@ class Flow:
         """Wait for the target's answers on revoked partitions; return what to commit."""
         log.info("%s %s: rebalance: partitions revoked: %s", self.direction, self.member or "-",
                  _names(partitions))
-        self._drain(min(10.0, self._group.session_timeout_ms / 3000.0), set(partitions))
+        patience = min(10.0, self._group.session_timeout_ms / 3000.0)
+        self._drain(patience, set(partitions))
         self._advance_idle()
-        return {tp: pos for tp, pos in self._checkpoint.to_commit().items() if tp in partitions}
+        try:
+            positions = self._flush_map(patience)
+        except ClusterError as exc:
+            log.error("%s: %s; the revoked partitions are not committed", self.direction, exc)
+            return {}
+        return {tp: pos for tp, pos in positions.items() if tp in partitions}
 
     def committed(self, positions: dict) -> None:
         self._checkpoint.committed(positions)
@@ -526,6 +609,10 @@ class Flow:
 
     def forget(self, partitions) -> None:
         self._checkpoint.forget(partitions)
+        self._journal.forget(partitions)
+        if self._map_write is not None:  # their next owner commits them now
+            for tp in partitions:
+                self._map_write[0].pop(tp, None)
         self._fetcher.forget(partitions)
         for tp in partitions:
             self._stopped.pop(tp, None)
@@ -533,6 +620,10 @@ class Flow:
             self._singles.pop(tp, None)
         gone = set(_names(partitions))
         self._health.assigned = [name for name in self._health.assigned if name not in gone]
+
+
+def _done(delivery: Delivery | None) -> bool:
+    return delivery is None or delivery.is_done
 
 
 def _names(partitions) -> list[str]:

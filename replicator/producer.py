@@ -80,15 +80,20 @@ class Delivery:
 @dataclass(eq=False)
 class Shipment:
     """One batch for one target partition. `copy` is a source batch to rewrite, else
-    `data` is a batch we built."""
+    `data` is a batch we built. `runs` are the (source offset, count) runs of `origin`
+    (the source partition) that it carries; once acknowledged, `offset` is where the
+    target wrote its first record."""
 
     tp: object
     records: int
     delivery: Delivery
     copy: batches.Batch | None = None
     data: bytes | None = None
+    origin: object = None
+    runs: tuple = ()
     sequence: int = -1
     state: str = "queued"  # queued → sent → acked; or dropped
+    offset: int = -1
 
     @property
     def size(self) -> int:
@@ -117,12 +122,15 @@ class BatchProducer:
 
     `wire` needs leader(tp), refresh(), send(node, request) -> Future; `protocol`
     builds requests and reads answers (replicator.wire in production). `on_answer`
-    is how the IO thread hands an answer back: it must only enqueue.
+    is how the IO thread hands an answer back: it must only enqueue. `on_written`
+    hears of every acknowledged shipment that carries source runs, in its lane's order.
     """
 
     def __init__(self, wire, protocol, new_producer_id: Callable[[], tuple[int, int]],
-                 max_request_bytes: int, timeout_ms: int):
+                 max_request_bytes: int, timeout_ms: int,
+                 on_written: Callable[[Shipment], None] | None = None):
         self._wire = wire
+        self._on_written = on_written
         self._protocol = protocol
         self._new_producer_id = new_producer_id
         self._max_request_bytes = max_request_bytes
@@ -207,9 +215,11 @@ class BatchProducer:
             if results is None:  # the request itself failed: no broker refused anything
                 self._retry(lane, shipment)
                 continue
-            error = results.get(shipment.tp, (KafkaError, -1))[0]
+            error, shipment.offset = results.get(shipment.tp, (KafkaError, -1))
             if error is None or error is DuplicateSequenceNumberError:
                 self._acked(lane, shipment)
+                if shipment.runs and self._on_written is not None:
+                    self._on_written(shipment)
                 if shipment.delivery.is_done:
                     completed.append(shipment.delivery)
             else:

@@ -79,7 +79,7 @@ class Shipper:
         def close_run():
             nonlocal run, run_bytes
             if run:
-                steps.append(self._encode(target, run, position))
+                steps.append(self._encode(tp, target, run, position))
                 run, run_bytes = [], 0
 
         for batch, committed in batches.readable(fetched, aborted):
@@ -94,12 +94,12 @@ class Shipper:
                 continue
             if batch.base_offset < singles_until:
                 close_run()
-                steps.extend(self._singles(target, batch, position))
+                steps.extend(self._singles(tp, target, batch, position))
                 continue
             reason = self._obstacle(batch, target, position)
             if reason is None and batch.size >= self._merge_below:
                 close_run()
-                steps.append(self._copy(target, batch))
+                steps.append(self._copy(tp, target, batch))
                 continue
             if reason is not None and reason != "record mode":
                 self._on_fallback(tp, reason)
@@ -122,9 +122,10 @@ class Shipper:
             return f"the batch ({batch.size} bytes) is larger than producer.maxRequestSize"
         return None
 
-    def _copy(self, target: Target, batch: Batch) -> Step:
+    def _copy(self, tp, target: Target, batch: Batch) -> Step:
         delivery = Delivery(1, batch.max_timestamp)
-        shipment = Shipment(TopicPartition(target.topic, target.partition), batch.record_count, delivery, copy=batch)
+        shipment = Shipment(TopicPartition(target.topic, target.partition), batch.record_count, delivery,
+                            copy=batch, origin=tp, runs=((batch.base_offset, batch.record_count),))
         return Step(batch.base_offset, batch.next_offset, [shipment], "copy",
                     batch.record_count, batch.size)
 
@@ -146,7 +147,7 @@ class Shipper:
                 kept.append(record)
         return kept, looped
 
-    def _encode(self, target: Target, batch_list: list[Batch], position: int) -> Step:
+    def _encode(self, tp, target: Target, batch_list: list[Batch], position: int) -> Step:
         """Re-encode the records of consecutive batches: "merge" for several, else "encode"."""
         first = max(batch_list[0].base_offset, position)
         step = Step(first, batch_list[-1].next_offset, how="merge" if len(batch_list) > 1 else "encode")
@@ -157,12 +158,13 @@ class Shipper:
         delivery = Delivery(len(chunks), max(r.timestamp for r in kept))
         for partition, chunk in chunks:
             data = batches.encode(chunk, self._codec)
-            step.shipments.append(Shipment(TopicPartition(target.topic, partition), len(chunk), delivery, data=data))
+            step.shipments.append(Shipment(TopicPartition(target.topic, partition), len(chunk), delivery,
+                                           data=data, **_origin(tp, target, chunk)))
             step.bytes += len(data)
         step.records = len(kept)
         return step
 
-    def _singles(self, target: Target, batch: Batch, position: int) -> list[Step]:
+    def _singles(self, tp, target: Target, batch: Batch, position: int) -> list[Step]:
         """One step per record, so that the one the target refuses is known exactly."""
         kept, looped = self._records([batch], position)
         steps = []
@@ -171,8 +173,9 @@ class Shipper:
             partition = target.partition if target.partition is not None else self._partition(record, target)
             data = batches.encode([record], self._codec)
             delivery = Delivery(1, record.timestamp)
-            step = Step(start, record.offset + 1, [Shipment(TopicPartition(target.topic, partition), 1, delivery, data=data)],
-                        "encode", 1, len(data))
+            shipment = Shipment(TopicPartition(target.topic, partition), 1, delivery, data=data,
+                                **_origin(tp, target, [record]))
+            step = Step(start, record.offset + 1, [shipment], "encode", 1, len(data))
             steps.append(step)
             start = record.offset + 1
         if start < batch.next_offset or not steps:
@@ -205,3 +208,19 @@ class Shipper:
         if record.key is None:
             return next(self._round_robin) % target.partitions
         return wire.key_hash(record.key) % target.partitions
+
+
+def _origin(tp, target: Target, records: list[Record]) -> dict:
+    """The source offsets a shipment carries, as runs, for the offset map.
+
+    Records hashed over the target's partitions have no single target offset to map to.
+    """
+    if target.partition is None:
+        return {}
+    runs: list[list[int]] = []
+    for record in records:
+        if runs and runs[-1][0] + runs[-1][1] == record.offset:
+            runs[-1][1] += 1
+        else:
+            runs.append([record.offset, 1])
+    return {"origin": tp, "runs": tuple((first, count) for first, count in runs)}
