@@ -23,6 +23,7 @@ import ray
 from replicator.config import ReplicatorConfig
 from replicator.errors import ConfigError
 from replicator.flow import Flow, Health
+from replicator.group_sync import GroupSync
 
 from .telemetry import Exporter, Totals
 
@@ -73,6 +74,12 @@ class Member:
         self._runner.start()
         threading.Thread(target=self._export_periodically, name=f"metrics-{name}",
                          daemon=True).start()
+        # One member per direction syncs group offsets: the first, which Ray keeps alive.
+        self._group_sync = None
+        if config.direction(direction).sync_group_offsets.enabled and name == f"{direction}-0":
+            self._group_sync = GroupSync(config, direction)
+            threading.Thread(target=self._group_sync.run, args=(self._stopping,),
+                             name=f"group-sync-{name}", daemon=True).start()
 
     def __repr__(self) -> str:
         # Ray prefixes the actor's log lines with this: "(sourceToTarget-0 pid=...)".
@@ -142,6 +149,8 @@ class Member:
 
     def _export_locked(self) -> Totals:
         flow = self._flow
+        if self._group_sync is not None:
+            self._exporter.publish_sync(self._group_sync.figures)
         return self._exporter.publish(flow.metrics.snapshot(), flow.metrics.drain_latencies(),
                                       len(flow.health().assigned))
 

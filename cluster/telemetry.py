@@ -18,6 +18,7 @@ LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1
 MEMBER = ("direction", "member")
 TOPIC = ("direction", "topic", "member")
 PARTITION = ("direction", "topic", "partition", "member")
+GROUP = ("direction", "group", "member")
 
 _NOTHING = Snapshot(records={}, bytes={}, loop_skipped={}, error_skipped={}, errors=0, commits=0,
                     commit_seconds=0.0, rebalances=0, lag={}, latency_ms=[])
@@ -72,6 +73,13 @@ class Exporter:
                                 "Times Ray restarted the member's actor", MEMBER)
         self.assigned = Gauge("kafka_replicator_assigned_partitions",
                               "Partitions the member owns", MEMBER)
+        self.synced = Counter("kafka_replicator_group_offsets_synced",
+                              "Offsets of consumer groups written on the target by the group "
+                              "offset sync", GROUP)
+        self.sync_behind = Gauge("kafka_replicator_group_sync_behind",
+                                 "Records a synced group's offsets on the target are behind its "
+                                 "translated source offsets", GROUP)
+        self._synced: dict[str, int] = {}
 
     def restarted(self) -> None:
         self.restarts.inc(1, self._tags)
@@ -102,6 +110,15 @@ class Exporter:
         self._export_lag(snapshot.lag)
         self.assigned.set(assigned, self._tags)
         return replace(totals)
+
+    def publish_sync(self, figures) -> None:
+        """Export the group offset sync's figures (a replicator.group_sync.SyncFigures)."""
+        for group, written in dict(figures.written).items():
+            tags = {**self._tags, "group": group}
+            _increase(self.synced, written - self._synced.get(group, 0), tags)
+            self._synced[group] = written
+        for group, behind in dict(figures.behind).items():
+            self.sync_behind.set(behind, {**self._tags, "group": group})
 
     def _export_lag(self, lag: dict[str, int]) -> None:
         for name, value in lag.items():

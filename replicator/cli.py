@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_status)
 
+    offsets = commands.add_parser(
+        "offsets", help="translate a consumer group's committed offsets to the other cluster")
+    offsets.add_argument("action", choices=("translate",))
+    offsets.add_argument("--config", required=True, type=Path)
+    offsets.add_argument("--group", required=True, help="the consumer group to translate")
+    offsets.add_argument("--direction", choices=DIRECTIONS,
+                         help="whose source the group reads (default: the first enabled direction)")
+    offsets.add_argument("--json", action="store_true")
+    offsets.set_defaults(handler=_offsets)
+
     sandbox = commands.add_parser("sandbox", help="a local two-cluster Kafka for trying things out")
     sandbox.add_argument("action", choices=("up", "down", "status"))
     sandbox.add_argument("--state-dir", type=Path, help="where the brokers keep their data")
@@ -114,15 +124,33 @@ def _replicate(args) -> int:
 
 
 def _status(args) -> int:
-    from .offsets import describe_groups, format_table
+    from .offsets import describe_groups, format_synced, format_table, synced_groups
 
     config = load_config(args.config)
     rows = describe_groups(config)
+    synced = synced_groups(config)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows] + [row.as_json() for row in synced], indent=2))
+    else:
+        print(format_table(rows))
+        if synced:
+            print()
+            print(format_synced(synced))
+    return 0
+
+
+def _offsets(args) -> int:
+    from .translation import Translator, format_table
+
+    config = load_config(args.config)
+    direction = args.direction or config.enabled_directions()[0]
+    with Translator(config, direction) as translator:
+        rows = translator.translate(args.group)
     if args.json:
         print(json.dumps([row.as_json() for row in rows], indent=2))
     else:
         print(format_table(rows))
-    return 0
+    return EXIT_ERROR if any(row.target_offset is None for row in rows) else 0
 
 
 def _sandbox(args) -> int:

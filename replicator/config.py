@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -202,6 +203,28 @@ class Route(_Model):
         return self.target_topic_name or self.source_topic_name
 
 
+class SyncGroupOffsets(_Model):
+    """`replication.<direction>.syncGroupOffsets`: groups whose offsets follow to the target."""
+
+    enabled: bool = False
+    groups: list[str] = Field(default_factory=list,
+                              description="group names, or regular expressions matching whole names")
+    interval_seconds: float = Field(10.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _groups_are_named_and_valid(self) -> SyncGroupOffsets:
+        if self.enabled and not self.groups:
+            raise ValueError("enabled is true but no groups are named; add groups: "
+                             "[a group name or a regular expression such as 'orders-.*']")
+        for pattern in self.groups:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"groups: {pattern!r} is not a valid regular "
+                                 f"expression ({exc}); escape special characters with \\") from None
+        return self
+
+
 class DirectionConfig(_Model):
     """`replication.<direction>`."""
 
@@ -216,6 +239,7 @@ class DirectionConfig(_Model):
         description="batch: copy record batches as bytes; record: re-encode each record "
         "with provenance headers",
     )
+    sync_group_offsets: SyncGroupOffsets = SyncGroupOffsets()
 
     @model_validator(mode="after")
     def _routes_are_distinct(self) -> DirectionConfig:

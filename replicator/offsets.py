@@ -75,17 +75,55 @@ def _owners(description: dict) -> dict[TopicPartition, str]:
     return owners
 
 
+@dataclass(frozen=True)
+class SyncedGroup:
+    """A group the direction's group offset sync follows (`syncGroupOffsets`)."""
+
+    direction: str
+    synced_group: str
+    state: str  # "synced", or "active on the target" (left alone while it has members there)
+    behind: int | None  # records between its offsets on the target and its translated ones
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def synced_groups(config: ReplicatorConfig) -> list[SyncedGroup]:
+    """Per direction with syncGroupOffsets on: its groups and how far behind each is."""
+    from .group_sync import GroupSync
+
+    rows = []
+    for direction in config.enabled_directions():
+        if not config.direction(direction).sync_group_offsets.enabled:
+            continue
+        sync = GroupSync(config, direction)
+        sync.sync_once(write=False)
+        figures = sync.figures
+        for group in sorted(figures.seen):
+            active = group in figures.active
+            rows.append(SyncedGroup(direction, group, "active on the target" if active else "synced",
+                                    None if active else figures.behind.get(group, 0)))
+    return rows
+
+
 def format_table(rows: list[PartitionStatus]) -> str:
-    header = ("DIRECTION", "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET",
-              "LAG", "OWNER")
-    lines = [header] + [
-        (r.direction, r.group, r.topic, str(r.partition), _dash(r.committed), str(r.log_end),
-         _dash(r.lag), r.owner or "-")
-        for r in rows
-    ]
+    return table(("DIRECTION", "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET",
+                  "LAG", "OWNER"),
+                 [(r.direction, r.group, r.topic, str(r.partition), dash(r.committed),
+                   str(r.log_end), dash(r.lag), r.owner or "-") for r in rows])
+
+
+def format_synced(rows: list[SyncedGroup]) -> str:
+    return table(("DIRECTION", "SYNCED-GROUP", "STATE", "BEHIND"),
+                 [(r.direction, r.synced_group, r.state, dash(r.behind)) for r in rows])
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, as the Kafka command-line tools print them."""
+    lines = [header, *rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def _dash(value: int | None) -> str:
+def dash(value: int | None) -> str:
     return "-" if value is None else str(value)

@@ -11,8 +11,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
+    NoError,
     NotCoordinatorError,
 )
+from kafka.structs import OffsetAndMetadata
 
 from replicator import batches, wire
 from replicator.config import parse_config
@@ -125,6 +127,25 @@ def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
         return {tp: meta.offset for tp, meta in offsets.items()}
     except (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError):
         return {}
+    finally:
+        admin.close()
+
+
+def set_group_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit offsets for a group with no members, as an application that read that far."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        def committed_them():
+            try:
+                errors = admin.alter_group_offsets(
+                    group, {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            except (CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError):
+                return False
+            refused = {tp: error for tp, error in errors.items() if error is not NoError}
+            assert all(error.retriable for error in refused.values()), refused
+            return not refused
+
+        wait_until(committed_them, 30, what=f"a coordinator for group {group}")
     finally:
         admin.close()
 

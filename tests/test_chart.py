@@ -39,6 +39,7 @@ from replicator.config import (
     ReplicatorConfig,
     ResourceAmounts,
     Route,
+    SyncGroupOffsets,
     load_config,
     parse_config,
 )
@@ -754,6 +755,7 @@ def test_schema_mirrors_the_config_model():
         (ProducerConfig, props["producer"]["properties"], set()),
         (DirectionConfig, props["replication"]["properties"]["sourceToTarget"]["properties"], set()),
         (Route, props["replication"]["properties"]["sourceToTarget"]["properties"]["topics"]["items"]["properties"], set()),
+        (SyncGroupOffsets, props["replication"]["properties"]["targetToSource"]["properties"]["syncGroupOffsets"]["properties"], set()),
         (ResourceAmounts, props["resources"]["properties"]["requests"]["properties"], set()),
     ]
     for model, schema_props, chart_only in sections:

@@ -1,0 +1,129 @@
+"""Group offset sync: chosen consumer groups find their positions waiting on the target.
+
+Every `intervalSeconds`, for each source group that `syncGroupOffsets.groups` names
+(exactly, or by a regular expression matching the whole name), the committed offsets
+are translated through the offset map and committed for the same group on the target
+cluster. As in MirrorMaker 2, a group with active members on the target is left alone
+(it is reading there already), and an offset never moves backwards. The replicator's
+own groups are never synced.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from . import link
+from .config import DIRECTIONS, ReplicatorConfig
+from .errors import ReplicatorError
+from .translation import Translator, coordinated
+
+log = logging.getLogger(__name__)
+
+IDLE_STATES = {"Empty", "Dead", ""}
+
+
+@dataclass
+class SyncFigures:
+    """What the sync did, for metrics and `status`."""
+
+    passes: int = 0
+    seen: set[str] = field(default_factory=set)  # groups chosen and found on the source
+    written: dict[str, int] = field(default_factory=dict)  # group -> offsets written, in total
+    behind: dict[str, int] = field(default_factory=dict)  # group -> records the target is behind
+    active: set[str] = field(default_factory=set)  # groups skipped: members on the target
+    failures: int = 0
+
+
+class GroupSync:
+    def __init__(self, config: ReplicatorConfig, direction: str):
+        self.config = config
+        self.direction = direction
+        self.settings = config.direction(direction).sync_group_offsets
+        self._patterns = [re.compile(pattern) for pattern in self.settings.groups]
+        self._own = {config.group(name).group_id for name in DIRECTIONS}
+        self.figures = SyncFigures()
+
+    def chosen(self, groups) -> list[str]:
+        """The groups to sync among `groups`: named by the settings, never our own."""
+        return sorted(group for group in groups if group not in self._own
+                      and any(pattern.fullmatch(group) for pattern in self._patterns))
+
+    def run(self, stopping: threading.Event) -> None:
+        """Sync every intervalSeconds until `stopping` is set; a failed pass is logged."""
+        while not stopping.is_set():
+            try:
+                self.sync_once()
+            except (ReplicatorError, KafkaError, OSError) as exc:
+                self.figures.failures += 1
+                log.warning("group offset sync (%s) failed: %s; trying again in %.0fs",
+                            self.direction, exc, self.settings.interval_seconds)
+            stopping.wait(self.settings.interval_seconds)
+
+    def sync_once(self, write: bool = True) -> dict[str, dict[TopicPartition, int]]:
+        """One pass; returns what it wrote (or, with `write` off, would write), per group."""
+        (_, _), (target_side, target) = self.config.clusters(self.direction)
+        written: dict[str, dict[TopicPartition, int]] = {}
+        with Translator(self.config, self.direction) as translator:
+            with link.reaching(*self.config.clusters(self.direction)[0]):
+                listed = [group["group_id"] for group in translator.source_admin.list_groups()]
+            groups = self.chosen(listed)
+            if not groups:
+                return written
+            maps = translator.maps()
+            target_admin = link.admin_client(target_side, target)
+            try:
+                for group in groups:
+                    committed = translator.committed(group)
+                    if not any(tp.topic in translator.routes for tp in committed):
+                        continue
+                    rows = translator.translate(group, committed, maps)
+                    self.figures.seen.add(group)
+                    changed = self._sync_group(target_admin, group, rows, write)
+                    if changed:
+                        written[group] = changed
+            finally:
+                target_admin.close()
+        self.figures.passes += 1
+        return written
+
+    def _sync_group(self, admin, group: str, rows, write: bool) -> dict[TopicPartition, int]:
+        with link.reaching(*self.config.clusters(self.direction)[1]):
+            state = coordinated(admin.describe_groups, [group]).get(group, {})
+            if state.get("group_state", "") not in IDLE_STATES or state.get("members"):
+                if group not in self.figures.active and write:
+                    log.info("group offset sync: %s has active members on the %s cluster; its "
+                             "offsets there are its own (not synced while it has members)",
+                             group, self.config.clusters(self.direction)[1][0])
+                self.figures.active.add(group)
+                return {}
+            self.figures.active.discard(group)
+            existing = {tp: meta.offset for tp, meta in
+                        coordinated(admin.list_group_offsets, {group: None}).get(group, {}).items()}
+            wanted = {TopicPartition(row.target_topic, row.partition): row.target_offset
+                      for row in rows if row.target_offset is not None}
+            forward = {tp: offset for tp, offset in wanted.items() if offset > existing.get(tp, -1)}
+            self.figures.behind[group] = sum(
+                max(0, offset - max(existing.get(tp, 0), 0)) for tp, offset in wanted.items())
+            if not forward or not write:
+                return forward
+            errors = coordinated(admin.alter_group_offsets, group, {
+                tp: OffsetAndMetadata(offset, "", -1) for tp, offset in forward.items()})
+        refused = {tp: error.__name__ for tp, error in errors.items() if error.errno != 0}
+        done = {tp: offset for tp, offset in forward.items() if tp not in refused}
+        if refused:
+            log.warning("group offset sync: %s: the %s cluster refused %s", group,
+                        self.config.clusters(self.direction)[1][0], refused)
+        if done:
+            self.figures.written[group] = self.figures.written.get(group, 0) + len(done)
+            self.figures.behind[group] = sum(
+                max(0, offset - max(done.get(tp, existing.get(tp, 0)), 0)) for tp, offset in wanted.items())
+            log.info("group offset sync: %s: %s", group, ", ".join(
+                f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in sorted(done.items())))
+        return done
