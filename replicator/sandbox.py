@@ -351,8 +351,10 @@ def _is_ours(pid: int | None, config: Path) -> bool:
     if not pid:
         return False
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        return False
+    if child is not None:
+        # Our own child: /proc would do, but right after Popen returns, while the exec
+        # finishes, its command line reads empty, which must not pass for a dead broker.
+        return child.poll() is None and str(config) in child.args
     if Path("/proc/self").exists():
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")

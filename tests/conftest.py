@@ -23,9 +23,10 @@ def sandbox(tmp_path_factory):
     """
     state_dir = os.environ.get("KAFKA_REPLICATOR_TEST_SANDBOX_DIR")
     sandbox = Sandbox(Path(state_dir) if state_dir else tmp_path_factory.mktemp("sandbox"))
-    info = sandbox.up(sasl=True, tls=True)
-    yield SandboxHandle(sandbox, info)
-    sandbox.down()
+    try:
+        yield SandboxHandle(sandbox, sandbox.up(sasl=True, tls=True))
+    finally:
+        sandbox.down()  # also after a failed start, whose brokers may be running
 
 
 class SandboxHandle:
