@@ -7,6 +7,7 @@ import datetime
 import logging
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -144,6 +145,24 @@ def test_replicates_with_an_encrypted_client_key_whose_password_is_in_the_enviro
     replicate_50_records(sandbox, name, {"bootstrapServers": sandbox.source},
                          mtls_cluster(sandbox.info.target, sslKeyFile=key_file,
                                       sslKeyPasswordEnv="TEST_KEY_PASSWORD"))
+
+
+def test_the_readmes_tls_example_replicates_from_sasl_ssl_to_mtls(sandbox, name, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Connecting with TLS"):]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    source, target = example["sourceKafka"], example["targetKafka"]
+    # Its servers and files become the sandbox's; everything else is as the README says.
+    source.update(bootstrapServers=sandbox.info.source.tls.sasl_ssl_bootstrap_servers,
+                  sslCaFile=str(sandbox.info.source.tls.ca_file))
+    target.update(bootstrapServers=sandbox.info.target.tls.mtls_bootstrap_servers,
+                  sslCaFile=str(sandbox.info.target.tls.ca_file),
+                  sslCertFile=str(sandbox.info.target.tls.cert_file),
+                  sslKeyFile=encrypted_client_key(sandbox, tmp_path, "key-password-0815"))
+    monkeypatch.setenv("SOURCE_KAFKA_SASL_PASSWORD", sandbox.info.source.sasl.password())
+    monkeypatch.setenv("TARGET_KAFKA_SSL_KEY_PASSWORD", "key-password-0815")
+
+    replicate_50_records(sandbox, name, source, target)
 
 
 def check_fails(tmp_path, capsys, config: dict) -> str:
