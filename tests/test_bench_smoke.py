@@ -44,3 +44,18 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
     for ratio in ("ours, batch mode / MirrorMaker 2", "ours, record mode / MirrorMaker 2"):
         assert ratio in table
     assert "existing chart's settings" in table and "| target |" in table
+
+
+def test_the_failover_row_counts_what_a_moved_group_loses_and_reads_twice(sandbox, tmp_path, capsys):
+    out = tmp_path / "failover.json"
+    assert main(["--tiny", "--only", "failover", "--source", sandbox.source, "--target", sandbox.target,
+                 "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
+
+    runs = {run["replicator"]: run for run in json.loads(out.read_text())["failover"]}
+    assert set(runs) == {"ours-batch", "ours-record", "mirrormaker2"}
+    for name in ("ours-batch", "ours-record"):
+        run = runs[name]
+        assert run["expected"] > 0 and run["read"] == run["expected"], run
+        assert (run["lost"], run["read_twice"], run["foreign"]) == (0, 0, 0), run["detail"]
+    assert runs["mirrormaker2"]["read"] > 0, runs["mirrormaker2"]["detail"]
+    assert "| MirrorMaker 2 | 1,200 |" in capsys.readouterr().out

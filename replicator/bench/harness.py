@@ -20,6 +20,7 @@ from kafka import KafkaAdminClient
 
 from ..sandbox import KAFKA_VERSION, Sandbox, _cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, report
+from .failover import Failover
 from .measure import Copy, watch_copy
 
 log = logging.getLogger("replicator.bench")
@@ -28,7 +29,7 @@ log = logging.getLogger("replicator.bench")
 OURS = {"ours-batch": "batch", "ours-record": "record"}
 REPLICATORS = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
-EXTRA_ROWS = ["relay"]
+EXTRA_ROWS = ["relay", "failover"]
 ALIASES = {"ours": list(OURS)}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -49,13 +50,14 @@ class Plan:
     chart_seconds: float = 90.0
     settle_seconds: float = 2.0
     costs_records: int = 100_000
+    failover_records: int = 2_000  # per partition
 
 
 PLANS = {
     "full": Plan("full", 2_000_000, 500_000, 200_000, 30_000, 60.0),
     "quick": Plan("quick", 80_000, 20_000, 20_000, 2_000, 5.0, settle_seconds=1.0, costs_records=30_000),
     "tiny": Plan("tiny", 6_000, 1_200, 2_000, 300, 2.0, chart_seconds=30.0, settle_seconds=0.5,
-                 costs_records=5_000),
+                 costs_records=5_000, failover_records=400),
 }
 
 
@@ -109,6 +111,7 @@ class Bench:
         self.rows: list[Row] = []
         self.latency: list[dict] = []
         self.costs: dict = {}
+        self.failover: list[dict] = []
         self.started = time.monotonic()
         self.timeline: list[tuple[str, float]] = []
 
@@ -130,6 +133,8 @@ class Bench:
 
     def datasets(self) -> dict[str, data.DataSet]:
         """The data set's topics on the source: pre-loaded now, or reused if already there."""
+        if set(selected(self.args.only)) <= {"failover", *REPLICATORS}:
+            return {}  # the failover row writes topics of its own
         cache = self.work.parent / "datasets.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         wanted = {
@@ -363,7 +368,9 @@ class Bench:
         sets = self.datasets()
         only = selected(self.args.only)
         for size in ("100B", "1KiB", data.ONE_PER_BATCH):
-            dataset = sets[size]
+            dataset = sets.get(size)
+            if dataset is None:
+                continue
             # The brokers' own limit is measured on the batched data sets only.
             if "ceiling" in only and not dataset.one_per_batch:
                 self.rows.append(self.ceiling(size, dataset))
@@ -382,6 +389,12 @@ class Bench:
             self.latency += self.latency_rows("relay")
         if "costs" in only:
             self.costs = self.cpu_per_record(sets["100B"])
+        if "failover" in only:  # not by default: a correctness comparison, not a speed one
+            scenario = Failover(self.source, self.target, self.members, self.work, self.plan.failover_records)
+            for who in [r for r in REPLICATORS if r in only] or REPLICATORS:
+                run = scenario.run(who)
+                self.failover.append(run.as_json())
+                self._stamp(f"failover {who}: {run.detail}")
         return self.results(sets)
 
     def cpu_per_record(self, dataset: data.DataSet) -> dict:
@@ -409,6 +422,7 @@ class Bench:
             "throughput": [row.as_json() for row in self.rows],
             "latency": self.latency,
             "cpu_per_record": self.costs,
+            "failover": self.failover,
             "timeline": self.timeline,
             "work_dir": str(self.work),
         }

@@ -49,8 +49,24 @@ def table(results: dict) -> str:
     if results.get("latency"):
         lines += _latency_table(results)
     lines += _costs(results.get("cpu_per_record") or {})
+    if results.get("failover"):
+        lines += _failover(results["failover"])
     lines += _targets(results)
     return "\n".join(lines)
+
+
+def _failover(runs: list[dict]) -> list[str]:
+    lines = ["", "Failover: a consumer group moves to the target from the offsets the replicator put there",
+             "", "| replicator | records | still to process | lost | read twice | never committed on the source | offsets ready after |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        if not r["read"] and not r["expected"]:
+            lines.append(f"| {NAMES[r['replicator']]} | {r['records']:,} | {r['detail']} | | | | |")
+            continue
+        seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f} s"
+        lines.append(f"| {NAMES[r['replicator']]} | {r['records']:,} | {r['expected']:,} | {r['lost']:,} | "
+                     f"{r['read_twice']:,} | {r['foreign']:,} | {seconds} |")
+    return lines
 
 
 def _throughput(results: dict) -> list[str]:
