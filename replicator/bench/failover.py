@@ -23,7 +23,9 @@ from kafka.structs import OffsetAndMetadata
 
 from ..config import load_config
 from ..group_sync import GroupSync
-from ..translation import coordinated
+from ..offset_map import PartitionMap, Span
+from ..translation import Translator, coordinated
+from .. import map_topic
 from . import data, mirrormaker, ours
 
 log = logging.getLogger("replicator.bench")
@@ -40,8 +42,10 @@ class FailoverRun:
     lost: int = 0
     read_twice: int = 0
     foreign: int = 0  # read but never committed on the source (aborted records)
+    on_target: int = 0  # records in the target topic: the copies, replayed ones included
     positions: dict = field(default_factory=dict)  # partition: (source position, target offset)
     seconds: float | None = None  # from the copy's end to the group's offsets on the target
+    translate_seconds: float | None = None  # ours: `offsets translate` of the group, map read included
     valid: bool = False
     detail: str = ""
 
@@ -64,6 +68,7 @@ def load(source: str, topic: str, per_partition: int) -> dict[int, list[bytes]]:
                 aborting.begin_transaction()
                 for j in range(20):
                     aborting.send(topic, value=b"aborted-%d" % j, partition=0)
+                aborting.flush()  # written to the log, then aborted
                 aborting.abort_transaction()
     producer.flush()
     producer.close()
@@ -94,7 +99,16 @@ def values_after(bootstrap: str, topic: str, offsets: dict[int, int], timeout: f
 def commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        coordinated(admin.alter_group_offsets, group, {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        deadline = time.monotonic() + 30
+        while True:
+            errors = coordinated(admin.alter_group_offsets, group,
+                                 {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            refused = {tp: error for tp, error in errors.items() if error.errno != 0}
+            if not refused:
+                return
+            if time.monotonic() > deadline or not all(e.retriable for e in refused.values()):
+                raise RuntimeError(f"could not commit {group}'s offsets: {refused}")
+            time.sleep(0.5)
     finally:
         admin.close()
 
@@ -133,6 +147,7 @@ class Failover:
     def __init__(self, source: str, target: str, members: int, work: Path, per_partition: int):
         self.source, self.target, self.members, self.work = source, target, members, work
         self.per_partition = per_partition
+        self.translated_in: float | None = None
 
     def run(self, who: str) -> FailoverRun:
         tag = uuid.uuid4().hex[:6]
@@ -153,12 +168,14 @@ class Failover:
         finally:
             data.delete_topics(self.source, [topic])
         run.seconds = seconds
+        run.translate_seconds = self.translated_in
         run.positions = {p: (source_positions[p], offsets.get(p)) for p in source_positions}
         if len(offsets) < PARTITIONS:
             run.detail = f"the group has offsets on the target for {sorted(offsets)} only"
             data.delete_topics(self.target, [target_topic])
             return run
         read = values_after(self.target, target_topic, offsets)
+        run.on_target = sum(self._ends(self.target, target_topic).values())
         data.delete_topics(self.target, [target_topic])
         return judge(run, source_values, positions, read)
 
@@ -186,27 +203,53 @@ class Failover:
     def _ours(self, who: str, topic: str, group: str, tag: str, wanted: dict[int, int]) -> tuple[str, dict[int, int], float]:
         target_topic = f"{topic}.copy"
         mode = who.removeprefix("ours-")
-        config = ours.write_config(self.work / f"failover-{who}.yaml", self.source, self.target,
-                                   f"bench-failover-{who}-{tag}", {topic: target_topic}, self.members,
-                                   mode, {"replication": {"sourceToTarget": {
-                                       "syncGroupOffsets": {"enabled": True, "groups": [group]}}}})
+        replicator_group = f"bench-failover-{who}-{tag}"
+
+        def configured(name: str, commit_interval_ms: int):
+            return ours.write_config(
+                self.work / f"failover-{who}-{name}.yaml", self.source, self.target, replicator_group,
+                {topic: target_topic}, self.members, mode, {
+                    "consumerGroup": {"sourceToTarget": {"groupId": replicator_group,
+                                                         "autoCommitIntervalMs": commit_interval_ms}},
+                    "replication": {"sourceToTarget": {"syncGroupOffsets": {"enabled": True, "groups": [group]}}}})
+
+        # The crash: everything copied, nothing committed, the members killed.
+        members = ours.Replicators(configured("crashing", 3_600_000), self.members, self.work,
+                                   f"failover-{who}-crashing").start()
+        try:
+            self._wait_copied(target_topic, wanted, members.alive)
+        finally:
+            members.kill()
+        config = configured("after", 1_000)
         members = ours.Replicators(config, self.members, self.work, f"failover-{who}").start()
         try:
             self._wait_copied(target_topic, wanted, members.alive)
-            replicator_group = f"bench-failover-{who}-{tag}"
             ends = {TopicPartition(topic, p): o for p, o in self._ends(self.source, topic).items()}
             _wait(lambda: committed(self.source, replicator_group) == ends, 60, "the replicator's commit")
         finally:
             members.stop()
         started = time.monotonic()
+        with Translator(load_config(config), "sourceToTarget") as translator:
+            translator.translate(group)
+        self.translated_in = time.monotonic() - started
+        started = time.monotonic()
         GroupSync(load_config(config), "sourceToTarget").sync_once()
         return target_topic, self._target_offsets(group, target_topic), time.monotonic() - started
 
     def _mirror_maker(self, topic: str, group: str, tag: str, wanted: dict[int, int]) -> tuple[str, dict[int, int], float]:
+        self.translated_in = None
+        # The crash: everything copied, its source offsets not flushed yet, the process killed.
+        mm2 = mirrormaker.MirrorMaker(self.source, self.target, [topic], self.members, self.work, tag,
+                                      groups=[group], flush_interval_ms=3_600_000).start()
+        try:
+            self._wait_copied(topic, wanted, mm2.alive)
+        finally:
+            mm2.kill()
         mm2 = mirrormaker.MirrorMaker(self.source, self.target, [topic], self.members, self.work, tag,
                                       groups=[group]).start()
         try:
             self._wait_copied(topic, wanted, mm2.alive)
+            _wait(lambda: self._ends_stable(topic), 120, "MirrorMaker 2's replay")
             started = time.monotonic()
             _wait(lambda: len(self._target_offsets(group, topic)) == PARTITIONS and self._stable(group, topic),
                   120, "MirrorMaker 2's group offset sync")
@@ -214,6 +257,11 @@ class Failover:
         finally:
             mm2.stop()
         return topic, self._target_offsets(group, topic), seconds
+
+    def _ends_stable(self, topic: str, seconds: float = 5.0) -> bool:
+        before = self._ends(self.target, topic)
+        time.sleep(seconds)
+        return self._ends(self.target, topic) == before
 
     def _stable(self, group: str, topic: str, seconds: float = 5.0) -> bool:
         before = self._target_offsets(group, topic)
@@ -250,3 +298,43 @@ def _wait(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.5)
+
+
+def translation_cost(partitions: int = 2_000, records: int = 1_000_000, replay_every: int = 10_000,
+                     replayed: int = 500) -> dict:
+    """Translating one commit per partition through a large map, in memory: each partition
+    holds `records` copied with a crash replaying `replayed` of them every `replay_every`."""
+    spans, target = [], 0
+    for start in range(0, records, replay_every):
+        spans.append(Span(start, target, replay_every))
+        target += replay_every
+        spans.append(Span(start + replay_every - replayed, target, replayed))
+        target += replayed
+    maps = [PartitionMap(list(spans)) for _ in range(partitions)]
+    started = time.perf_counter()
+    for partition, spans_of in enumerate(maps):
+        spans_of.translate(partition * 997 % records, records)
+    return {"partitions": partitions, "records_per_partition": records, "spans_per_partition": len(spans),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def map_size(bootstrap: str) -> dict:
+    """The offset map topic on `bootstrap`: records, distinct spans and bytes held."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        if map_topic.TOPIC not in consumer.topics():
+            return {}
+        consumer.assign([map_topic.PARTITION])
+        consumer.seek_to_beginning(map_topic.PARTITION)
+        end = consumer.end_offsets([map_topic.PARTITION])[map_topic.PARTITION]
+        records, size, keys = 0, 0, set()
+        deadline = time.monotonic() + 120
+        while consumer.position(map_topic.PARTITION) < end and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    records += 1
+                    size += len(record.key or b"") + len(record.value or b"")
+                    keys.add(record.key)
+        return {"records": records, "spans": len(keys), "bytes": size}
+    finally:
+        consumer.close()

@@ -20,6 +20,7 @@ from kafka import KafkaAdminClient
 
 from ..sandbox import KAFKA_VERSION, Sandbox, _cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, report
+from . import failover
 from .failover import Failover
 from .measure import Copy, watch_copy
 
@@ -112,6 +113,8 @@ class Bench:
         self.latency: list[dict] = []
         self.costs: dict = {}
         self.failover: list[dict] = []
+        self.translation: dict = {}
+        self.offset_map: dict = {}
         self.started = time.monotonic()
         self.timeline: list[tuple[str, float]] = []
 
@@ -395,6 +398,11 @@ class Bench:
                 run = scenario.run(who)
                 self.failover.append(run.as_json())
                 self._stamp(f"failover {who}: {run.detail}")
+            self.translation = failover.translation_cost()
+            self._stamp(f"translation in memory: {self.translation}")
+        if only & {"failover", *OURS}:
+            self.offset_map = failover.map_size(self.target)
+            self._stamp(f"offset map on the target: {self.offset_map}")
         return self.results(sets)
 
     def cpu_per_record(self, dataset: data.DataSet) -> dict:
@@ -423,6 +431,8 @@ class Bench:
             "latency": self.latency,
             "cpu_per_record": self.costs,
             "failover": self.failover,
+            "translation": self.translation,
+            "offset_map": self.offset_map,
             "timeline": self.timeline,
             "work_dir": str(self.work),
         }

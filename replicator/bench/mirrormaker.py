@@ -35,7 +35,7 @@ _LOG4J2 = """\
 
 
 def properties(source: str, target: str, topics: list[str], tasks: int, tag: str,
-               groups: list[str] | None = None) -> str:
+               groups: list[str] | None = None, flush_interval_ms: int | None = None) -> str:
     """mm2.properties for one source->target flow. The cluster aliases carry `tag` so
     that each run has internal topics (and stored source offsets) of its own. With `groups`,
     checkpoints and group offset sync run for them, every second."""
@@ -73,6 +73,8 @@ def properties(source: str, target: str, topics: list[str], tasks: int, tag: str
         # The jars on the class path declare their plugins: skip the slow class-path scan.
         "plugin.discovery = service_load",
         f"{tgt}.plugin.discovery = service_load",
+        # How often Connect stores the source offsets it copied (its commit).
+        *([f"offset.flush.interval.ms = {flush_interval_ms}"] if flush_interval_ms else []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -92,9 +94,10 @@ def _group_sync(groups: list[str]) -> list[str]:
 
 class MirrorMaker:
     def __init__(self, source: str, target: str, topics: list[str], tasks: int, work_dir: Path, tag: str,
-                 groups: list[str] | None = None):
+                 groups: list[str] | None = None, flush_interval_ms: int | None = None):
         self.source, self.target, self.topics, self.tasks = source, target, topics, tasks
         self.work_dir, self.tag, self.groups = work_dir, tag, groups
+        self.flush_interval_ms = flush_interval_ms
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
 
@@ -106,7 +109,8 @@ class MirrorMaker:
         libs = jars.mirror_maker_libs()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / f"mm2-{self.tag}.properties"
-        config.write_text(properties(self.source, self.target, self.topics, self.tasks, self.tag, self.groups))
+        config.write_text(properties(self.source, self.target, self.topics, self.tasks, self.tag, self.groups,
+                                     self.flush_interval_ms))
         log4j = self.work_dir / "mm2-log4j2.xml"
         log4j.write_text(_LOG4J2)
         command = [java_executable(), *HEAP, "-Djava.awt.headless=true",
@@ -120,6 +124,12 @@ class MirrorMaker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: its internal topics stay for the next process of this tag."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:

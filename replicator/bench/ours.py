@@ -78,6 +78,11 @@ class Replicators:
     def alive(self) -> bool:
         return all(proc.poll() is None for proc in self.procs)
 
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
     def stop(self, timeout: float = 30.0) -> list[int | None]:
         for proc in self.procs:
             if proc.poll() is None:

@@ -51,21 +51,32 @@ def table(results: dict) -> str:
     lines += _costs(results.get("cpu_per_record") or {})
     if results.get("failover"):
         lines += _failover(results["failover"])
+    if results.get("translation"):
+        t = results["translation"]
+        lines += ["", f"Translation in memory: one commit in each of {t['partitions']:,} partitions of "
+                      f"{t['records_per_partition']:,} records ({t['spans_per_partition']} spans each) "
+                      f"in {t['seconds']:.3f} s"]
+    if results.get("offset_map"):
+        m = results["offset_map"]
+        lines += ["", f"Offset map on the target after this run: {m['records']:,} records, "
+                      f"{m['spans']:,} spans, {m['bytes']:,} bytes (before compaction)"]
     lines += _targets(results)
     return "\n".join(lines)
 
 
 def _failover(runs: list[dict]) -> list[str]:
     lines = ["", "Failover: a consumer group moves to the target from the offsets the replicator put there",
-             "", "| replicator | records | still to process | lost | read twice | never committed on the source | offsets ready after |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "", "| replicator | records | offsets on the target (replays included) | still to process | lost | "
+             "read twice | never committed on the source | offsets ready after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         if not r["read"] and not r["expected"]:
-            lines.append(f"| {NAMES[r['replicator']]} | {r['records']:,} | {r['detail']} | | | | |")
+            lines.append(f"| {NAMES[r['replicator']]} | {r['records']:,} | | {r['detail']} | | | | |")
             continue
         seconds = "-" if r["seconds"] is None else f"{r['seconds']:.1f} s"
-        lines.append(f"| {NAMES[r['replicator']]} | {r['records']:,} | {r['expected']:,} | {r['lost']:,} | "
-                     f"{r['read_twice']:,} | {r['foreign']:,} | {seconds} |")
+        translated = "" if r.get("translate_seconds") is None else f" (translate {r['translate_seconds']:.2f} s)"
+        lines.append(f"| {NAMES[r['replicator']]} | {r['records']:,} | {r['on_target']:,} | {r['expected']:,} | {r['lost']:,} | "
+                     f"{r['read_twice']:,} | {r['foreign']:,} | {seconds}{translated} |")
     return lines
 
 
