@@ -38,12 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use (or start) the sandbox in this directory and keep it if it was "
                       "already running (default: a new sandbox in a temporary directory)")
     demo.set_defaults(handler=_demo)
-
-    sandbox = commands.choices["sandbox"]
-    sandbox.add_argument("--tls", action="store_true",
-                         help="also open SSL, SASL_SSL and MTLS (client certificate required) listeners, "
-                         "with a throwaway CA and certificates in the state dir (implies --sasl)")
-    sandbox.set_defaults(handler=_sandbox)
     return parser
 
 
@@ -67,25 +61,6 @@ def _run(args) -> int:
     from .driver import run
 
     return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
-
-
-def _sandbox(args) -> int:
-    """replicator.cli's `sandbox`, with the TLS sandbox started first when --tls asks for it:
-    `up` then finds it running and prints it (with --json, its TLS listeners and files too)."""
-    if not (args.action == "up" and args.tls):
-        return cli._sandbox(args)
-    from replicator.sandbox import Sandbox
-
-    info = Sandbox(args.state_dir).up(tls=True)
-    cli._sandbox(args)
-    if not args.json:
-        for endpoint in (info.source, info.target):
-            print(f"{endpoint.name} SSL: {endpoint.tls.ssl_bootstrap_servers}, "
-                  f"SASL_SSL: {endpoint.tls.sasl_ssl_bootstrap_servers}, "
-                  f"MTLS (client certificate required): {endpoint.tls.mtls_bootstrap_servers}")
-        tls = info.source.tls
-        print(f"CA certificate {tls.ca_file}, client certificate {tls.cert_file}, its key {tls.key_file}")
-    return 0
 
 
 def _demo(args) -> int:

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--state-dir", type=Path, help="where the brokers keep their data")
     sandbox.add_argument("--sasl", action="store_true",
                          help="also open a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN)")
+    sandbox.add_argument("--tls", action="store_true",
+                         help="also open SSL, SASL_SSL and MTLS (client certificate required) listeners, "
+                         "with a throwaway CA and certificates in the state dir (implies --sasl)")
     sandbox.add_argument("--json", action="store_true")
     sandbox.set_defaults(handler=_sandbox)
     return parser
@@ -158,7 +161,7 @@ def _sandbox(args) -> int:
 
     sandbox = Sandbox(args.state_dir)
     if args.action == "up":
-        info = sandbox.up(sasl=args.sasl)
+        info = sandbox.up(sasl=args.sasl, tls=args.tls)
         if args.json:
             print(json.dumps(info.as_json(), indent=2))
         else:
@@ -168,6 +171,13 @@ def _sandbox(args) -> int:
                 if endpoint.sasl:
                     print(f"{endpoint.name} SASL_PLAINTEXT: {endpoint.sasl.bootstrap_servers} "
                           f"user {endpoint.sasl.username}, password in {endpoint.sasl.password_file}")
+                if endpoint.tls:
+                    print(f"{endpoint.name} SSL: {endpoint.tls.ssl_bootstrap_servers}, "
+                          f"SASL_SSL: {endpoint.tls.sasl_ssl_bootstrap_servers}, "
+                          f"MTLS (client certificate required): {endpoint.tls.mtls_bootstrap_servers}")
+            if info.source.tls:
+                tls = info.source.tls
+                print(f"CA certificate {tls.ca_file}, client certificate {tls.cert_file}, its key {tls.key_file}")
     elif args.action == "down":
         sandbox.down()
         print("sandbox stopped and its data removed")
