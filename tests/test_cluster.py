@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
 from cluster.traffic import PartitionCheck, check_partition
-from kafka_support import batch_bytes, committed, create_topic, read_all, wait_until
+from kafka_support import batch_bytes, committed, create_topic, read_all, set_group_offsets, wait_until
 from replicator.config import parse_config
 from replicator.offsets import describe_groups
 from replicator.provenance import user_headers
@@ -439,6 +439,22 @@ def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, 
     assert metrics["ray_kafka_replicator_replication_latency_ms_count"] > 0
     assert metrics["ray_kafka_replicator_commits_total"] > 0
     assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
+
+
+def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(sandbox, name, supervised):
+    create_topic(sandbox.source, name, partitions=2)
+    Feed(sandbox.source, name, 2, total=200, rate=1000).join()
+    set_group_offsets(sandbox.source, f"{name}-app", {TopicPartition(name, 0): 30, TopicPartition(name, 1): 60})
+    config = settings(sandbox, name, s2t=[name])
+    config["replication"]["sourceToTarget"]["syncGroupOffsets"] = {
+        "enabled": True, "groups": [f"{name}-app"], "intervalSeconds": 1}
+
+    supervised(parse_config(config))
+
+    # The partitions were copied in order from offset 0, so each translates to itself.
+    wait_until(lambda: committed(sandbox.target, f"{name}-app") == {
+        TopicPartition(name, 0): 30, TopicPartition(name, 1): 60}, 60, interval=1,
+        what="the group's offsets on the target")
 
 
 def _owners(config) -> set[str]:
