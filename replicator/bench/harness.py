@@ -136,8 +136,9 @@ class Bench:
 
     def datasets(self) -> dict[str, data.DataSet]:
         """The data set's topics on the source: pre-loaded now, or reused if already there."""
-        if set(selected(self.args.only)) <= {"failover", *REPLICATORS}:
-            return {}  # the failover row writes topics of its own
+        only = selected(self.args.only)
+        if "failover" in only and only <= {"failover", *REPLICATORS}:
+            return {}  # `--only failover [replicators]`: its topics are its own
         cache = self.work.parent / "datasets.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         wanted = {
@@ -504,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", choices=ROWS + EXTRA_ROWS + list(ALIASES),
                         help="run these rows only (ours: ours-batch and ours-record; with latency, "
                         "the latency rows of the replicators named, or of all if none is; relay: "
-                        "latency of a bare kafka-python poll/send loop, not run by default)")
+                        "latency of a bare kafka-python poll/send loop, not run by default; "
+                        "failover: a consumer group moved to the target by each replicator named, "
+                        "or by all, not run by default)")
     parser.add_argument("--preload-workers", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="cProfile our replicate processes")
     parser.add_argument("--set", dest="override", type=json.loads, default=None, metavar="JSON",
