@@ -117,6 +117,22 @@ def test_an_enabled_direction_needs_topics():
     assert "replication.targetToSource is enabled but lists no topics" in message
 
 
+def with_sync(**sync):
+    return with_(replication={"sourceToTarget": {"topics": [{"sourceTopicName": "damage"}],
+                                                 "syncGroupOffsets": sync}})
+
+
+def test_a_group_offset_sync_without_groups_names_the_key_and_the_fix():
+    message = error_of(with_sync(enabled=True))
+    assert ("replication.sourceToTarget.syncGroupOffsets: enabled is true but no groups are named; "
+            "add groups: [a group name or a regular expression") in message
+
+
+def test_a_group_pattern_that_is_not_a_regular_expression_is_named():
+    message = error_of(with_sync(enabled=True, groups=["orders-(eu"]))
+    assert "groups: 'orders-(eu' is not a valid regular expression" in message
+
+
 def test_sasl_needs_a_mechanism_and_credentials():
     data = with_(sourceKafka={"bootstrapServers": "k:9092", "securityProtocol": "SASL_SSL"})
     assert "needs saslMechanism" in error_of(data)
