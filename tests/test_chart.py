@@ -1,8 +1,9 @@
 """The Helm chart in charts/kafka-replicator: lint, render, validate, and its config.
 
 * `helm lint` and `helm template` for the default values and variations;
-* every rendered RayCluster/RayJob against the KubeRay v1.7.0 CRD schemas in
-  tests/kuberay-crds (unknown fields rejected), built-in kinds against the
+* every rendered RayCluster/RayJob against the KubeRay v1.6.1 CRD schemas in
+  tests/kuberay-crds (copied from the operator module's config/crd/bases, the ones
+  tests/test_k8s.py installs and checks; unknown fields rejected), built-in kinds against the
   Kubernetes schemas shipped with kubernetes-validate;
 * the ConfigMap's config loads with the replicator's own model and equals what the
   values asked for; wrong values make helm fail with a message naming the field.
@@ -47,7 +48,7 @@ from replicator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "kafka-replicator"
-CRD_DIR = Path(__file__).resolve().parent / "kuberay-crds"  # KubeRay v1.7.0, Apache-2.0
+CRD_DIR = Path(__file__).resolve().parent / "kuberay-crds"  # KubeRay v1.6.1, Apache-2.0
 HELM_VERSION = "v3.22.0"
 HELM_CACHE_BIN = Path.home() / ".cache" / "kafka-replicator" / "helm" / "bin"
 # Oldest and newest Kubernetes versions whose schemas kubernetes-validate ships that we claim.
@@ -204,6 +205,15 @@ def nbytes(quantity) -> int:
     match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity))
     number, unit = match.groups()
     return round(float(number) * UNITS.get(unit, 1))
+
+
+def ray_resources(params: dict) -> dict:
+    """The custom Ray resources of a group's rayStartParams: JSON in single quotes, the form
+    KubeRay writes itself (it strips the quotes and parses the JSON; bash hands `ray start`
+    the bare JSON)."""
+    text = params["resources"]
+    assert text[0] == text[-1] == "'" and "'" not in text[1:-1], text
+    return json.loads(text[1:-1])
 
 
 # ----------------------------------------------------------------------------------------
@@ -448,7 +458,7 @@ def test_ray_cluster_is_sized_from_replicas_and_resources(variation):
         assert [g["groupName"] for g in groups] == ["replicators"]
     for group in groups:
         params = group["rayStartParams"]
-        slots = json.loads(json.loads(params["resources"]))
+        slots = ray_resources(params)
         directions = [k.removeprefix("kafka-replicator-") for k in slots]
         assert set(directions) <= set(need)
         # one pod per member of its busiest direction, room for one member of each direction
@@ -653,6 +663,8 @@ def test_rayjob_mode_targets_the_cluster(helm):
     cluster = one(docs, "RayCluster")
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
     assert job["spec"]["submissionMode"] == "HTTPMode"
+    # KubeRay refuses a backoffLimit above 0 with clusterSelector (ValidationFailed).
+    assert job["spec"].get("backoffLimit", 0) == 0
     assert job["spec"]["entrypoint"] == (
         "python -m cluster.driver --config /etc/kafka-replicator/config.yaml '--log-level' 'DEBUG'")
     assert len(job["metadata"]["name"]) <= 47 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", job["metadata"]["name"])
@@ -702,6 +714,7 @@ INVALID = [
     ({"resources": {"limits": {"memory": "256Mi"}}}, (), "resources.limits.memory", False),
     ({"terminationGracePeriodSeconds": 20}, (), "terminationGracePeriodSeconds", False),
     ({"driver": {"kind": "Job"}}, (), "/driver/kind", False),
+    ({"driver": {"kind": "RayJob", "backoffLimit": 3}}, (), "backoffLimit", False),
     ({"ray": {"upgradeStrategy": "Rolling"}}, (), "/ray/upgradeStrategy", False),
     ({"worker": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}, (), "worker.autoscaling.minReplicas", False),
     ({"unknownKey": 1}, (), "unknownKey", False),
