@@ -53,6 +53,7 @@ GROUP_POLL_INTERVAL_SECONDS = 0.2
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
 CONNECT_TIMEOUT_MS = 15_000
+MAP_ENTRIES_PER_BATCH = 2000  # about 250 KB: well inside any request size limit
 
 
 class State(str, enum.Enum):
@@ -91,6 +92,8 @@ class Flow:
         # Positions to commit once the map write covering them is acknowledged.
         self._map_write: tuple[dict, Delivery | None] | None = None
         self._map_error: ClusterError | None = None
+        self._map_write_since = 0.0
+        self._map_warned = 0.0
         self._stopping = threading.Event()
         self._health = Health(direction, member)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
@@ -432,10 +435,13 @@ class Flow:
         entries = self._journal.take()
         delivery = None
         if entries:
-            delivery = Delivery(1, None)
-            self.target_producer.submit(Shipment(map_topic.PARTITION, len(entries), delivery,
-                                                 data=map_topic.encode(entries)))
+            chunks = [entries[i:i + MAP_ENTRIES_PER_BATCH] for i in range(0, len(entries), MAP_ENTRIES_PER_BATCH)]
+            delivery = Delivery(len(chunks), None)
+            for chunk in chunks:
+                self.target_producer.submit(Shipment(map_topic.PARTITION, len(chunk), delivery,
+                                                     data=map_topic.encode(chunk)))
         self._map_write = (positions, delivery)
+        self._map_write_since = time.monotonic()
 
     def _ready_to_commit(self) -> dict | None:
         """Acknowledged positions whose spans the map topic holds; None while it is written."""
@@ -443,7 +449,15 @@ class Flow:
             self._write_map()
         positions, delivery = self._map_write
         if not _done(delivery):
+            waited = time.monotonic() - self._map_write_since
+            if waited >= REBALANCE_PATIENCE_SECONDS and waited - self._map_warned >= REBALANCE_PATIENCE_SECONDS:
+                self._map_warned = waited
+                log.warning("%s: the offset map topic %r has not acknowledged a write for %.0fs, so "
+                            "nothing is committed; check that it exists on the %s cluster and that "
+                            "its leader is up", self.direction, map_topic.TOPIC, waited,
+                            self.config.clusters(self.direction)[1][0])
             return None
+        self._map_warned = 0.0
         self._map_write = None
         if delivery is not None and delivery.exception is not None:
             # Its spans are gone from the journal: no later position may be committed.
@@ -459,9 +473,10 @@ class Flow:
 
     def _flush_map(self, seconds: float) -> dict:
         """Write the journal now; the positions it covers ({} if the target did not answer)."""
-        if self._map_write is not None and not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
-            return {}
-        self._map_write = None
+        if self._map_write is not None:
+            if not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
+                return {}
+            self._ready_to_commit()  # takes the finished write; raises if it failed
         self._write_map()
         if not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
             return {}
