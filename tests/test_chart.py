@@ -715,6 +715,8 @@ INVALID = [
     ({"terminationGracePeriodSeconds": 20}, (), "terminationGracePeriodSeconds", False),
     ({"driver": {"kind": "Job"}}, (), "/driver/kind", False),
     ({"driver": {"kind": "RayJob", "backoffLimit": 3}}, (), "backoffLimit", False),
+    ({"driver": {"resources": {"requests": {"cpu": "2 cores"}}}}, (), "/driver/resources/requests/cpu", False),
+    ({"head": {"resources": {"limits": {"memory": "lots"}}}}, (), "/head/resources/limits/memory", False),
     ({"ray": {"upgradeStrategy": "Rolling"}}, (), "/ray/upgradeStrategy", False),
     ({"worker": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}, (), "worker.autoscaling.minReplicas", False),
     ({"unknownKey": 1}, (), "unknownKey", False),
