@@ -7,8 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
-from collections import defaultdict
 
 import pytest
 import yaml
@@ -17,6 +15,7 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from kafka_support import committed, count, create_topic, produce, read_all, set_group_offsets, wait_until
 from replicator import cli, map_topic
+from replicator.bench.failover import values_after
 
 pytestmark = pytest.mark.kafka
 
@@ -72,27 +71,6 @@ def values(bootstrap, topic, since: dict[int, int] | None = None) -> dict[int, l
     since = since or {}
     return {partition: [r.value for r in records if r.offset >= since.get(partition, 0)]
             for partition, records in read_all(bootstrap, topic).items()}
-
-
-def read_from(bootstrap, topic, offsets: dict[int, int]) -> dict[int, list]:
-    """What a read_committed consumer placed at `offsets` reads to the end, per partition."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in offsets]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, offsets[tp.partition])
-        end = consumer.end_offsets(partitions)
-        found = defaultdict(list)
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                found[tp.partition].extend(r.value for r in records)
-        return {p: found.get(p, []) for p in offsets}
-    finally:
-        consumer.close()
 
 
 def translate(config_file, group, capsys) -> tuple[int, list[dict]]:
@@ -170,7 +148,7 @@ def test_a_group_that_moves_to_the_target_reads_each_record_it_had_not_processed
     for source_topic in topics:
         translated = {row["partition"]: row["target_offset"] for row in rows if row["topic"] == source_topic}
         since = {tp.partition: offset for tp, offset in positions.items() if tp.topic == source_topic}
-        assert read_from(sandbox.target, f"{source_topic}.copy", translated) == values(
+        assert values_after(sandbox.target, f"{source_topic}.copy", translated) == values(
             sandbox.source, source_topic, since), source_topic
 
 
