@@ -35,6 +35,9 @@ KUBERAY_VERSION = "v1.6.1"
 KWOK_VERSION = "v0.8.0"
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 KWOK_MODULE = "sigs.k8s.io/kwok"
+PROMETHEUS_VERSION = "v0.316.0"  # Prometheus 3.x's Go module: its rule-file checks
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"  # its CRDs: PodMonitor, PrometheusRule
+PROMETHEUS_OPERATOR_CRDS = ("monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
 CACHE = Path(os.environ.get("KAFKA_REPLICATOR_K8S_CACHE",
                             Path.home() / ".cache" / "kafka-replicator" / "k8s"))
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -149,12 +152,71 @@ def _build_kwok(out: Path, work: Path, log: Path) -> None:
                        for stage in KWOK_STAGES) + "\n")
 
 
+# What `promtool check rules` checks, with Prometheus' own rule-file parser (promtool
+# itself pulls in every service discovery; this builds in seconds).
+_CHECK_RULES_GO = """// check-rules FILE...: parse and validate Prometheus rule files, like promtool check rules.
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+func main() {
+	failed := false
+	for _, file := range os.Args[1:] {
+		groups, errs := rulefmt.ParseFile(file, false, model.UTF8Validation,
+			parser.NewParser(parser.Options{}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		for _, err := range errs {
+			fmt.Fprintln(os.Stderr, err)
+			failed = true
+		}
+		if len(errs) == 0 {
+			rules := 0
+			for _, group := range groups.Groups {
+				rules += len(group.Rules)
+			}
+			fmt.Printf("%s: SUCCESS: %d rules found\\n", file, rules)
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+"""
+
+
+def _build_check_rules(out: Path, work: Path, log: Path) -> None:
+    mod = work / "check-rules"
+    mod.mkdir(parents=True, exist_ok=True)
+    (mod / "go.mod").write_text("module kafka-replicator.test/check-rules\n\ngo 1.24.0\n")
+    (mod / "main.go").write_text(_CHECK_RULES_GO)
+    _run_go(["get", f"github.com/prometheus/prometheus@{PROMETHEUS_VERSION}"], mod, log)
+    _run_go(["build", "-ldflags", "-s -w", "-o", str(out / "check-rules"), "."], mod, log)
+
+
+def _prometheus_operator_crds(out: Path, work: Path, log: Path) -> None:
+    source = _module_dir("github.com/prometheus-operator/prometheus-operator", PROMETHEUS_OPERATOR_VERSION, work, log)
+    (out / "crds").mkdir()
+    for name in PROMETHEUS_OPERATOR_CRDS:
+        shutil.copyfile(source / "example" / "prometheus-operator-crd" / name, out / "crds" / name)
+
+
 COMPONENTS = {
     # folder in the cache: (builder, what it must hold)
     f"kubernetes-{K8S_VERSION}": (_build_kubernetes, K8S_COMMANDS),
     f"etcd-{ETCD_VERSION}": (_build_etcd, ("etcd",)),
     f"kuberay-{KUBERAY_VERSION}": (_build_kuberay, ("ray-operator", "crds/ray.io_rayclusters.yaml")),
     f"kwok-{KWOK_VERSION}": (_build_kwok, ("kwok", "stages.yaml")),
+    f"prometheus-{PROMETHEUS_VERSION}": (_build_check_rules, ("check-rules",)),
+    f"prometheus-operator-{PROMETHEUS_OPERATOR_VERSION}": (
+        _prometheus_operator_crds, tuple(f"crds/{name}" for name in PROMETHEUS_OPERATOR_CRDS)),
 }
 
 
@@ -167,7 +229,7 @@ def build_tools(report=print) -> dict[str, Path]:
         for folder, (builder, files) in COMPONENTS.items():
             done = CACHE / folder
             if all((done / f).is_file() for f in files):
-                found[folder.split("-")[0]] = done
+                found[folder.rsplit("-", 1)[0]] = done
                 continue
             partial = CACHE / f".{folder}.partial"
             shutil.rmtree(partial, ignore_errors=True)
@@ -180,7 +242,7 @@ def build_tools(report=print) -> dict[str, Path]:
             shutil.rmtree(done, ignore_errors=True)
             partial.rename(done)
             report(f"built {folder} in {time.monotonic() - started:.0f} s")
-            found[folder.split("-")[0]] = done
+            found[folder.rsplit("-", 1)[0]] = done
     return found
 
 
@@ -412,7 +474,8 @@ class ControlPlane:
             f"--cert-dir={self.state / 'scheduler-certs'}"])
         # The RayCluster CRD is too large for client-side apply (annotation limit): create it.
         self.kubectl("create", "-f", str(self.tools["kuberay"] / "crds"))
-        self._wait("the KubeRay CRDs", lambda: self.kubectl(
+        self.kubectl("create", "-f", str(self.tools["prometheus-operator"] / "crds"))
+        self._wait("the CRDs", lambda: self.kubectl(
             "wait", "--for=condition=Established", "crd", "--all", "--timeout=5s", check=False).returncode == 0)
         self._start("ray-operator", [
             str(self.tools["kuberay"] / "ray-operator"), "--metrics-addr=127.0.0.1:18080",

@@ -385,6 +385,9 @@ VARIATIONS = {
         "ray": {"env": [{"name": "RAY_LOG_TO_STDERR", "value": "0"}]},
     },
     "metrics-off": {"metrics": {"enabled": False}, "dashboard": {"service": {"enabled": False}}},
+    "alerts-and-dashboard": {"metrics": {"podMonitor": {"enabled": True},
+                                         "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                                         "grafanaDashboard": {"enabled": True}}},
 }
 
 
@@ -830,3 +833,81 @@ def test_readme_commands_name_rendered_objects(helm):
         for term in selector.split(","):
             key, _, value = term.partition("=")
             assert value in labels.get(key, set()), f"README selects pods with {term}, which no pod has"
+
+
+# ----------------------------------------------------------------------------------------
+# Alerts and dashboard (metrics.prometheusRule, metrics.grafanaDashboard)
+# ----------------------------------------------------------------------------------------
+
+ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorErrors",
+          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing"}
+
+
+def exported_metrics() -> set[str]:
+    """The Prometheus names of the metrics cluster/telemetry.py defines: Ray prefixes ray_,
+    counters end in _total, histograms come as _bucket, _sum and _count."""
+    source = (REPO / "cluster" / "telemetry.py").read_text()
+    names = set()
+    for kind, name in re.findall(r'\b(Counter|Gauge|Histogram)\("(kafka_replicator_\w+)"', source):
+        base = f"ray_{name}"
+        names |= {"Counter": {f"{base}_total"}, "Gauge": {base},
+                  "Histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[kind]
+    return names
+
+
+def alert_rules(docs: list[dict]) -> list[dict]:
+    return [rule for group in one(docs, "PrometheusRule")["spec"]["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs(docs: list[dict]) -> list[str]:
+    dashboard = json.loads(one(docs, "ConfigMap", "-grafana-dashboard")["data"]["kafka-replicator.json"])
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_alerts_and_dashboard_are_off_by_default(helm):
+    docs = render(helm)
+    assert not by_kind(docs, "PrometheusRule")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-grafana-dashboard")]
+
+
+def test_alerts_and_dashboard_use_only_the_metrics_the_replicator_exports(helm):
+    docs = render(helm, VARIATIONS["alerts-and-dashboard"])
+    metrics = exported_metrics()
+    assert len(metrics) >= 14, metrics
+    rules = alert_rules(docs)
+    assert {r["alert"] for r in rules} == ALERTS
+    cluster = one(docs, "RayCluster")["metadata"]["name"]
+    for rule in rules:
+        used = set(re.findall(r"ray_kafka_replicator_\w+", rule["expr"]))
+        assert used and used <= metrics, (rule["alert"], used - metrics)
+        # Only this release's series: the labels the PodMonitor gives them.
+        for selector in re.findall(r"\{([^}]*)\}", rule["expr"]):
+            assert selector == f'namespace="{NAMESPACE}",ray_io_cluster="{cluster}"', rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning")
+    podmonitor = one(docs, "PodMonitor")
+    relabeled = {r["targetLabel"] for r in podmonitor["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    assert "ray_io_cluster" in relabeled
+    exprs = dashboard_exprs(docs)
+    assert len(exprs) >= 10
+    for expr in exprs:
+        used = set(re.findall(r"ray_kafka_replicator_\w+", expr))
+        assert used and used <= metrics, (expr, used - metrics)
+    # Every metric has a panel.
+    assert {m.removesuffix("_bucket") for e in exprs for m in re.findall(r"ray_kafka_replicator_\w+", e)} >= {
+        m for m in metrics if not m.endswith(("_sum", "_count", "_bucket"))}
+
+
+def test_alert_thresholds_come_from_the_values(helm):
+    docs = render(helm, {"metrics": {"prometheusRule": {
+        "enabled": True, "lagThreshold": 500, "lagFor": "3m", "stalledFor": "20m", "restartsPerHour": 7,
+        "errorsPer10m": 2, "rebalancesPerHour": 30, "severity": "page", "selector": 'job="ray"'}}})
+    rules = {r["alert"]: r for r in alert_rules(docs)}
+    assert rules["KafkaReplicatorHighLag"]["expr"].endswith("> 500") and rules["KafkaReplicatorHighLag"]["for"] == "3m"
+    assert "[20m]" in rules["KafkaReplicatorStalled"]["expr"]
+    assert rules["KafkaReplicatorMemberRestarts"]["expr"].endswith("> 7")
+    assert rules["KafkaReplicatorErrors"]["expr"].endswith("> 2")
+    assert rules["KafkaReplicatorRebalancing"]["expr"].endswith("> 30")
+    assert rules["KafkaReplicatorHighLag"]["labels"]["severity"] == "page"
+    assert all(re.findall(r"\{([^}]*)\}", r["expr"]) and set(re.findall(r"\{([^}]*)\}", r["expr"])) == {'job="ray"'}
+               for r in rules.values())
+    assert "/metrics/prometheusRule/lagFor" in render_error(helm, {"metrics": {"prometheusRule": {"lagFor": "ten minutes"}}})

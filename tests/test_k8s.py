@@ -23,11 +23,13 @@ import yaml
 
 from k8s_support import CACHE, KUBERAY_VERSION, Missing, build_tools, control_plane
 from test_chart import (
+    ALERTS,
     BOTH_DIRECTIONS,
     CHART,
     CRD_DIR,
     SASL_FROM_SECRET,
     VARIATIONS,
+    dashboard_exprs,
     find_helm,
     millicpu,
     nbytes,
@@ -190,7 +192,8 @@ def check_pod_against_template(pod: dict, template: dict) -> None:
 
 
 def leftovers(k8s, namespace: str, keep_secrets: set[str] = frozenset()) -> list[str]:
-    kinds = "pods,services,deployments,replicasets,configmaps,serviceaccounts,secrets,rayclusters,rayjobs,endpointslices,jobs"
+    kinds = ("pods,services,deployments,replicasets,configmaps,serviceaccounts,secrets,rayclusters,rayjobs,"
+             "endpointslices,jobs,podmonitors,prometheusrules")
     items = k8s.get(kinds, "-n", namespace)["items"]
     left = []
     for item in items:
@@ -435,3 +438,47 @@ def test_what_only_the_api_server_refuses_is_refused_naming_the_field(k8s, value
     finally:
         k8s.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", check=False)
         wait_for("the failed release gone", lambda: not leftovers(k8s, namespace), timeout=60)
+
+
+def check_rules(k8s, tmp_path, name: str, groups: list[dict]) -> subprocess.CompletedProcess:
+    """Prometheus' own rule-file checks (what `promtool check rules` does)."""
+    path = tmp_path / f"{name}.rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}))
+    return subprocess.run([str(k8s.tools["prometheus"] / "check-rules"), str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_alerts_and_dashboard_on_the_live_control_plane(k8s, tmp_path):
+    namespace = "alerts"
+    values = VARIATIONS["alerts-and-dashboard"]
+    install(k8s, namespace, values)
+    wait_ready(k8s, namespace, workers=1)
+    # The API server took them, validated by the Prometheus Operator's CRDs.
+    rule = k8s.get("prometheusrule", RELEASE, "-n", namespace)
+    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == ALERTS
+    assert k8s.get("podmonitor", f"{RELEASE}-ray", "-n", namespace)["spec"]["selector"]["matchLabels"] == {"ray.io/cluster": CLUSTER}
+    dashboard = k8s.get("configmap", f"{RELEASE}-grafana-dashboard", "-n", namespace)
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["kafka-replicator.json"])["uid"] == "kafka-replicator"
+
+    # The rules as the API server stored them pass Prometheus' checks ...
+    result = check_rules(k8s, tmp_path, "alerts", rule["spec"]["groups"])
+    assert result.returncode == 0 and f"SUCCESS: {len(ALERTS)} rules found" in result.stdout, result.stderr
+    # ... and so does every dashboard query (Grafana's variables filled in) ...
+    exprs = dashboard_exprs([{"kind": "ConfigMap", **dashboard}])
+    filled = [e.replace("$__rate_interval", "5m").replace("$namespace", namespace).replace("$cluster", CLUSTER)
+              for e in exprs]
+    result = check_rules(k8s, tmp_path, "dashboard", [{"name": "dashboard", "rules": [
+        {"record": f"kafka_replicator:panel_{i}", "expr": e} for i, e in enumerate(filled)]}])
+    assert result.returncode == 0 and f"SUCCESS: {len(filled)} rules found" in result.stdout, result.stderr
+    # ... which do refuse a broken expression.
+    broken = check_rules(k8s, tmp_path, "broken", [{"name": "x", "rules": [
+        {"alert": "Broken", "expr": "sum by (direction (ray_kafka_replicator_consumer_lag) > 1"}]}])
+    assert broken.returncode != 0 and "parse error" in broken.stderr, broken
+
+    # A bad duration is refused by the schema, before anything is created.
+    bad = k8s.helm("upgrade", RELEASE, str(CHART), "--namespace", namespace, "--reuse-values",
+                   "--set", "metrics.prometheusRule.lagFor=10 minutes", check=False)
+    assert bad.returncode != 0 and "/metrics/prometheusRule/lagFor" in bad.stderr, bad.stderr
+    k8s.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s")
+    wait_for("nothing of the release left", lambda: not leftovers(k8s, namespace), timeout=120)
