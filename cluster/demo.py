@@ -30,6 +30,7 @@ from replicator.errors import ReplicatorError
 from replicator.offsets import describe_groups
 from replicator.sandbox import Sandbox, SandboxInfo
 
+from .loopback import on_loopback
 from .plan import NAMESPACE, plan
 from .supervisor import DirectionStatus, Supervisor
 from .traffic import PartitionCheck, Stream, Traffic, check_stream
@@ -93,11 +94,13 @@ def _demo(cleanup: ExitStack, duration: float, rate: float, state_dir: Path | No
     say("Starting a local Ray cluster ...")
     # Ray starts its processes with SIGINT blocked: Ctrl-C interrupts only this process,
     # which then stops the members before it stops Ray.
-    # The node address too stays on loopback: Ray would take the machine's first interface.
-    context = ray.init(address="local", namespace=NAMESPACE, num_cpus=RAY_CPUS,
-                       object_store_memory=OBJECT_STORE_BYTES, include_dashboard=True,
-                       dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-                       log_to_driver=True)
+    # The node address too stays on loopback: Ray would take the machine's first interface
+    # even when given 127.0.0.1 (cluster.loopback).
+    with on_loopback():
+        context = ray.init(address="local", namespace=NAMESPACE, num_cpus=RAY_CPUS,
+                           object_store_memory=OBJECT_STORE_BYTES, include_dashboard=True,
+                           dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                           log_to_driver=True)
     cleanup.callback(ray.shutdown)
     dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else None
     say(f"Ray dashboard: {dashboard or 'not running'}"

@@ -27,6 +27,7 @@ from replicator.config import load_config
 from replicator.errors import ReplicatorError
 
 from .cli import PROGRESS_SECONDS, add_run_arguments
+from .loopback import is_loopback, stay_on_loopback
 from .plan import NAMESPACE, MemberPlan, plan
 from .supervisor import Supervisor
 
@@ -83,6 +84,8 @@ class RayUnreachable(ReplicatorError):
 
 
 def _join(address: str | None, namespace: str) -> None:
+    if _on_this_machine(address):
+        stay_on_loopback()
     try:
         ray.init(address=address, namespace=namespace, log_to_driver=True)
     except ConnectionError as exc:
@@ -93,6 +96,17 @@ def _join(address: str | None, namespace: str) -> None:
             "RAY_AUTH_MODE=token and give this process the cluster's token: RAY_AUTH_TOKEN, "
             "a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (`ray get-auth-token` "
             "prints it on the head node)") from None
+
+
+def _on_this_machine(address: str | None) -> bool:
+    """Whether the driver joins or starts a Ray cluster on this machine's loopback, where Ray
+    would otherwise register the machine's network address (cluster.loopback)."""
+    wanted = address or os.environ.get("RAY_ADDRESS")
+    if wanted:
+        return is_loopback(wanted)
+    # No address: the cluster the last `ray start` here recorded, else a new local one.
+    recorded = ray._private.services.find_bootstrap_address(None)
+    return recorded is None or is_loopback(recorded)
 
 
 def _warn_if_too_small(members: list[MemberPlan]) -> None:
