@@ -21,6 +21,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from cluster.loopback import on_loopback
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
 from cluster.traffic import PartitionCheck, check_partition
@@ -38,9 +39,11 @@ GRACE = 10.0
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One small local Ray cluster for the module (starting one takes 5-20 s here)."""
-    context = ray.init(num_cpus=4, include_dashboard=False, namespace=NAMESPACE,
-                       object_store_memory=100 * 1024 * 1024, _node_ip_address="127.0.0.1",
-                       log_to_driver=True)
+    # address="local": a new cluster of its own, never one that `ray start` left running here.
+    with on_loopback():
+        context = ray.init(address="local", num_cpus=4, include_dashboard=False,
+                           namespace=NAMESPACE, object_store_memory=100 * 1024 * 1024,
+                           _node_ip_address="127.0.0.1", log_to_driver=True)
     yield context
     ray.shutdown()
 
