@@ -35,7 +35,7 @@ from .errors import ClusterError, ConfigError, RecordRejected
 from .fetcher import Fetcher
 from .metrics import FlowMetrics
 from .offset_map import Journal
-from .producer import BatchProducer, Delivery, Shipment
+from .producer import BatchProducer, Shipment
 from .provenance import Provenance
 from .shipping import Shipper, Step, Target
 from .topics import Layout, TopicSync
@@ -43,6 +43,7 @@ from .topics import Layout, TopicSync
 log = logging.getLogger(__name__)
 
 TOPIC_SYNC_SECONDS = 30.0
+TOPIC_SYNC_RETRY_SECONDS = 5.0
 FETCH_WAIT_MS = 100
 # Below this a source batch is merged with its neighbours rather than copied: a copy
 # costs a fixed few tens of µs per batch, a merge a few µs per record (BENCHMARKS.md).
@@ -53,7 +54,6 @@ GROUP_POLL_INTERVAL_SECONDS = 0.2
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
 CONNECT_TIMEOUT_MS = 15_000
-MAP_ENTRIES_PER_BATCH = 2000  # about 250 KB: well inside any request size limit
 
 
 class State(str, enum.Enum):
@@ -88,12 +88,7 @@ class Flow:
         self._group = config.group(direction)
         self._routes = {route.source_topic_name: route.target for route in self._settings.topics}
         self._checkpoint = Checkpoint()
-        self._journal: Journal | None = None
-        # Positions to commit once the map write covering them is acknowledged.
-        self._map_write: tuple[dict, Delivery | None] | None = None
-        self._map_error: ClusterError | None = None
-        self._map_write_since = 0.0
-        self._map_warned = 0.0
+        self._map: map_topic.MapWriter | None = None
         self._stopping = threading.Event()
         self._health = Health(direction, member)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
@@ -157,7 +152,7 @@ class Flow:
             target_id = target_admin.describe_cluster()["cluster_id"]
             registry.ensure_topic(target_admin)
         self._provenance = Provenance(source_id, target_id)
-        self._journal = Journal(source_id)
+        journal = Journal(source_id)
         self._topic_sync = TopicSync(source_admin, target_admin, self._routes,
                                      manage=self._settings.create_topics)
         self._sync_topics()
@@ -190,6 +185,7 @@ class Flow:
             self.target_producer = BatchProducer(
                 self._target_wire, wire, lambda: self._new_producer_id(target_settings),
                 producer.max_request_size, self._target_wire.request_timeout_ms, self._written)
+        self._map = map_topic.MapWriter(journal, self.target_producer.submit, self._map_slow)
         self.source_consumer = link.source_consumer(self.config, self.direction, self.member)
         # Know the topics' partitions before joining: a group leader that assigns without
         # them gives out nothing, and may not notice when they arrive a moment later.
@@ -227,7 +223,7 @@ class Flow:
         self._handle_events(EVENT_WAIT_SECONDS)
         settled = self._settle()
         now = time.monotonic()
-        mapped = self._map_write is not None and _done(self._map_write[1])
+        mapped = self._map.writing and self._map.done()
         if mapped or (settled and not self._group.enable_auto_commit) or now >= self._next_commit:
             self._next_commit = now + self._group.auto_commit_interval_ms / 1000.0
             self._commit()
@@ -419,66 +415,37 @@ class Flow:
     # to the map topic before the source offsets they cover are committed.
 
     def _written(self, shipment: Shipment) -> None:
-        target = shipment.offset
-        for first, count in shipment.runs:
-            self._journal.record(shipment.origin, shipment.tp, first, target, count)
-            if target >= 0:
-                target += count
+        self._map.written(shipment)
         if shipment.offset < 0:
             log.warning("%s: the target did not say where it wrote %s[%d]@%d; the offset map "
                         "cannot translate those offsets", self.direction, shipment.origin.topic,
                         shipment.origin.partition, shipment.runs[0][0])
 
-    def _write_map(self) -> None:
-        """Start writing the journal; the positions acknowledged so far wait for it."""
-        positions = self._checkpoint.to_commit()
-        entries = self._journal.take()
-        delivery = None
-        if entries:
-            chunks = [entries[i:i + MAP_ENTRIES_PER_BATCH] for i in range(0, len(entries), MAP_ENTRIES_PER_BATCH)]
-            delivery = Delivery(len(chunks), None)
-            for chunk in chunks:
-                self.target_producer.submit(Shipment(map_topic.PARTITION, len(chunk), delivery,
-                                                     data=map_topic.encode(chunk)))
-        self._map_write = (positions, delivery)
-        self._map_write_since = time.monotonic()
+    def _map_slow(self, waited: float) -> None:
+        log.warning("%s: the offset map topic %r has not acknowledged a write for %.0fs, so nothing "
+                    "is committed; check that it exists on the %s cluster and that its leader is up",
+                    self.direction, map_topic.TOPIC, waited, self.config.clusters(self.direction)[1][0])
 
     def _ready_to_commit(self) -> dict | None:
         """Acknowledged positions whose spans the map topic holds; None while it is written."""
-        if self._map_write is None:
-            self._write_map()
-        positions, delivery = self._map_write
-        if not _done(delivery):
-            waited = time.monotonic() - self._map_write_since
-            if waited >= REBALANCE_PATIENCE_SECONDS and waited - self._map_warned >= REBALANCE_PATIENCE_SECONDS:
-                self._map_warned = waited
-                log.warning("%s: the offset map topic %r has not acknowledged a write for %.0fs, so "
-                            "nothing is committed; check that it exists on the %s cluster and that "
-                            "its leader is up", self.direction, map_topic.TOPIC, waited,
-                            self.config.clusters(self.direction)[1][0])
-            return None
-        self._map_warned = 0.0
-        self._map_write = None
-        if delivery is not None and delivery.exception is not None:
-            # Its spans are gone from the journal: no later position may be committed.
+        if not self._map.writing:
+            self._map.start(self._checkpoint.to_commit())
+        try:
+            return self._map.ready()
+        except map_topic.MapWriteRefused as refused:
             side, cluster = self.config.clusters(self.direction)[1]
-            self._map_error = ClusterError(
-                side, cluster.bootstrap_servers,
-                f"could not write the offset map topic {map_topic.TOPIC!r} "
-                f"({type(delivery.exception).__name__}); grant the replicator's principal "
-                "Write on it")
-        if self._map_error is not None:
-            raise self._map_error
-        return positions
+            raise ClusterError(side, cluster.bootstrap_servers,
+                               f"could not write the offset map topic {map_topic.TOPIC!r} "
+                               f"({refused}); grant the replicator's principal Write on it") from None
 
     def _flush_map(self, seconds: float) -> dict:
-        """Write the journal now; the positions it covers ({} if the target did not answer)."""
-        if self._map_write is not None:
-            if not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
+        """Write the map now; the positions it covers ({} if the target did not answer)."""
+        if self._map.writing:
+            if not self._wait(self._map.done, seconds / 2):
                 return {}
             self._ready_to_commit()  # takes the finished write; raises if it failed
-        self._write_map()
-        if not self._wait(lambda: _done(self._map_write[1]), seconds / 2):
+        self._map.start(self._checkpoint.to_commit())
+        if not self._wait(self._map.done, seconds / 2):
             return {}
         return self._ready_to_commit()
 
@@ -509,7 +476,7 @@ class Flow:
         self.metrics.committed(time.monotonic() - started)
         self._rebalancing_since = None
         if not self._group.enable_auto_commit and self._checkpoint.to_commit():
-            self._write_map()  # acknowledged while the last write was in flight
+            self._map.start(self._checkpoint.to_commit())  # acknowledged during the last write
         return True
 
     def _commit_waits(self) -> None:
@@ -537,7 +504,14 @@ class Flow:
 
     def _sync_topics(self) -> None:
         self._next_sync = time.monotonic() + TOPIC_SYNC_SECONDS
-        layouts = self._topic_sync.sync()
+        try:
+            layouts = self._topic_sync.sync()
+        except KafkaError as exc:
+            # A broker restarting, say: the copy goes on with the topics as last seen.
+            self._next_sync = time.monotonic() + TOPIC_SYNC_RETRY_SECONDS
+            log.warning("%s: topic sync failed (%s: %s); trying again in %.0fs", self.direction,
+                        type(exc).__name__, exc, TOPIC_SYNC_RETRY_SECONDS)
+            return
         for source, layout in layouts.items():
             target = self._routes[source]
             if layout.target_partitions == 0:
@@ -587,8 +561,8 @@ class Flow:
         # A commit may cover what was mapped before the last answers came: go on until all is.
         while (not self._commit(report) or self._checkpoint.to_commit()) and time.monotonic() < deadline:
             report = log.debug  # the first refusal said it all
-            if self._map_write is not None:
-                self._wait(lambda: _done(self._map_write[1]), 0.2)
+            if self._map.writing:
+                self._wait(self._map.done, 0.2)
             else:
                 self.source_consumer.poll(timeout_ms=200)
 
@@ -624,10 +598,7 @@ class Flow:
 
     def forget(self, partitions) -> None:
         self._checkpoint.forget(partitions)
-        self._journal.forget(partitions)
-        if self._map_write is not None:  # their next owner commits them now
-            for tp in partitions:
-                self._map_write[0].pop(tp, None)
+        self._map.forget(partitions)
         self._fetcher.forget(partitions)
         for tp in partitions:
             self._stopped.pop(tp, None)
@@ -635,10 +606,6 @@ class Flow:
             self._singles.pop(tp, None)
         gone = set(_names(partitions))
         self._health.assigned = [name for name in self._health.assigned if name not in gone]
-
-
-def _done(delivery: Delivery | None) -> bool:
-    return delivery is None or delivery.is_done
 
 
 def _names(partitions) -> list[str]:

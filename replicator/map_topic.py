@@ -17,7 +17,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
 from . import batches
-from .offset_map import Entry, Partition, PartitionMap, Span
+from .offset_map import Entry, Journal, Partition, PartitionMap, Span
+from .producer import Delivery, Shipment
 from .topics import topic_configs
 
 log = logging.getLogger(__name__)
@@ -96,3 +97,86 @@ def read(settings: dict, source_cluster: str) -> dict[tuple[Partition, Partition
             maps.setdefault((key.source, key.target), PartitionMap()).spans.append(
                 Span(key.source_offset, key.target_offset, count))
     return maps
+
+
+ENTRIES_PER_BATCH = 2000  # about 250 KB: well inside any request size limit
+SLOW_WRITE_SECONDS = 60.0
+
+
+class MapWriteRefused(Exception):
+    """The target refused a write of the offset map for good."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+        super().__init__(type(error).__name__)
+
+
+class MapWriter:
+    """A flow's offset map on its way to the map topic; commits wait for it.
+
+    1. Each acknowledged shipment's spans go to the journal (`written`).
+    2. A commit starts a map write of the journal and captures the acknowledged positions
+       it covers (`start`).
+    3. Those positions are handed out for commit once the write is acknowledged (`ready`);
+       a refused write raises then, and for good: its spans are no longer in the journal.
+    """
+
+    def __init__(self, journal: Journal, submit, slow=lambda seconds: None, clock=time.monotonic):
+        self.journal = journal
+        self._submit = submit  # BatchProducer.submit
+        self._slow = slow  # called with the seconds a write has been pending, once a minute
+        self._clock = clock
+        self._write = None  # (positions, Delivery or None, started)
+        self._warned = 0.0
+        self._refused: MapWriteRefused | None = None
+
+    def written(self, shipment) -> None:
+        target = shipment.offset
+        for first, count in shipment.runs:
+            self.journal.record(shipment.origin, shipment.tp, first, target, count)
+            if target >= 0:
+                target += count
+
+    def start(self, positions: dict) -> None:
+        entries = self.journal.take()
+        delivery = None
+        if entries:
+            chunks = [entries[i:i + ENTRIES_PER_BATCH] for i in range(0, len(entries), ENTRIES_PER_BATCH)]
+            delivery = Delivery(len(chunks), None)
+            for chunk in chunks:
+                self._submit(Shipment(PARTITION, len(chunk), delivery, data=encode(chunk)))
+        self._write = (positions, delivery, self._clock())
+
+    @property
+    def writing(self) -> bool:
+        return self._write is not None
+
+    def done(self) -> bool:
+        """Whether the write under way (if any) has its answer."""
+        return self._write is None or self._write[1] is None or self._write[1].is_done
+
+    def ready(self) -> dict | None:
+        """The positions of the finished write (None while it is under way, {} without one)."""
+        if self._refused is not None:
+            raise self._refused
+        if self._write is None:
+            return {}
+        positions, delivery, started = self._write
+        if delivery is not None and not delivery.is_done:
+            waited = self._clock() - started
+            if waited - self._warned >= SLOW_WRITE_SECONDS:
+                self._warned = waited
+                self._slow(waited)
+            return None
+        self._write, self._warned = None, 0.0
+        if delivery is not None and delivery.exception is not None:
+            self._refused = MapWriteRefused(delivery.exception)
+            raise self._refused
+        return positions
+
+    def forget(self, partitions) -> None:
+        """Partitions gone to another member: their next owner commits them."""
+        self.journal.forget(partitions)
+        if self._write is not None:
+            for tp in partitions:
+                self._write[0].pop(tp, None)

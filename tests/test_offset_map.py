@@ -1,10 +1,20 @@
-"""The offset map: spans journaled as the target acknowledges them, and a committed source
-offset translated to the target exactly, or refused with the reason."""
+"""The offset map: spans journaled as the target acknowledges them, written before the
+positions they cover are committed, and a committed source offset translated to the
+target exactly, or refused with the reason."""
 
+import pytest
+from kafka.errors import TopicAuthorizationFailedError
+
+from replicator import batches
+from replicator.map_topic import MapWriter, MapWriteRefused
 from replicator.offset_map import Entry, Journal, Partition, PartitionMap, Span
 
 SOURCE = Partition("orders", 2)
 TARGET = Partition("orders.copy", 2)
+
+
+def records_of(data: bytes):
+    return batches.records(batches.split(batches.stamp(data, 1, 0, 0))[0])
 
 
 def a_map(*spans) -> PartitionMap:
@@ -109,3 +119,77 @@ def test_an_offset_whose_latest_copy_has_no_known_place_is_not_translated():
 def test_trimming_keeps_only_spans_that_reach_the_log_start():
     partition = a_map((0, 0, 10), (20, 10, 10), (40, 20, 10))
     assert partition.trimmed(25).spans == [Span(20, 10, 10), Span(40, 20, 10)]
+
+
+class Acknowledged:
+    """A shipment as the producer hands it back: source runs of `origin`, written at `offset`."""
+
+    def __init__(self, source, first, count, offset):
+        self.origin, self.tp, self.runs, self.offset = source, TARGET, ((first, count),), offset
+
+
+def a_writer(clock=lambda: 0.0, slow=lambda seconds: None):
+    sent = []
+    return MapWriter(Journal("cluster-a"), sent.append, slow, clock), sent
+
+
+def test_positions_wait_for_the_map_write_that_covers_them():
+    writer, sent = a_writer()
+    writer.written(Acknowledged(SOURCE, 0, 10, 0))
+    writer.start({SOURCE: 10})
+
+    assert writer.ready() is None
+    [shipment] = sent
+    shipment.delivery.part_written()
+    assert writer.ready() == {SOURCE: 10}
+
+
+def test_positions_with_nothing_new_to_map_are_ready_at_once():
+    writer, sent = a_writer()
+    writer.start({SOURCE: 10})
+    assert sent == []
+    assert writer.ready() == {SOURCE: 10}
+
+
+def test_the_map_write_carries_every_span_journaled_before_it():
+    writer, sent = a_writer()
+    writer.written(Acknowledged(SOURCE, 0, 10, 0))
+    writer.written(Acknowledged(SOURCE, 10, 5, 10))
+    writer.written(Acknowledged(Partition("orders", 3), 0, 4, 100))
+    writer.start({})
+    [shipment] = sent
+    written = {entry.span for entry in (Entry.decode(r.key, r.value) for r in records_of(shipment.data))}
+    assert written == {Span(0, 0, 15), Span(0, 100, 4)}
+
+
+def test_a_refused_map_write_stops_every_later_commit():
+    writer, sent = a_writer()
+    writer.written(Acknowledged(SOURCE, 0, 10, 0))
+    writer.start({SOURCE: 10})
+    sent[0].delivery.fail(TopicAuthorizationFailedError())
+
+    with pytest.raises(MapWriteRefused):
+        writer.ready()
+    writer.start({SOURCE: 20})
+    with pytest.raises(MapWriteRefused):
+        writer.ready()
+
+
+def test_positions_of_partitions_gone_to_another_member_are_not_committed():
+    writer, sent = a_writer()
+    writer.written(Acknowledged(SOURCE, 0, 10, 0))
+    writer.start({SOURCE: 10, Partition("orders", 3): 7})
+    writer.forget([SOURCE])
+    sent[0].delivery.part_written()
+    assert writer.ready() == {Partition("orders", 3): 7}
+
+
+def test_a_map_write_pending_for_a_minute_is_reported_once_a_minute():
+    now = [0.0]
+    reported = []
+    writer, _ = a_writer(clock=lambda: now[0], slow=reported.append)
+    writer.written(Acknowledged(SOURCE, 0, 10, 0))
+    writer.start({SOURCE: 10})
+    for now[0] in (30.0, 61.0, 90.0, 125.0):
+        assert writer.ready() is None
+    assert reported == [61.0, 125.0]

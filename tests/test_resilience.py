@@ -14,6 +14,7 @@ import yaml
 from kafka import TopicPartition
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
+from replicator import flow as flow_module
 
 pytestmark = pytest.mark.kafka
 
@@ -154,3 +155,20 @@ def test_a_broker_restart_during_replication_loses_nothing_and_duplicates_nothin
     # broker writes each once, and the member's own positions never move back.
     assert duplicates == 0
     assert TopicPartition(name, 0) in committed(sandbox.source, name)
+
+
+def test_a_topic_sync_while_the_target_is_down_is_tried_again_and_the_copy_goes_on(
+        sandbox, name, monkeypatch):
+    monkeypatch.setattr(flow_module, "TOPIC_SYNC_SECONDS", 0.5)  # a sync falls in the outage
+    create_topic(sandbox.source, name, partitions=PARTITIONS)
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    with running(flow):
+        wait_until(lambda: flow.health().assigned, what="the partition assignment")
+        sandbox.sandbox.stop_broker("target")
+        time.sleep(3)
+        sandbox.sandbox.start_broker("target")
+        produce(sandbox.source, name, [(i % PARTITIONS, b"k", b"v", [], None) for i in range(300)])
+        wait_until(lambda: count(sandbox.target, name) >= 300, timeout=120,
+                   what="the records on the target after the outage")
+        assert flow.health().state == "running"
