@@ -102,6 +102,7 @@ class Flow:
         self._next_sync = 0.0
         self._next_group_poll = 0.0
         self._rebalancing_since: float | None = None
+        self._was_evicted = False
         self._next_rebalance_warning = 0.0
         self._admins: tuple = ()
         self._topic_sync: TopicSync | None = None
@@ -214,10 +215,11 @@ class Flow:
     # The loop --------------------------------------------------------------------------
 
     def _step(self) -> None:
-        busy = wire.group_needs_time(self.source_consumer)
+        evicted = self._evicted()
+        busy = evicted or wire.group_needs_time(self.source_consumer)
         if busy or time.monotonic() >= self._next_group_poll:
             self._poll_group(busy)
-        if self.target_producer.unacknowledged_bytes < self._max_unacked_bytes:
+        if not evicted and self.target_producer.unacknowledged_bytes < self._max_unacked_bytes:
             self._fetcher.pump(self._events.put)
         self.target_producer.pump(self._events.put)
         self._handle_events(EVENT_WAIT_SECONDS)
@@ -275,7 +277,25 @@ class Flow:
             except queue.Empty:
                 return
 
+    def _evicted(self) -> bool:
+        """No heartbeat answer for a session: the partitions are most likely someone else's now,
+        and what this member would fetch and write, they copy too."""
+        expired = wire.session_expired(self.source_consumer)
+        if expired != self._was_evicted:
+            self._was_evicted = expired
+            if expired:
+                log.warning("%s %s: no heartbeat answer from group %s for sessionTimeoutMs (%d ms): "
+                            "the group has most likely dropped this member (a paused process?); "
+                            "nothing is fetched or written until it rejoins", self.direction,
+                            self.member or "-", self._group.group_id, self._group.session_timeout_ms)
+            else:
+                log.info("%s %s: heartbeats answered again", self.direction, self.member or "-")
+        return expired
+
     def _fetched(self, node, sent: dict, answer) -> None:
+        if self._evicted():
+            self._fetcher.discard(node)  # read again from the same positions, if still ours
+            return
         for part in self._fetcher.answered(node, sent, answer):
             tp = part.tp
             if part.error is not None:

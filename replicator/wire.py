@@ -223,6 +223,12 @@ def group_needs_time(consumer) -> bool:
             or not consumer._subscription.has_all_fetch_positions())
 
 
+def session_expired(consumer) -> bool:
+    """Whether the group coordinator has answered no heartbeat for a whole session: the group
+    has most likely given this member's partitions to others (its process was paused, say)."""
+    return consumer._coordinator.heartbeat.session_timeout_expired()
+
+
 def complete_joins(consumer) -> None:
     """Make the consumer's coordinator finish every join it starts, however short its polls.
 

@@ -172,3 +172,23 @@ def test_a_topic_sync_while_the_target_is_down_is_tried_again_and_the_copy_goes_
         wait_until(lambda: count(sandbox.target, name) >= 300, timeout=120,
                    what="the records on the target after the outage")
         assert flow.health().state == "running"
+
+
+def test_a_member_whose_session_expired_fetches_and_writes_nothing_until_heartbeats_answer(
+        sandbox, name, monkeypatch):
+    # What a member paused past its session (SIGSTOP) sees when it runs again: its partitions
+    # are most likely someone else's, and whatever it copied now would be copied twice.
+    create_topic(sandbox.source, name, partitions=PARTITIONS)
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    with running(flow):
+        wait_until(lambda: flow.health().assigned, what="the partition assignment")
+        heartbeat = flow.source_consumer._coordinator.heartbeat
+        monkeypatch.setattr(heartbeat, "session_timeout_expired", lambda: True)
+        time.sleep(0.5)  # a fetch already on the wire is dropped when it comes back
+        produce(sandbox.source, name, [(i % PARTITIONS, b"k", b"v", [], None) for i in range(300)])
+        time.sleep(3)
+        assert count(sandbox.target, name) == 0
+
+        monkeypatch.undo()
+        wait_until(lambda: count(sandbox.target, name) >= 300, what="the records once heartbeats answer")
