@@ -233,8 +233,8 @@ def _keyed(origin: str, keys: int):
 class Topics:
     """The soak's topics: where each is written and where it is replicated to."""
 
-    s2t: tuple[str, ...] = ("orders", "shared", "compacted", "tx-source")
-    t2s: tuple[str, ...] = ("returns", "shared", "tx-target")
+    s2t: tuple[str, ...] = ("orders", "both-ways", "compacted", "tx-source")
+    t2s: tuple[str, ...] = ("returns", "both-ways", "tx-target")
 
 
 class Transactions:
@@ -377,10 +377,10 @@ class Soak:
         s, t = self.source, self.target
         self.streams = {
             "source": [Stream("orders", s, t, PARTITIONS, 0.4, _keyed("source", 500)),
-                       Stream("shared", s, t, PARTITIONS, 0.35, _keyed("source", 200)),
+                       Stream("both-ways", s, t, PARTITIONS, 0.35, _keyed("source", 200)),
                        Stream("compacted", s, t, PARTITIONS, 0.25, _keyed("source", 50))],
             "target": [Stream("returns", t, s, PARTITIONS, 0.6, _keyed("target", 500)),
-                       Stream("shared", t, s, PARTITIONS, 0.4, _keyed("target", 200))],
+                       Stream("both-ways", t, s, PARTITIONS, 0.4, _keyed("target", 200))],
         }
         self.traffic = {side: Traffic(streams, rate / 2, self.run_id)
                         for side, streams in self.streams.items()}
