@@ -74,7 +74,7 @@ class Translator:
             raise ClusterError(self._source_side, self._source.bootstrap_servers,
                                f"consumer group {group!r} has no committed offsets there; "
                                "check the group's name (kafka-consumer-groups.sh --list)")
-        replicated = {tp: tp for tp in committed if tp.topic in self.routes}
+        replicated = [tp for tp in committed if tp.topic in self.routes]
         if not replicated:
             raise ClusterError(self._source_side, self._source.bootstrap_servers,
                                f"consumer group {group!r} commits no topic that "
@@ -82,7 +82,7 @@ class Translator:
                                f"{', '.join(sorted({tp.topic for tp in committed}))})")
         maps = self.maps() if maps is None else maps
         replicator = self.committed(self.config.group(self.direction).group_id)
-        starts, ends = self._log_bounds(list(replicated))
+        starts, ends = self._log_bounds(replicated)
         rows = []
         for tp, offset in sorted(committed.items()):
             target_topic = self.routes.get(tp.topic)
