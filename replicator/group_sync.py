@@ -64,6 +64,10 @@ class GroupSync:
                 self.figures.failures += 1
                 log.warning("group offset sync (%s) failed: %s; trying again in %.0fs",
                             self.direction, exc, self.settings.interval_seconds)
+            except Exception:  # a control loop that stopped would stop syncing without a word
+                self.figures.failures += 1
+                log.exception("group offset sync (%s) failed; trying again in %.0fs",
+                              self.direction, self.settings.interval_seconds)
             stopping.wait(self.settings.interval_seconds)
 
     def sync_once(self, write: bool = True) -> dict[str, dict[TopicPartition, int]]:
