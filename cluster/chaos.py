@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -45,7 +45,7 @@ from replicator.offsets import describe_groups
 from replicator.sandbox import Sandbox
 
 from .loopback import LOOPBACK
-from .traffic import RUN_HEADER, Stream, Traffic
+from .traffic import RUN_HEADER, Stream, Traffic, arrived
 
 log = logging.getLogger("cluster.chaos")
 
@@ -655,28 +655,9 @@ def _create_topics(bootstrap: str, names) -> None:
 def _read(bootstrap: str, topic: str, run_id: str, origin: str,
           committed: bool = True) -> dict[int, list[tuple]]:
     """One run's records written first on `origin`, per partition in offset order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             isolation_level="read_committed" if committed else "read_uncommitted",
-                             max_partition_fetch_bytes=4 * 1024**2)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        found: dict[int, list[tuple]] = {tp.partition: [] for tp in partitions}
-        mark = (RUN_HEADER, run_id.encode())
-        tag = f'"o": "{origin}"'.encode()
-        deadline = time.monotonic() + 600
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} on {bootstrap} to its end")
-            for tp, batch in consumer.poll(timeout_ms=500, max_records=10_000).items():
-                found[tp.partition].extend(
-                    (r.key, r.value, r.timestamp) for r in batch
-                    if tag in (r.value or b"") and mark in (r.headers or ()))
-        return found
-    finally:
-        consumer.close()
+    tag = f'"o": "{origin}"'.encode()
+    return arrived(bootstrap, topic, run_id, lambda record: tag in (record.value or b""),
+                   committed, timeout=600)
 
 
 def _compare(at_origin: dict, at_destination: dict, acknowledged: dict,

@@ -143,25 +143,28 @@ class Traffic:
             self.failed += 1
 
 
-def arrived(bootstrap: str, topic: str, run_id: str) -> dict[int, list[tuple]]:
-    """One run's records in a topic, per partition, in offset order, as (key, value, timestamp)."""
+def arrived(bootstrap: str, topic: str, run_id: str, keep=lambda record: True,
+            committed: bool = True, timeout: float = 120.0) -> dict[int, list[tuple]]:
+    """One run's records in a topic (those `keep` accepts), per partition, in offset order, as
+    (key, value, timestamp); `committed` False reads aborted records too."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             isolation_level="read_committed")
+                             isolation_level="read_committed" if committed else "read_uncommitted",
+                             max_partition_fetch_bytes=4 * 1024**2)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
         found: dict[int, list[tuple]] = {tp.partition: [] for tp in partitions}
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         mark = (RUN_HEADER, run_id.encode())
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} on {bootstrap} to its end in 120s")
-            for tp, batch in consumer.poll(timeout_ms=500).items():
+                raise TimeoutError(f"could not read {topic} on {bootstrap} to its end in {timeout:.0f}s")
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=10_000).items():
                 found[tp.partition].extend(
                     (r.key, r.value, r.timestamp) for r in batch
-                    if mark in (r.headers or ()))
+                    if mark in (r.headers or ()) and keep(r))
         return found
     finally:
         consumer.close()
