@@ -119,23 +119,30 @@ def split(data: bytes | memoryview) -> list[Batch]:
     return batches
 
 
-def rewrite(batch: Batch, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+def rewrite(batch: Batch, producer_id: int, producer_epoch: int, base_sequence: int,
+            transactional: bool = False) -> bytes:
     """The batch as our producer writes it: base offset 0, our writer fields, a fresh CRC.
 
-    The transactional bit is cleared: a committed transaction's batch is copied as a
-    plain batch of ours, since the target never sees the source's transaction markers.
+    The transactional bit is ours to set: the target never sees the source's transaction
+    markers, so a committed source transaction's batch is copied as a plain batch, or as
+    part of our own transaction.
     """
     data = bytearray(batch.data)
     _LENGTH.pack_into(data, 0, 0, len(data) - 12)
-    struct.pack_into(">h", data, _ATTRIBUTES_AT, batch.attributes & ~TRANSACTIONAL)
+    attributes = batch.attributes & ~TRANSACTIONAL
+    struct.pack_into(">h", data, _ATTRIBUTES_AT, attributes | TRANSACTIONAL if transactional else attributes)
     _WRITER.pack_into(data, _WRITER_AT, producer_id, producer_epoch, base_sequence)
     struct.pack_into(">I", data, _CRC_AT, crc32c(memoryview(data)[_ATTRIBUTES_AT:]))
     return bytes(data)
 
 
-def stamp(data: bytes, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+def stamp(data: bytes, producer_id: int, producer_epoch: int, base_sequence: int,
+          transactional: bool = False) -> bytes:
     """A batch built by `encode` given its writer fields (they are known only when sent)."""
     out = bytearray(data)
+    if transactional:
+        attributes = struct.unpack_from(">h", out, _ATTRIBUTES_AT)[0]
+        struct.pack_into(">h", out, _ATTRIBUTES_AT, attributes | TRANSACTIONAL)
     _WRITER.pack_into(out, _WRITER_AT, producer_id, producer_epoch, base_sequence)
     struct.pack_into(">I", out, _CRC_AT, crc32c(memoryview(out)[_ATTRIBUTES_AT:]))
     return bytes(out)

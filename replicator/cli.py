@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import DIRECTIONS, ReplicatorConfig, load_config
-from .errors import ReplicatorError
+from .errors import Fenced, ReplicatorError
 
 log = logging.getLogger("replicator")
 
@@ -115,15 +115,25 @@ def _replicate(args) -> int:
 
     config = load_config(args.config)
     flow = Flow(config, args.direction, args.member)
+    stopping = False
 
     def stop(signum, _frame):
+        nonlocal stopping
         log.info("%s received: stopping", signal.Signals(signum).name)
+        stopping = True
         flow.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    flow.run()
-    return 0
+    while True:
+        try:
+            flow.run()
+            return 0
+        except Fenced as exc:  # exactly-once: rejoin as a new member, resume from the target
+            log.warning("%s", exc)
+            if stopping:
+                return 0
+            flow = Flow(config, args.direction, args.member)
 
 
 def _status(args) -> int:

@@ -240,6 +240,11 @@ class DirectionConfig(_Model):
         "with provenance headers",
     )
     sync_group_offsets: SyncGroupOffsets = SyncGroupOffsets()
+    exactly_once: bool = Field(
+        False,
+        description="commit the copies and the next source offsets together in transactions "
+        "on the target (readers need isolation.level=read_committed)",
+    )
 
     @model_validator(mode="after")
     def _routes_are_distinct(self) -> DirectionConfig:

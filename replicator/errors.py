@@ -33,3 +33,16 @@ class RecordRejected(ReplicatorError):
             "is committed. Fix the cause (e.g. raise max.message.bytes on the target topic) "
             "and restart, or set onError: skip for this direction to log and skip such records"
         )
+
+
+class Fenced(ReplicatorError):
+    """Exactly-once: one of our transactions cannot go on, most likely because another
+    member was given its partition and took over its transactional id."""
+
+    def __init__(self, transactional_id: str, reason: str):
+        self.transactional_id = transactional_id
+        super().__init__(
+            f"the target ended transactional id {transactional_id!r} ({reason}): another member "
+            "most likely owns its partition now; nothing of the open transaction is visible to "
+            "read_committed readers, and the flow starts again from the positions the target "
+            "committed")

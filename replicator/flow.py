@@ -7,6 +7,10 @@ committed positions; its consumer never fetches (every partition stays paused). 
 data moves as record batches: fetched raw (`Fetcher`), turned into shipments
 (`Shipper`), written idempotently (`BatchProducer`). Answers from both clusters come
 back on their IO threads and are handled here, on the flow's own thread, in order.
+
+With `exactlyOnce`, the writes go through `Transactions` instead: a commit first commits
+each partition's transaction on the target (copies, spans and next offset together),
+and a newly assigned partition resumes from the offset its last transaction committed.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from . import batches, link, map_topic, registry, wire
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
-from .errors import ClusterError, ConfigError, RecordRejected
+from .errors import ClusterError, ConfigError, Fenced, RecordRejected
 from .fetcher import Fetcher
 from .metrics import FlowMetrics
 from .offset_map import Journal
@@ -39,6 +43,7 @@ from .producer import BatchProducer, Shipment
 from .provenance import Provenance
 from .shipping import Shipper, Step, Target
 from .topics import Layout, TopicSync
+from .transactions import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +117,13 @@ class Flow:
         self._target_wire: wire.Wire | None = None
         self._fetcher: Fetcher | None = None
         self._shipper: Shipper | None = None
+        self._transactions: Transactions | None = None
+        self._resume_at: dict[TopicPartition, int] = {}  # exactly-once: positions read from the target
+        self._source_id = ""
+        self._target_settings: dict = {}
+        self._failure: Exception | None = None  # met in a rebalance callback, raised by the loop
         self.source_consumer = None
-        self.target_producer: BatchProducer | None = None
+        self.target_producer: BatchProducer | Transactions | None = None
 
     def run(self) -> None:
         """Replicate until stop() is called; commit what was acknowledged on the way out."""
@@ -153,6 +163,7 @@ class Flow:
             target_id = target_admin.describe_cluster()["cluster_id"]
             registry.ensure_topic(target_admin)
         self._provenance = Provenance(source_id, target_id)
+        self._source_id = source_id
         journal = Journal(source_id)
         self._topic_sync = TopicSync(source_admin, target_admin, self._routes,
                                      manage=self._settings.create_topics)
@@ -162,6 +173,7 @@ class Flow:
                                    map_topic.longest_retention(source_admin, self._routes))
 
         source_settings, target_settings = link.client_settings(source), link.client_settings(target)
+        self._target_settings = target_settings
         consumer = self.config.consumer
         with link.reaching(source_side, source):
             self._source_wire = wire.Wire(
@@ -183,9 +195,17 @@ class Flow:
             producer.max_request_size - 512, MERGE_BELOW_BYTES, self._registry.is_ours,
             self._provenance, self._fallback)
         with link.reaching(target_side, target):
-            self.target_producer = BatchProducer(
-                self._target_wire, wire, lambda: self._new_producer_id(target_settings),
-                producer.max_request_size, self._target_wire.request_timeout_ms, self._written)
+            if self._settings.exactly_once:
+                self._transactions = self.target_producer = Transactions(
+                    self._target_wire, wire, self._group.group_id, source_id,
+                    (target_side, target.bootstrap_servers), producer.max_request_size,
+                    self._target_wire.request_timeout_ms, self._written,
+                    lambda ids: registry.register(target_settings, ids, self.direction, self.member))
+                self._transactions.check()
+            else:
+                self.target_producer = BatchProducer(
+                    self._target_wire, wire, lambda: self._new_producer_id(target_settings),
+                    producer.max_request_size, self._target_wire.request_timeout_ms, self._written)
         self._map = map_topic.MapWriter(journal, self.target_producer.submit, self._map_slow)
         self.source_consumer = link.source_consumer(self.config, self.direction, self.member)
         # Know the topics' partitions before joining: a group leader that assigns without
@@ -198,7 +218,12 @@ class Flow:
                  target_side, target_id, self._group.group_id, self._settings.mode)
         log.info("%s: AUTO_OFFSET_RESET=%s (where the group has no committed offset)",
                  self.direction, self.config.offset_reset(self.direction))
-        if self._group.enable_auto_commit:
+        if self._transactions is not None:
+            log.info("%s: exactly once: every %d ms the copies of each source partition and its "
+                     "next offset are committed in one transaction on the %s cluster; consumers "
+                     "of the target must read with isolation.level=read_committed to see each "
+                     "record once", self.direction, self._group.auto_commit_interval_ms, target_side)
+        elif self._group.enable_auto_commit:
             log.info("%s: Auto commit enabled: acknowledged offsets are committed every %d ms",
                      self.direction, self._group.auto_commit_interval_ms)
         else:
@@ -207,7 +232,7 @@ class Flow:
 
     def _new_producer_id(self, target_settings: dict) -> tuple[int, int]:
         producer_id, epoch = wire.init_producer_id(self._target_wire, CONNECT_TIMEOUT_MS)
-        registry.register(target_settings, producer_id, self.direction, self.member)
+        registry.register(target_settings, [producer_id], self.direction, self.member)
         log.info("%s %s: writing as producer id %d (registered in %s)", self.direction,
                  self.member or "-", producer_id, registry.TOPIC)
         return producer_id, epoch
@@ -215,6 +240,8 @@ class Flow:
     # The loop --------------------------------------------------------------------------
 
     def _step(self) -> None:
+        if self._failure is not None:
+            raise self._failure
         evicted = self._evicted()
         busy = evicted or wire.group_needs_time(self.source_consumer)
         if busy or time.monotonic() >= self._next_group_poll:
@@ -245,19 +272,35 @@ class Flow:
         """Start fetching newly assigned partitions from the group's position."""
         assigned = self.source_consumer.assignment()
         owned = set(self._fetcher.owned())
-        for tp in assigned:
-            if tp in owned or tp in self._stopped:
-                continue
-            position = wire.fetch_position(self.source_consumer, tp)
-            early = polled.get(tp)
-            if early:  # fetched before the pause took effect: start where that fetch began
-                position = early[0].offset if position is None else min(position, early[0].offset)
+        new = [tp for tp in assigned if tp not in owned and tp not in self._stopped]
+        if new and self._transactions is not None:
+            self._take_over(new)
+        for tp in new:
+            position = self._resume_at.pop(tp, None)
+            if position is None:
+                position = wire.fetch_position(self.source_consumer, tp)
+                early = polled.get(tp)
+                if early:  # fetched before the pause took effect: start where that fetch began
+                    position = early[0].offset if position is None else min(position, early[0].offset)
             if position is not None:
                 self._fetcher.assign(tp, position)
                 self._checkpoint.advance(tp, position)
         gone = owned - set(assigned)
         if gone:
             self.forget(gone)
+
+    def _take_over(self, partitions: list[TopicPartition]) -> None:
+        """Exactly-once: fence the partitions' earlier owners, then read where they stopped."""
+        fresh = [tp for tp in partitions if not self._transactions.owns(tp)]
+        if not fresh:
+            return
+        self._transactions.own(fresh)
+        found = map_topic.positions(self._target_settings, self._group.group_id, self._source_id, fresh)
+        self._resume_at.update(found)
+        if found:
+            log.info("%s %s: resuming from the positions committed on the target: %s", self.direction,
+                     self.member or "-", ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
+                                                   for tp, offset in sorted(found.items())))
 
     def _handle_events(self, wait: float) -> None:
         try:
@@ -469,10 +512,33 @@ class Flow:
             return {}
         return self._ready_to_commit()
 
+    def _transact(self, seconds: float) -> dict | None:
+        """Exactly-once: commit the open transactions; return the positions the source group may
+        now get (None while some copies are not acknowledged)."""
+        transactions = self._transactions
+        if transactions.open():
+            if not self._drain(seconds):
+                return None
+            delivery = transactions.prepare(self._checkpoint.to_commit(), self._map.journal)
+            if delivery is not None:
+                if not self._wait(lambda: delivery.is_done, seconds) or delivery.exception is not None:
+                    side, cluster = self.config.clusters(self.direction)[1]
+                    problem = (f"refused ({type(delivery.exception).__name__}); grant the replicator's "
+                               "principal Write on it" if delivery.exception is not None
+                               else f"not acknowledged within {seconds:.0f}s")
+                    raise ClusterError(side, cluster.bootstrap_servers,
+                                       f"a transaction's positions for the offset map topic "
+                                       f"{map_topic.TOPIC!r} were {problem}")
+            transactions.commit()
+        return self._checkpoint.to_commit()
+
     def _commit(self, report=log.warning) -> bool:
         """Commit the acknowledged positions; False if the group refused them for now."""
         self._advance_idle()
-        positions = self._ready_to_commit()
+        if self._transactions is not None:
+            positions = self._transact(self._target_wire.request_timeout_ms / 1000)
+        else:
+            positions = self._ready_to_commit()
         if positions is None:
             return False
         if not positions:
@@ -566,6 +632,8 @@ class Flow:
         if self.source_consumer is not None:
             self._settle()
             self._final_commit(grace * 0.25)
+            if self._transactions is not None:
+                self._transactions.release()
             self.source_consumer.close(autocommit=False, timeout_ms=int(grace * 250))
         for closable in (self._source_wire, self._target_wire, self._registry, *self._admins):
             if closable is not None:
@@ -598,9 +666,14 @@ class Flow:
         self._drain(patience, set(partitions))
         self._advance_idle()
         try:
-            positions = self._flush_map(patience)
-        except ClusterError as exc:
+            if self._transactions is not None:
+                positions = self._transact(patience) or {}
+            else:
+                positions = self._flush_map(patience)
+        except (ClusterError, Fenced) as exc:
             log.error("%s: %s; the revoked partitions are not committed", self.direction, exc)
+            if self._transactions is not None:
+                self._failure = exc  # the transactions' state is unknown: start again
             return {}
         return {tp: pos for tp, pos in positions.items() if tp in partitions}
 
@@ -617,6 +690,10 @@ class Flow:
                  self.member or "-", _names(partitions), _names(assigned))
 
     def forget(self, partitions) -> None:
+        if self._transactions is not None:
+            self._transactions.release(partitions)
+        for tp in partitions:
+            self._resume_at.pop(tp, None)
         self._checkpoint.forget(partitions)
         self._map.forget(partitions)
         self._fetcher.forget(partitions)

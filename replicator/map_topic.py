@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
 from . import batches
-from .offset_map import Entry, Journal, Partition, PartitionMap, Span
+from .offset_map import Entry, Journal, Partition, PartitionMap, Position, Span
 from .producer import Delivery, Shipment
 from .topics import topic_configs
 
@@ -55,7 +55,7 @@ def longest_retention(admin: KafkaAdminClient, topics) -> int:
     return longest
 
 
-def encode(entries: list[Entry]) -> bytes:
+def encode(entries: list[Entry | Position]) -> bytes:
     """A batch of map records, ready for the batch producer to stamp."""
     now = int(time.time() * 1000)
     records = []
@@ -71,7 +71,9 @@ class MapMissing(LookupError):
 
 def read(settings: dict, source_cluster: str) -> dict[tuple[Partition, Partition], PartitionMap]:
     """Every span copied from `source_cluster`, per (source partition, target partition)."""
-    consumer = KafkaConsumer(**settings, enable_auto_commit=False, group_id=None)
+    # read_committed: an aborted exactly-once transaction's spans map copies nobody sees.
+    consumer = KafkaConsumer(**settings, enable_auto_commit=False, group_id=None,
+                             isolation_level="read_committed")
     try:
         if TOPIC not in consumer.topics():
             raise MapMissing(TOPIC)
@@ -99,6 +101,42 @@ def read(settings: dict, source_cluster: str) -> dict[tuple[Partition, Partition
     return maps
 
 
+def positions(settings: dict, group: str, source_cluster: str, partitions) -> dict:
+    """Exactly-once: the committed Position of each of `partitions` (those that have one).
+
+    Read to the high watermark as it was when called, not just to the last stable offset:
+    a later transaction still open elsewhere must not hide a position committed before it.
+    """
+    wanted = {Partition(tp.topic, tp.partition): tp for tp in partitions}
+    found: dict = {}
+    consumer = KafkaConsumer(**settings, enable_auto_commit=False, group_id=None,
+                             isolation_level="read_committed")
+    try:
+        if TOPIC not in consumer.topics():
+            return found
+        consumer.assign([PARTITION])
+        consumer.seek_to_beginning(PARTITION)
+        end = None
+        deadline = time.monotonic() + POSITIONS_TIMEOUT_SECONDS
+        while end is None or consumer.position(PARTITION) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the offset map {TOPIC!r} to offset {end} within "
+                                   f"{POSITIONS_TIMEOUT_SECONDS:.0f}s (a transaction left open?)")
+            for records in consumer.poll(timeout_ms=200, max_records=100_000).values():
+                for record in records:
+                    position = Position.decode(record.key, record.value)
+                    if (position is not None and position.group == group
+                            and position.source_cluster == source_cluster and position.source in wanted):
+                        found[wanted[position.source]] = position.offset
+            if end is None:
+                end = consumer.highwater(PARTITION)  # known once a fetch has been answered
+    finally:
+        consumer.close()
+    return found
+
+
+# Longer than a transaction's timeout: one left open by a member that died is aborted by then.
+POSITIONS_TIMEOUT_SECONDS = 90.0
 ENTRIES_PER_BATCH = 2000  # about 250 KB: well inside any request size limit
 SLOW_WRITE_SECONDS = 60.0
 

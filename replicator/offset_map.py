@@ -166,10 +166,17 @@ class Journal:
         self._last[(source, target)] = entry
         self._unwritten[entry.key] = entry
 
-    def take(self) -> list[Entry]:
-        """The entries to write now (each span at its latest length); the journal forgets them."""
-        entries = list(self._unwritten.values())
-        self._unwritten.clear()
+    def take(self, partitions=None) -> list[Entry]:
+        """The entries to write now (each span at its latest length), of every source
+        partition or of `partitions`; the journal forgets them."""
+        if partitions is None:
+            entries = list(self._unwritten.values())
+            self._unwritten.clear()
+            return entries
+        wanted = {Partition(tp.topic, tp.partition) for tp in partitions}
+        entries = [entry for key, entry in self._unwritten.items() if key.source in wanted]
+        for entry in entries:
+            del self._unwritten[entry.key]
         return entries
 
     def forget(self, partitions) -> None:
@@ -177,3 +184,35 @@ class Journal:
         gone = {Partition(tp.topic, tp.partition) for tp in partitions}
         for pair in [pair for pair in self._last if pair[0] in gone]:
             del self._last[pair]
+
+
+POSITION = "position"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Exactly-once: the next offset to copy of a source partition, committed on the target
+    in the same transaction as the copies before it. Keyed by the replicator's group, so
+    the compacted topic keeps the latest of each."""
+
+    group: str
+    source_cluster: str
+    source: Partition
+    offset: int
+
+    def encode(self) -> tuple[bytes, bytes]:
+        key = [POSITION, self.group, self.source_cluster, self.source.topic, self.source.partition]
+        return (json.dumps(key, separators=(",", ":")).encode(),
+                json.dumps({"next": self.offset}, separators=(",", ":")).encode())
+
+    @classmethod
+    def decode(cls, key: bytes, value: bytes | None) -> Position | None:
+        """The position a map record holds; None for a record that is not one (or a tombstone)."""
+        try:
+            kind, group, cluster, topic, partition = json.loads(key)
+            offset = json.loads(value)["next"]
+        except (TypeError, ValueError, KeyError):
+            return None
+        if kind != POSITION:
+            return None
+        return cls(group, cluster, Partition(topic, partition), offset)

@@ -18,6 +18,8 @@ A partition (a Lane) moves through its queue in order:
    sequence. Other lanes are not affected.
 4. If the broker no longer knows our producer (its state expired), all lanes drain
    and the producer takes a new id: the only case where a retry may duplicate.
+   A transactional producer never does: its transaction is over (`Fenced`), and what
+   it wrote in it is aborted.
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ from typing import Callable
 from kafka.errors import (
     DuplicateSequenceNumberError,
     InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    InvalidTxnStateError,
     KafkaError,
     OutOfOrderSequenceNumberError,
+    ProducerFencedError,
+    TransactionAbortableError,
     UnknownProducerIdError,
 )
 
 from . import batches
+from .errors import Fenced
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,9 @@ MAX_IN_FLIGHT_PER_PARTITION = 5
 MAX_REQUESTS_PER_NODE = 5
 SEQUENCE_LIMIT = 2**31
 RETRY_BACKOFF_SECONDS = 0.1
+# Answers after which a transaction can only be aborted, and its producer is not ours anymore.
+TRANSACTION_OVER = (ProducerFencedError, InvalidProducerEpochError, UnknownProducerIdError,
+                    InvalidProducerIdMappingError, InvalidTxnStateError, TransactionAbortableError)
 
 
 class Superseded(KafkaError):
@@ -99,10 +109,10 @@ class Shipment:
     def size(self) -> int:
         return self.copy.size if self.copy is not None else len(self.data)
 
-    def stamped(self, producer_id: int, epoch: int) -> bytes:
+    def stamped(self, producer_id: int, epoch: int, transactional: bool) -> bytes:
         if self.copy is not None:
-            return batches.rewrite(self.copy, producer_id, epoch, self.sequence)
-        return batches.stamp(self.data, producer_id, epoch, self.sequence)
+            return batches.rewrite(self.copy, producer_id, epoch, self.sequence, transactional)
+        return batches.stamp(self.data, producer_id, epoch, self.sequence, transactional)
 
 
 @dataclass(eq=False)
@@ -124,11 +134,15 @@ class BatchProducer:
     builds requests and reads answers (replicator.wire in production). `on_answer`
     is how the IO thread hands an answer back: it must only enqueue. `on_written`
     hears of every acknowledged shipment that carries source runs, in its lane's order.
+    With a `transactional_id`, batches are written in that id's open transaction (the
+    caller adds their partitions to it first) and `new_producer_id` is asked only once.
     """
 
     def __init__(self, wire, protocol, new_producer_id: Callable[[], tuple[int, int]],
                  max_request_bytes: int, timeout_ms: int,
-                 on_written: Callable[[Shipment], None] | None = None):
+                 on_written: Callable[[Shipment], None] | None = None,
+                 transactional_id: str | None = None):
+        self.transactional_id = transactional_id
         self._wire = wire
         self._on_written = on_written
         self._protocol = protocol
@@ -192,8 +206,10 @@ class BatchProducer:
             rest = ready[1:]
             if rest and lane.in_flight < MAX_IN_FLIGHT_PER_PARTITION:
                 left.append((lane, rest))
+        transactional = self.transactional_id is not None
         request = self._protocol.produce_request(
-            {s.tp: s.stamped(self.producer_id, self.epoch) for s in chosen}, self._timeout_ms)
+            {s.tp: s.stamped(self.producer_id, self.epoch, transactional) for s in chosen},
+            self._timeout_ms, self.transactional_id)
         self._requests[node] = self._requests.get(node, 0) + 1
         future = self._wire.send(node, request)
         future.add_both(lambda answer: on_answer((self, node, chosen, answer)))
@@ -235,10 +251,12 @@ class BatchProducer:
             lane.acked_sequence = (done.sequence + done.records) % SEQUENCE_LIMIT
 
     def _failed(self, lane: Lane, shipment: Shipment, error: BaseException) -> None:
-        if isinstance(error, (UnknownProducerIdError, InvalidProducerEpochError)) or (
+        state_lost = isinstance(error, (UnknownProducerIdError, InvalidProducerEpochError)) or (
             isinstance(error, OutOfOrderSequenceNumberError) and not lane.hold
-            and lane.queue and lane.queue[0] is shipment
-        ):
+            and lane.queue and lane.queue[0] is shipment)
+        if self.transactional_id is not None and (state_lost or isinstance(error, TRANSACTION_OVER)):
+            raise Fenced(self.transactional_id, type(error).__name__)
+        if state_lost:
             # The broker lost our producer's state (or never had it): nothing before
             # this batch is missing, so no earlier failure explains the refusal.
             log.warning("target no longer knows producer id %d (%s); taking a new one",

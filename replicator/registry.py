@@ -45,14 +45,16 @@ def ensure_topic(admin: KafkaAdminClient) -> None:
         pass
 
 
-def register(settings: dict, producer_id: int, direction: str, member: str | None) -> None:
-    """Record that `producer_id` writes for us on this cluster; returns once acknowledged."""
+def register(settings: dict, producer_ids: list[int], direction: str, member: str | None) -> None:
+    """Record that `producer_ids` write for us on this cluster; returns once acknowledged."""
     producer = KafkaProducer(**settings, acks="all")
     try:
-        entry = {"direction": direction, "member": member, "host": socket.gethostname(),
-                 "registeredAt": int(time.time() * 1000)}
-        producer.send(TOPIC, key=str(producer_id).encode(), value=json.dumps(entry).encode(),
-                      partition=0).get(timeout=READ_TIMEOUT_SECONDS)
+        entry = json.dumps({"direction": direction, "member": member, "host": socket.gethostname(),
+                            "registeredAt": int(time.time() * 1000)}).encode()
+        sent = [producer.send(TOPIC, key=str(producer_id).encode(), value=entry, partition=0)
+                for producer_id in producer_ids]
+        for future in sent:
+            future.get(timeout=READ_TIMEOUT_SECONDS)
     finally:
         producer.close()
 

@@ -7,8 +7,10 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
 - `kafka.net.KafkaNetClient` and its `_manager` (connections, cluster metadata) and
   `_net` (the selector and its IO thread): a client for requests we build ourselves;
 - `kafka.protocol` messages `FetchRequest`/`FetchResponse` (v4–v12, read_committed),
-  `ProduceRequest`/`ProduceResponse` (v3–v9, acks=all) and `InitProducerIdRequest`
-  (an idempotent producer id without a transactional id);
+  `ProduceRequest`/`ProduceResponse` (v3–v9, acks=all), `InitProducerIdRequest` (an
+  idempotent producer id, or a transactional one), and for exactly-once
+  `FindCoordinatorRequest` (transaction coordinators), `AddPartitionsToTxnRequest` and
+  `EndTxnRequest` (v3 and below: one transaction per request, no epoch bump per commit);
 - `kafka.codec` (the batch compression codecs), `kafka.record.MemoryRecords` (decoding
   message formats v0/v1, which only very old producers write) and
   `kafka.partitioner.default.murmur2` (Kafka's key hash, for `partitioning: hash`);
@@ -44,7 +46,13 @@ from kafka.errors import for_code
 from kafka.net import KafkaNetClient
 from kafka.partitioner.default import murmur2
 from kafka.protocol.consumer import FetchRequest
-from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
+from kafka.protocol.metadata import FindCoordinatorRequest
+from kafka.protocol.producer import (
+    AddPartitionsToTxnRequest,
+    EndTxnRequest,
+    InitProducerIdRequest,
+    ProduceRequest,
+)
 from kafka.record import MemoryRecords
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
@@ -112,6 +120,22 @@ class Wire:
             return await self._manager.wait_for(self._manager.send(request, node_id=node), timeout_ms)
         return self._manager.run(_call)
 
+    def ask(self, calls: list[tuple[int | None, object]], timeout_ms: int) -> list:
+        """Send every (node, request) at once (None: the least loaded node) and wait for all;
+        each answer is the response, or the exception that ended its request."""
+        async def _all():
+            manager = self._manager
+            sent = [manager.send(request, node_id=node if node is not None else manager.least_loaded_node())
+                    for node, request in calls]
+            answers = []
+            for future in sent:
+                try:
+                    answers.append(await manager.wait_for(future, timeout_ms))
+                except Exception as exc:  # one answer per call, whatever happened to it
+                    answers.append(exc)
+            return answers
+        return self._manager.run(_all)
+
     def close(self) -> None:
         self._client.close()
         self._net.stop(timeout_ms=5_000)
@@ -156,12 +180,13 @@ def fetched(response) -> list[FetchedPartition]:
 
 # Produce -------------------------------------------------------------------------------
 
-def produce_request(batches: dict[TopicPartition, bytes], timeout_ms: int):
+def produce_request(batches: dict[TopicPartition, bytes], timeout_ms: int,
+                    transactional_id: str | None = None):
     topics: dict[str, list] = {}
     for tp, data in batches.items():
         topics.setdefault(tp.topic, []).append(_ProducePartition(index=tp.partition, records=data))
     return ProduceRequest(
-        transactional_id=None, acks=ACKS_ALL, timeout_ms=timeout_ms,
+        transactional_id=transactional_id, acks=ACKS_ALL, timeout_ms=timeout_ms,
         topic_data=[_ProduceTopic(name=t, partition_data=p) for t, p in topics.items()],
         min_version=3, max_version=9)
 
@@ -189,6 +214,64 @@ def init_producer_id(wire: Wire, timeout_ms: int) -> tuple[int, int]:
         if not error.retriable or time.monotonic() > deadline:
             raise error()
         time.sleep(0.2)  # the broker is still loading its producer-id state
+
+
+# Transactions --------------------------------------------------------------------------
+# Each builder makes one request for one transactional id; each reader returns the error
+# class of its answer (None on success) and what it carries.
+
+TRANSACTION_COORDINATOR = 1
+
+
+def find_coordinator_request(transactional_id: str):
+    # key/key_type and coordinator_keys together let the connection pick any version.
+    return FindCoordinatorRequest(key=transactional_id, key_type=TRANSACTION_COORDINATOR,
+                                  coordinator_keys=[transactional_id])
+
+
+def coordinator_found(response) -> tuple[type | None, int]:
+    result = response.coordinators[0] if getattr(response, "coordinators", None) else response
+    return (for_code(result.error_code) if result.error_code else None), result.node_id
+
+
+def init_transactional_request(transactional_id: str, timeout_ms: int):
+    return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=timeout_ms,
+                                 producer_id=-1, producer_epoch=-1, max_version=4)
+
+
+def producer_id_given(response) -> tuple[type | None, int, int]:
+    error = for_code(response.error_code) if response.error_code else None
+    return error, response.producer_id, response.producer_epoch
+
+
+def add_partitions_request(transactional_id: str, producer_id: int, epoch: int,
+                           partitions) -> AddPartitionsToTxnRequest:
+    topics: dict[str, list[int]] = {}
+    for tp in partitions:
+        topics.setdefault(tp.topic, []).append(tp.partition)
+    topic = AddPartitionsToTxnRequest.AddPartitionsToTxnTopic
+    return AddPartitionsToTxnRequest(
+        v3_and_below_transactional_id=transactional_id, v3_and_below_producer_id=producer_id,
+        v3_and_below_producer_epoch=epoch,
+        v3_and_below_topics=[topic(name=t, partitions=p) for t, p in topics.items()], max_version=3)
+
+
+def partitions_added(response) -> type | None:
+    """The first error among the partitions (an error on one fails them all)."""
+    for topic in response.results_by_topic_v3_and_below:
+        for result in topic.results_by_partition:
+            if result.partition_error_code:
+                return for_code(result.partition_error_code)
+    return None
+
+
+def end_transaction_request(transactional_id: str, producer_id: int, epoch: int, commit: bool):
+    return EndTxnRequest(transactional_id=transactional_id, producer_id=producer_id,
+                         producer_epoch=epoch, committed=commit, max_version=3)
+
+
+def transaction_ended(response) -> type | None:
+    return for_code(response.error_code) if response.error_code else None
 
 
 # The group consumer --------------------------------------------------------------------

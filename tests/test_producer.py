@@ -63,7 +63,7 @@ class FakeWire:
 
 class Protocol:
     @staticmethod
-    def produce_request(batches_by_tp, timeout_ms):
+    def produce_request(batches_by_tp, timeout_ms, transactional_id=None):
         return batches_by_tp
 
     @staticmethod
