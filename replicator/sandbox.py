@@ -11,8 +11,12 @@ that requires a client certificate). Their throwaway CA, broker and client certi
 are made afresh in the state dir at every start (``<state_dir>/tls``). TLS implies SASL,
 whose users the SASL_SSL listener shares.
 
-``up(sasl=True)`` or ``up(tls=True)`` on a running sandbox that was started without
-them recreates both clusters, which discards their data.
+``up(proxied=True)`` adds a PROXIED listener to each cluster that advertises another port,
+kept free for a proxy in front of the broker (cluster.proxy): clients that bootstrap through
+the proxy learn its address from the metadata and keep going through it.
+
+``up(sasl=True)``, ``up(tls=True)`` or ``up(proxied=True)`` on a running sandbox that was
+started without them recreates both clusters, which discards their data.
 """
 
 from __future__ import annotations
@@ -91,11 +95,22 @@ class TlsEndpoint:
 
 
 @dataclass(frozen=True)
+class ProxiedEndpoint:
+    """A listener that advertises a proxy's port: the proxy listens on `proxy_port` and
+    forwards to the broker's `broker_port`."""
+
+    bootstrap_servers: str  # the proxy's address: where clients connect
+    proxy_port: int
+    broker_port: int
+
+
+@dataclass(frozen=True)
 class ClusterEndpoint:
     name: str
     bootstrap_servers: str
     sasl: SaslEndpoint | None
     tls: TlsEndpoint | None = None
+    proxied: ProxiedEndpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,11 @@ class SandboxInfo:
                     "sslCaFile": str(cluster.tls.ca_file),
                     "sslCertFile": str(cluster.tls.cert_file),
                     "sslKeyFile": str(cluster.tls.key_file),
+                }
+            if cluster.proxied is not None:
+                entry["proxied"] = {
+                    "bootstrapServers": cluster.proxied.bootstrap_servers,
+                    "brokerPort": cluster.proxied.broker_port,
                 }
             result[cluster.name] = entry
         return result
@@ -428,7 +448,8 @@ class Sandbox:
 
     # -- public API ----------------------------------------------------------
 
-    def up(self, sasl: bool = False, tls: bool = False, timeout: float = 90.0) -> SandboxInfo:
+    def up(self, sasl: bool = False, tls: bool = False, timeout: float = 90.0,
+           proxied: bool = False) -> SandboxInfo:
         """Start both clusters, or return the endpoints of the running ones.
 
         A sandbox with a dead broker is wiped and started afresh, and so is one
@@ -440,8 +461,9 @@ class Sandbox:
             state = self._load()
             if state is not None:
                 if all(self._alive(state, name) for name in CLUSTERS):
-                    missing = [what for what, wanted, has in (("SASL", sasl, state["sasl"]),
-                                                              ("TLS", tls, state.get("tls", False)))
+                    missing = [what for what, wanted, has in (
+                        ("SASL", sasl, state["sasl"]), ("TLS", tls, state.get("tls", False)),
+                        ("a proxied listener", proxied, state.get("proxied", False)))
                                if wanted and not has]
                     if missing:
                         log.warning("Sandbox in %s runs without %s: recreating it with it",
@@ -453,7 +475,7 @@ class Sandbox:
                 else:
                     log.info("Sandbox in %s has a dead broker: recreating it", self.state_dir)
                     self._teardown(state)
-            state = self._create(sasl, tls)
+            state = self._create(sasl, tls, proxied)
             for name in CLUSTERS:
                 self._spawn(state, name)
             self._save(state)
@@ -547,7 +569,7 @@ class Sandbox:
         endpoints = {}
         for name in CLUSTERS:
             ports = state["clusters"][name]["ports"]
-            sasl = tls = None
+            sasl = tls = proxied = None
             if state["sasl"]:
                 sasl = SaslEndpoint(
                     bootstrap_servers=f"127.0.0.1:{ports['sasl']}",
@@ -563,7 +585,10 @@ class Sandbox:
                     cert_file=self._tls_dir / "client.crt",
                     key_file=self._tls_dir / "client.key",
                 )
-            endpoints[name] = ClusterEndpoint(name, self._bootstrap(state, name), sasl, tls)
+            if state.get("proxied"):
+                proxied = ProxiedEndpoint(bootstrap_servers=f"127.0.0.1:{ports['proxy']}",
+                                          proxy_port=ports["proxy"], broker_port=ports["proxied"])
+            endpoints[name] = ClusterEndpoint(name, self._bootstrap(state, name), sasl, tls, proxied)
         return SandboxInfo(source=endpoints["source"], target=endpoints["target"], state_dir=self.state_dir)
 
     @staticmethod
@@ -577,7 +602,7 @@ class Sandbox:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def _create(self, sasl: bool, tls: bool) -> dict:
+    def _create(self, sasl: bool, tls: bool, proxied: bool = False) -> dict:
         """Write configs (and TLS material) and format storage for two fresh clusters."""
         java = java_executable()
         libs = ensure_kafka_libs(self.kafka_version)
@@ -593,6 +618,7 @@ class Sandbox:
             "sasl": sasl,
             "passwordFile": str(self._password_file) if sasl else None,
             "tls": tls,
+            "proxied": proxied,
             "clusters": {},
         }
         listeners = ["plaintext", "controller"]
@@ -600,6 +626,8 @@ class Sandbox:
             listeners.append("sasl")
         if tls:
             listeners += ["ssl", "saslSsl", "mtls"]
+        if proxied:
+            listeners += ["proxied", "proxy"]  # the broker's port, and the one it advertises
         authority = self._new_tls_material() if tls else None
         free_ports = iter(_free_ports(len(listeners) * len(CLUSTERS)))
         for name in CLUSTERS:
@@ -733,13 +761,17 @@ def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str
         listeners += [f"SSL://127.0.0.1:{ports['ssl']}", f"SASL_SSL://127.0.0.1:{ports['saslSsl']}",
                       f"MTLS://127.0.0.1:{ports['mtls']}"]
         protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL", "MTLS:SSL"]
-    advertised = ",".join(listeners)
+    advertised = list(listeners)
+    if "proxied" in ports:
+        listeners.append(f"PROXIED://127.0.0.1:{ports['proxied']}")
+        advertised.append(f"PROXIED://127.0.0.1:{ports['proxy']}")
+        protocols.append("PROXIED:PLAINTEXT")
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.bootstrap.servers=127.0.0.1:{ports['controller']}",
-        f"listeners={advertised},CONTROLLER://127.0.0.1:{ports['controller']}",
-        f"advertised.listeners={advertised}",
+        f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{ports['controller']}",
+        f"advertised.listeners={','.join(advertised)}",
         f"listener.security.protocol.map={','.join(protocols)}",
         "inter.broker.listener.name=PLAINTEXT",
         "controller.listener.names=CONTROLLER",

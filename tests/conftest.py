@@ -16,15 +16,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
-    """Two single-node KRaft clusters on 127.0.0.1, with SASL and TLS listeners each.
+    """Two single-node KRaft clusters on 127.0.0.1, with SASL, TLS and proxied listeners each.
 
     TLS costs the start little (its certificates take milliseconds), far less than a
-    second sandbox for the TLS tests would.
+    second sandbox for the TLS tests would; the proxied listener costs a port.
     """
     state_dir = os.environ.get("KAFKA_REPLICATOR_TEST_SANDBOX_DIR")
     sandbox = Sandbox(Path(state_dir) if state_dir else tmp_path_factory.mktemp("sandbox"))
     try:
-        yield SandboxHandle(sandbox, sandbox.up(sasl=True, tls=True))
+        yield SandboxHandle(sandbox, sandbox.up(sasl=True, tls=True, proxied=True))
     finally:
         sandbox.down()  # also after a failed start, whose brokers may be running
 
