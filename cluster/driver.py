@@ -4,7 +4,9 @@ Joins the Ray cluster at --address or $RAY_ADDRESS (a `ray://host:10001` Ray Cli
 address works too). Without either, Ray's default applies: the cluster that `ray start`
 started on this machine, else a new local one, which stops with the driver. Starts one
 actor per group member (cluster.plan), supervises them until SIGTERM or SIGINT, then
-stops them within shutdownGracePeriodSeconds and exits. As a Ray job:
+stops them within shutdownGracePeriodSeconds and exits. It reads the config file again when
+it changes, and on SIGHUP: a new replicaCount starts or stops members (cluster.reload). As
+a Ray job:
 
     ray job submit --working-dir . -- python -m cluster.driver --config FILE
 """
@@ -29,6 +31,7 @@ from replicator.errors import ReplicatorError
 from .cli import PROGRESS_SECONDS, add_run_arguments
 from .loopback import is_loopback, stay_on_loopback
 from .plan import NAMESPACE, MemberPlan, plan
+from .reload import ConfigFile
 from .supervisor import Supervisor
 
 log = logging.getLogger("cluster.driver")
@@ -40,19 +43,29 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
         progress_seconds: float = PROGRESS_SECONDS, log_level: str = "INFO") -> int:
     """Replicate until SIGTERM/SIGINT; 0 after a graceful stop, EXIT_ERROR on a config error."""
     config = load_config(config_path)
+    config_file = ConfigFile(Path(config_path), config)
     members = plan(config)
     grace = config.shutdown_grace_period_seconds
     _join(address, namespace)
     _warn_if_too_small(members)
     stopping = threading.Event()
+    reread = threading.Event()
+    woken = threading.Event()  # cuts the wait between two polls short
 
     def stop(signum, _frame) -> None:
         log.info("%s received: stopping the members within %.0fs", signal.Signals(signum).name, grace)
         stopping.set()
+        woken.set()
+
+    def hang_up(_signum, _frame) -> None:
+        log.info("SIGHUP received: reading %s again", config_path)
+        reread.set()
+        woken.set()
 
     # After ray.init, so that these handlers are the ones in force.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hang_up)
     supervisor = Supervisor(config, namespace, log_level)
     code = 0
     try:
@@ -60,7 +73,22 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
                  ", ".join(member.name for member in members))
         supervisor.apply(members)
         next_progress = time.monotonic() + progress_seconds
-        while not stopping.wait(POLL_SECONDS):
+        while True:
+            woken.wait(POLL_SECONDS)
+            woken.clear()
+            if stopping.is_set():
+                break
+            asked = reread.is_set()
+            reread.clear()
+            change = config_file.check(asked)
+            if change is not None and change.scaled:
+                supervisor.config = change.config  # what members started from now on run
+                members = plan(change.config)
+                _warn_if_too_small(members)
+            try:
+                supervisor.apply(members)  # after a change; or a member whose start failed
+            except ReplicatorError as exc:
+                log.error("%s; trying again at the next poll", exc)
             statuses = supervisor.poll()
             if supervisor.fatal:
                 for name, error in supervisor.fatal.items():

@@ -380,6 +380,59 @@ def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
     assert "createTopics is false" in log
 
 
+def test_the_driver_scales_a_direction_when_its_replica_count_changes_in_the_config_file(
+        sandbox, name, ray_cluster, tmp_path):
+    """As a mounted ConfigMap changes on Kubernetes: the driver reads the file again, starts
+    the members a larger replicaCount adds and stops those a smaller one removes, without a
+    restart; the group spreads the partitions over whoever runs."""
+    create_topic(sandbox.source, name, partitions=4)
+    settings_ = settings(sandbox, name, s2t=[name], replicas=1)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings_))
+    config = parse_config(settings_)
+    driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
+    wait_until(lambda: _owners(config) == {"sourceToTarget-0"}, 90, interval=1,
+               what="the one member to own every partition")
+
+    config_file.write_text(yaml.safe_dump({**settings_, "replicaCount": 3}))
+    wait_until(lambda: _owners(config) == {f"sourceToTarget-{i}" for i in range(3)}, 90,
+               interval=1, what="three members to share the partitions")
+    config_file.write_text(yaml.safe_dump({**settings_, "replicaCount": 2}))
+    wait_until(lambda: _owners(config) == {"sourceToTarget-0", "sourceToTarget-1"}, 90,
+               interval=1, what="two members to share the partitions")
+
+    _terminate(driver)
+    log = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 0, log
+    assert "scaling sourceToTarget 1 → 3 members" in log, log
+    assert "scaling sourceToTarget 3 → 2 members" in log and "sourceToTarget-2 stopped (stopped)" in log
+
+
+def test_the_driver_keeps_running_on_an_invalid_config_change(sandbox, name, ray_cluster, tmp_path):
+    """A bad edit (here a negative replicaCount, read at once on SIGHUP) is logged with the
+    field and ignored: the members keep running, and so does the driver."""
+    create_topic(sandbox.source, name, partitions=2)
+    settings_ = settings(sandbox, name, s2t=[name], replicas=1)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings_))
+    config = parse_config(settings_)
+    driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
+    wait_until(lambda: _owners(config) == {"sourceToTarget-0"}, 90, interval=1,
+               what="the member to own every partition")
+
+    config_file.write_text(yaml.safe_dump({**settings_, "replicaCount": -1}))
+    driver.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeps running on the config it has" in (tmp_path / "driver.log").read_text(),
+               30, interval=0.5, what="the driver to log the invalid file")
+
+    assert driver.poll() is None
+    assert _owners(config) == {"sourceToTarget-0"}
+    _terminate(driver)
+    log = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 0, log
+    assert "SIGHUP received" in log and "replicaCount" in log
+
+
 @ray.remote(num_cpus=0)
 class Broken:
     """Stands in for a member whose methods raise (a bug, a lost object)."""
