@@ -5,8 +5,11 @@ and a worker, each `ray start` on 127.0.0.1), runs the replicator through the re
 (`python -m cluster.driver`) in both directions with two members each, and produces keyed
 traffic in which every record carries its own sequence: per-direction topics, a topic
 replicated both ways (active-active), a compacted topic, and transactions of which some
-abort. Faults come from a seeded schedule, one at a time, each followed by the time the
-replicator took to bring its lag back under a threshold. At the end the traffic stops,
+abort. The replicator reaches the target broker through a proxy of ours (cluster.proxy) that
+can make it slow or unreachable. Faults come from a seeded schedule, one at a time or
+`--overlap` at once (never two on the same broker, Ray node, driver or member), each
+followed by the time the replicator took to bring its lag back under a threshold. At the
+end the traffic stops,
 the lag goes to 0, and every record is checked on both clusters: lost, duplicated (per
 fault), out of order, aborted records leaked, loops. Everything runs on loopback and
 everything it started is stopped when it ends.
@@ -45,13 +48,22 @@ from replicator.offsets import describe_groups
 from replicator.sandbox import Sandbox
 
 from .loopback import LOOPBACK
+from .proxy import Proxy
 from .traffic import RUN_HEADER, Stream, Traffic, arrived
 
 log = logging.getLogger("cluster.chaos")
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("member-kill", "member-freeze", "source-broker-kill", "target-broker-kill",
-         "driver-kill", "node-kill")
+         "driver-kill", "node-kill", "target-slow", "target-stall", "target-cut",
+         "rebalance-storm")
+# What a fault acts on: two faults on the same thing never overlap (members are picked
+# apart one by one instead). The target's broker and its network are apart: a broker may
+# restart while the network to it is slow.
+RESOURCE = {"source-broker-kill": "source broker", "target-broker-kill": "target broker",
+            "driver-kill": "driver", "node-kill": "Ray worker node", "target-slow": "proxy",
+            "target-stall": "proxy", "target-cut": "proxy", "rebalance-storm": "config file"}
+STORM = (4, 1, 2)  # replicaCount from 2, step by step
 SESSION_TIMEOUT_MS = 10_000
 FREEZE_SECONDS = SESSION_TIMEOUT_MS / 1000 + 5  # past the session timeout
 GRACE_SECONDS = 10.0
@@ -334,6 +346,12 @@ class Soak:
         self.faults: list[Fault] = []
         self.manual_steps = 0  # the driver exiting by itself, restarted by the soak
         self.started = 0.0
+        # Overlapping faults: the scheduler's state, and the driver's process (a kill and
+        # the check that the driver has not exited by itself must not interleave).
+        self._turn = threading.Condition()
+        self._busy: set[str] = set()  # resources and member pids a fault is acting on
+        self._round: list[str] = []
+        self._driver_lock = threading.Lock()
 
     # -- set-up --------------------------------------------------------------------
 
@@ -341,15 +359,20 @@ class Soak:
         say(f"Soak {self.run_id}: state in {self.directory}")
         self.sandbox = Sandbox(self.directory / "sandbox")
         self.cleanup.callback(self.sandbox.down)
-        info = self.sandbox.up()
+        info = self.sandbox.up(proxied=True)
         self.source, self.target = info.source.bootstrap_servers, info.target.bootstrap_servers
-        say(f"  sandbox: source {self.source}, target {self.target}")
+        proxied = info.target.proxied
+        self.proxy = Proxy(proxied.proxy_port, proxied.broker_port)
+        self.proxy.start()
+        self.cleanup.callback(self.proxy.stop)
+        say(f"  sandbox: source {self.source}, target {self.target}; the replicator reaches "
+            f"the target through {proxied.bootstrap_servers}")
         topics = Topics()
         for bootstrap, names in ((self.source, topics.s2t), (self.target, topics.t2s)):
             _create_topics(bootstrap, names)
         self.settings = {
             "sourceKafka": {"bootstrapServers": self.source},
-            "targetKafka": {"bootstrapServers": self.target},
+            "targetKafka": {"bootstrapServers": proxied.bootstrap_servers},
             "consumerGroup": {
                 direction: {"groupId": f"{self.run_id}-{short}", "sessionTimeoutMs": SESSION_TIMEOUT_MS,
                             "heartbeatIntervalMs": 1000}
@@ -360,9 +383,11 @@ class Soak:
                 "targetToSource": {"topics": [{"sourceTopicName": t} for t in topics.t2s]}},
             "shutdownGracePeriodSeconds": GRACE_SECONDS,
         }
-        self.config = parse_config(self.settings, origin="the soak's config")
+        # The soak watches the groups on the target directly, not through the proxy.
+        self.config = parse_config({**self.settings, "targetKafka": {"bootstrapServers": self.target}},
+                                   origin="the soak's config")
         self.config_file = self.directory / "chaos-config.yaml"
-        self.config_file.write_text(yaml.safe_dump(self.settings, sort_keys=False))
+        self._write_config(replicas=2)
         _wait_for(lambda: describe_groups(self.config) is not None, 90, "the group coordinators")
 
         self.ray = RayNodes(self.directory, self.env)
@@ -403,14 +428,16 @@ class Soak:
         for transactions in self.transactions.values():
             transactions.start()
         end = self.started + self.args.minutes * 60
-        schedule = self._schedule()
         try:
             time.sleep(min(self.args.warm_up, max(0.0, end - time.monotonic())))
-            while time.monotonic() < end - self.args.settle:
-                kind = next(schedule)
-                self._inject(kind)
-                pause = self.chance.uniform(self.args.gap / 2, self.args.gap * 1.5)
-                time.sleep(max(0.0, min(pause, end - self.args.settle - time.monotonic())))
+            injectors = [threading.Thread(target=self._inject_until, args=(end - self.args.settle,),
+                                          name=f"faults-{i}", daemon=True)
+                         for i in range(self.args.overlap)]
+            for injector in injectors:
+                injector.start()
+                time.sleep(self.args.gap / self.args.overlap)  # staggered, not all at once
+            for injector in injectors:
+                injector.join()
             time.sleep(max(0.0, end - time.monotonic()))
         finally:
             for traffic in self.traffic.values():
@@ -432,12 +459,39 @@ class Soak:
         report["driver_alive_at_end"] = driver_alive
         return report
 
-    def _schedule(self):
-        """The kinds in a seeded order: every kind once per round, so each gets its share."""
-        while True:
-            kinds = list(self.args.faults)
-            self.chance.shuffle(kinds)
-            yield from kinds
+    def _inject_until(self, deadline: float) -> None:
+        """One fault after another, each once the previous recovered, until `deadline`.
+        With --overlap several of these run at once (the seeded order is then only the
+        schedule's: which fault starts first depends on the recoveries)."""
+        while time.monotonic() < deadline:
+            kind = self._next_kind(deadline)
+            if kind is None:
+                return
+            try:
+                self._inject(kind)
+            finally:
+                with self._turn:
+                    self._busy.discard(RESOURCE.get(kind))
+                    self._turn.notify_all()
+            pause = self.chance.uniform(self.args.gap / 2, self.args.gap * 1.5)
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+
+    def _next_kind(self, deadline: float) -> str | None:
+        """The next kind of the round whose resource no other fault is acting on; every kind
+        comes once per round, in a seeded order, so that each gets its share."""
+        with self._turn:
+            while time.monotonic() < deadline:
+                if not self._round:
+                    self._round = list(self.args.faults)
+                    self.chance.shuffle(self._round)
+                kind = next((k for k in self._round if RESOURCE.get(k) not in self._busy), None)
+                if kind is not None:
+                    self._round.remove(kind)
+                    if kind in RESOURCE:
+                        self._busy.add(RESOURCE[kind])
+                    return kind
+                self._turn.wait(1.0)
+        return None
 
     def _now(self) -> float:
         return time.monotonic() - self.started if self.started else 0.0
@@ -445,12 +499,12 @@ class Soak:
     def _inject(self, kind: str) -> None:
         before = self._ends()
         fault = Fault(kind, self._now(), time.time())
+        self.faults.append(fault)
         try:
             fault.detail = getattr(self, "_" + kind.replace("-", "_"))()
         except Exception as exc:
             fault.detail = f"injection failed: {type(exc).__name__}: {exc}"
             log.exception("%s", kind)
-        self.faults.append(fault)
         fault.recovery_seconds = self._recover(fault, before)
         rec = ("NOT recovered within %.0fs" % RECOVERY_LIMIT_SECONDS if fault.recovery_seconds is None
                else f"recovered in {fault.recovery_seconds:.1f}s")
@@ -462,12 +516,13 @@ class Soak:
         deadline = time.monotonic() + RECOVERY_LIMIT_SECONDS
         start = self.started + fault.time
         while time.monotonic() < deadline:
-            if self.driver.proc.poll() is not None:
-                say(f"{self._now():6.0f}s the driver exited ({self.driver.proc.returncode}): "
-                    "starting it again (a manual step)")
-                fault.detail += "; driver exited and was restarted"
-                self.manual_steps += 1
-                self.driver.start()
+            with self._driver_lock:
+                if self.driver.proc.poll() is not None:
+                    say(f"{self._now():6.0f}s the driver exited ({self.driver.proc.returncode}): "
+                        "starting it again (a manual step)")
+                    fault.detail += "; driver exited and was restarted"
+                    self.manual_steps += 1
+                    self.driver.start()
             rows = self._rows()
             if rows is not None and all(
                     (row.committed or 0) >= before.get((row.group, row.topic, row.partition), 0)
@@ -507,19 +562,38 @@ class Soak:
 
     # -- the faults ------------------------------------------------------------------
 
+    def _member(self) -> tuple[int, str]:
+        """A member process no other fault is acting on: (pid, node), marked busy."""
+        with self._turn:
+            free = [(pid, node) for pid, node in self.ray.member_pids() if pid not in self._busy]
+            if not free:
+                raise RuntimeError("every member is already under a fault")
+            pid, node = self.chance.choice(free)
+            self._busy.add(pid)
+            return pid, node
+
+    def _release(self, pid: int) -> None:
+        with self._turn:
+            self._busy.discard(pid)
+
     def _member_kill(self) -> str:
-        pid, node = self.chance.choice(self.ray.member_pids())
-        os.kill(pid, signal.SIGKILL)
+        pid, node = self._member()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            self._release(pid)
         return f"SIGKILL member pid {pid} on the {node} node"
 
     def _member_freeze(self) -> str:
-        pid, node = self.chance.choice(self.ray.member_pids())
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(FREEZE_SECONDS)
+        pid, node = self._member()
         try:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(FREEZE_SECONDS)
             os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
+        except ProcessLookupError:  # killed meanwhile with its node
             pass
+        finally:
+            self._release(pid)
         return f"SIGSTOP member pid {pid} on the {node} node for {FREEZE_SECONDS:.0f}s, then SIGCONT"
 
     def _broker_kill(self, name: str) -> str:
@@ -540,10 +614,11 @@ class Soak:
         return self._broker_kill("target")
 
     def _driver_kill(self) -> str:
-        pid = self.driver.proc.pid
-        self.driver.kill()
-        time.sleep(self.chance.uniform(0.5, 3))
-        self.driver.start()
+        with self._driver_lock:
+            pid = self.driver.proc.pid
+            self.driver.kill()
+            time.sleep(self.chance.uniform(0.5, 3))
+            self.driver.start()
         return f"SIGKILL driver pid {pid}, restarted"
 
     def _node_kill(self) -> str:
@@ -553,6 +628,51 @@ class Soak:
         time.sleep(down)
         self.ray.start_worker()
         return f"SIGKILL Ray worker node ({members} members on it), started again after {down:.0f}s"
+
+    def _target_slow(self) -> str:
+        latency, lasting = self.chance.uniform(0.2, 1.5), self.chance.uniform(10, 30)
+        self.proxy.delay(latency)
+        time.sleep(lasting)
+        self.proxy.heal()
+        return f"target {latency * 1000:.0f} ms slower each way for {lasting:.0f}s"
+
+    def _target_stall(self) -> str:
+        lasting = self.chance.uniform(5, 20)
+        self.proxy.stall()
+        time.sleep(lasting)
+        held = self.proxy.connections()
+        self.proxy.heal()
+        return f"target stalled for {lasting:.0f}s ({held} connections held open)"
+
+    def _target_cut(self) -> str:
+        lasting = self.chance.uniform(3, 15)
+        held = self.proxy.connections()
+        self.proxy.cut()
+        time.sleep(lasting)
+        self.proxy.heal()
+        return f"target cut off for {lasting:.0f}s ({held} connections closed, new ones refused)"
+
+    def _rebalance_storm(self) -> str:
+        """replicaCount 2 → 4 → 1 → 2 in the driver's config file, which it reads again
+        when it changes, as a mounted ConfigMap changes on Kubernetes."""
+        pauses = [self.chance.uniform(8, 20) for _ in STORM[1:]]
+        seen = []  # member processes at the end of each pause: the driver applied the step
+        try:
+            for replicas, pause in zip(STORM, pauses):
+                self._write_config(replicas)
+                time.sleep(pause)
+                seen.append(str(len(self.ray.member_pids())))
+        finally:
+            self._write_config(STORM[-1])
+        return (f"replicaCount 2 → {' → '.join(map(str, STORM))} in the driver's config file, "
+                f"{' and '.join(f'{p:.0f}s' for p in pauses)} apart "
+                f"(members of both directions: {' then '.join(seen)})")
+
+    def _write_config(self, replicas: int) -> None:
+        """Replaced whole (write, then rename), as Kubernetes swaps a ConfigMap's files."""
+        partial = self.config_file.with_suffix(".tmp")
+        partial.write_text(yaml.safe_dump({**self.settings, "replicaCount": replicas}, sort_keys=False))
+        partial.replace(self.config_file)
 
     # -- the check -------------------------------------------------------------------
 
@@ -595,8 +715,9 @@ class Soak:
         """A replay after a fault copies records written before it (not yet committed) or
         while it lasted: a problem record goes to the first fault that had not recovered
         when the record was written."""
+        faults = sorted(self.faults, key=lambda f: f.at)
         for what, ts in events:
-            owner = next((f for f in self.faults
+            owner = next((f for f in faults
                           if f.at + (f.recovery_seconds or RECOVERY_LIMIT_SECONDS) >= ts - 1.0), None)
             if owner is not None:
                 owner.problems[what] += 1
@@ -621,7 +742,8 @@ class Soak:
             "seed": self.args.seed,
             "minutes": self.args.minutes,
             "rate": self.args.rate,
-            "faults": [f.as_json() for f in self.faults],
+            "overlap": self.args.overlap,
+            "faults": [f.as_json() for f in sorted(self.faults, key=lambda f: f.at)],
             "totals": {k: totals.get(k, 0) for k in (
                 "checked", "lost", "duplicated", "out_of_order", "loops", "aborted_leaked",
                 "foreign", "acknowledged_missing_in_origin", "aborted_in_origin_log",
@@ -753,10 +875,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="plain records/s, both clusters together (transactions come on top)")
     parser.add_argument("--gap", type=float, default=10.0,
                         help="mean seconds between a fault's recovery and the next fault")
+    parser.add_argument("--overlap", type=int, default=1,
+                        help="faults in flight at once (default 1: one after another)")
     parser.add_argument("--warm-up", type=float, default=15.0, help="seconds of traffic before the first fault")
     parser.add_argument("--settle", type=float, default=20.0, help="no new fault in the last seconds")
     parser.add_argument("--state-dir", type=Path, help="where the sandbox, Ray logs and driver logs go")
     args = parser.parse_args(argv)
+    if args.overlap < 1:
+        parser.error("--overlap: give 1 (one fault after another) or more")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
