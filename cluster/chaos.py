@@ -33,7 +33,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,6 +358,12 @@ class Soak:
 
     def setup(self) -> None:
         say(f"Soak {self.run_id}: state in {self.directory}")
+        # Ray's two nodes start while the brokers do: each takes tens of seconds here.
+        self.ray = RayNodes(self.directory, self.env)
+        self.cleanup.callback(self.ray.stop)
+        starting = ThreadPoolExecutor(1, thread_name_prefix="ray-start")
+        self.cleanup.callback(starting.shutdown)
+        nodes = starting.submit(self.ray.start)
         self.sandbox = Sandbox(self.directory / "sandbox")
         self.cleanup.callback(self.sandbox.down)
         info = self.sandbox.up(proxied=True)
@@ -390,9 +397,7 @@ class Soak:
         self._write_config(replicas=2)
         _wait_for(lambda: describe_groups(self.config) is not None, 90, "the group coordinators")
 
-        self.ray = RayNodes(self.directory, self.env)
-        self.cleanup.callback(self.ray.stop)
-        self.ray.start()
+        nodes.result()
         say(f"  Ray: head and worker node on {self.ray.address}")
         self.driver = Driver(self.config_file, self.ray.address, self.directory, self.env)
         self.cleanup.callback(self.driver.stop)
