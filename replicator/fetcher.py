@@ -117,6 +117,11 @@ class Fetcher:
             wanted.append(Fetched(part.tp, asked[0], part.records, part.aborted, part.error))
         return wanted
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a fetch is under way."""
+        return bool(self._busy_nodes)
+
     def discard(self, node) -> None:
         """An answer that will not be read: its partitions are fetched again."""
         self._busy_nodes.discard(node)

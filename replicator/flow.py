@@ -302,7 +302,9 @@ class Flow:
                      self.member or "-", ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
                                                    for tp, offset in sorted(found.items())))
 
-    def _handle_events(self, wait: float) -> None:
+    def _handle_events(self, wait: float, take_fetched: bool = True) -> None:
+        """Every answer waiting (after up to `wait` s for the first); fetched data not taken
+        is dropped and fetched again later from the same position."""
         try:
             event = self._events.get(timeout=wait)
         except queue.Empty:
@@ -310,7 +312,10 @@ class Flow:
         while True:
             owner, node, payload, answer = event
             if owner is self._fetcher:
-                self._fetched(node, payload, answer)
+                if take_fetched:
+                    self._fetched(node, payload, answer)
+                else:
+                    self._fetcher.discard(node)
             else:
                 for delivery in owner.answered(node, payload, answer):
                     if delivery.timestamp is not None:  # None: a write of the offset map
@@ -452,21 +457,15 @@ class Flow:
         """Wait for the target's answers (for `partitions`, or all); True if none is missing."""
         return self._wait(lambda: not self._checkpoint.in_flight(partitions), seconds)
 
-    def _wait(self, done, seconds: float) -> bool:
-        """Handle the target's answers until `done()`; fetched data is dropped (read again later)."""
+    def _wait(self, done, seconds: float, take_fetched: bool = False) -> bool:
+        """Handle answers, fetching nothing new, until `done()`; fetched data is dropped (read
+        again later) unless taken."""
         deadline = time.monotonic() + seconds
         while True:
             if done() or time.monotonic() >= deadline:
                 return done()
             self.target_producer.pump(self._events.put)
-            try:
-                owner, node, payload, answer = self._events.get(timeout=EVENT_WAIT_SECONDS)
-            except queue.Empty:
-                continue
-            if owner is self._fetcher:
-                self._fetcher.discard(node)  # fetched again later from the same position
-            else:
-                owner.answered(node, payload, answer)
+            self._handle_events(EVENT_WAIT_SECONDS, take_fetched)
             self._settle()
 
     def _advance_idle(self) -> None:
@@ -512,12 +511,18 @@ class Flow:
             return {}
         return self._ready_to_commit()
 
-    def _transact(self, seconds: float) -> dict | None:
+    def _transact(self, seconds: float, take_fetched: bool = True) -> dict | None:
         """Exactly-once: commit the open transactions; return the positions the source group may
-        now get (None while some copies are not acknowledged)."""
+        now get (None while some copies are not acknowledged).
+
+        The fetches under way are taken (not fetched again) and everything written is awaited
+        first: a transaction commits what the target acknowledged, and positions after it."""
         transactions = self._transactions
         if transactions.open():
-            if not self._drain(seconds):
+            def settled() -> bool:
+                return not self._checkpoint.in_flight() and not self._fetcher.waiting
+
+            if not self._wait(settled, seconds, take_fetched):
                 return None
             delivery = transactions.prepare(self._checkpoint.to_commit(), self._map.journal)
             if delivery is not None:
@@ -667,7 +672,7 @@ class Flow:
         self._advance_idle()
         try:
             if self._transactions is not None:
-                positions = self._transact(patience) or {}
+                positions = self._transact(patience, take_fetched=False) or {}
             else:
                 positions = self._flush_map(patience)
         except (ClusterError, Fenced) as exc:

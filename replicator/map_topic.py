@@ -27,6 +27,7 @@ TOPIC = "kafka-replicator-offsets"
 PARTITION = TopicPartition(TOPIC, 0)
 READ_TIMEOUT_SECONDS = 30.0
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000  # Kafka's log.retention.hours
+SEGMENT_MS = 60_000
 
 
 def ensure_topic(admin: KafkaAdminClient, retention_ms: int) -> None:
@@ -35,7 +36,10 @@ def ensure_topic(admin: KafkaAdminClient, retention_ms: int) -> None:
     if TOPIC in set(admin.list_topics()):
         return
     brokers = len(admin.describe_cluster()["brokers"])
-    configs = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+    # Short segments: only closed segments are compacted, and an exactly-once member reads
+    # the whole topic when it is given partitions, while each transaction adds a Position.
+    configs = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms),
+               "segment.ms": str(SEGMENT_MS), "min.cleanable.dirty.ratio": "0.1"}
     try:
         admin.create_topics({TOPIC: {"num_partitions": 1, "replication_factor": min(3, brokers),
                                      "configs": configs}}, wait_for_metadata=True)

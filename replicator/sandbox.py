@@ -791,7 +791,14 @@ def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str
         "num.io.threads=2",
     ]
     if sasl_password:
-        lines.append("sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN")
+        lines += [
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+            # ACLs bind the SASL user only where one is set, so that a test can refuse it
+            # something; everyone else (and every resource without ACLs) is allowed.
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=true",
+            "super.users=User:ANONYMOUS",
+        ]
         for listener in ("sasl_plaintext", "sasl_ssl") if tls else ("sasl_plaintext",):
             prefix = f"listener.name.{listener}"
             lines += [

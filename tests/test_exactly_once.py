@@ -15,7 +15,8 @@ import time
 
 import pytest
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
 from replicator import map_topic
@@ -288,3 +289,34 @@ def test_an_active_active_topic_settles_with_each_record_once_on_each_side(sandb
     for cluster in (sandbox.source, sandbox.target):
         keys_ = [r.key for batch in read_all(cluster, name).values() for r in batch]
         assert len(keys_) == 180 and len(set(keys_)) == 180
+
+
+def test_a_target_that_refuses_transactions_stops_the_replicator_at_start_naming_what_to_grant(
+        sandbox, name, tmp_path, monkeypatch):
+    """The SASL user may write the topics but not use the replicator's transactional ids."""
+    create_topic(sandbox.source, name, partitions=1)
+    target = sandbox.info.target.sasl
+    admin = KafkaAdminClient(bootstrap_servers=sandbox.target)
+    denied = ACL(f"User:{target.username}", "*", ACLOperation.ALL, ACLPermissionType.DENY,
+                 ResourcePattern(ResourceType.TRANSACTIONAL_ID, f"kafka-replicator.{name}.",
+                                 ACLResourcePatternType.PREFIXED))
+    admin.create_acls([denied])
+    try:
+        monkeypatch.setenv("TEST_SASL_PASSWORD", target.password())
+        config = sandbox.config(targetKafka={
+            "bootstrapServers": target.bootstrap_servers, "securityProtocol": "SASL_PLAINTEXT",
+            "saslMechanism": "SCRAM-SHA-512", "saslUsername": target.username,
+            "saslPasswordEnv": "TEST_SASL_PASSWORD"}, **direction(name))
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        replicate = subprocess.run(
+            [sys.executable, "-m", "replicator.cli", "replicate", "--config", str(tmp_path / "config.yaml"),
+             "--direction", "sourceToTarget"], capture_output=True, text=True, timeout=120)
+    finally:
+        admin.delete_acls([denied])
+        admin.close()
+    assert replicate.returncode == 2, replicate.stderr[-3000:]
+    error = replicate.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: target cluster ({target.bootstrap_servers}): exactlyOnce: the target "
+                            f"refused transactional id 'kafka-replicator.{name}.check'"), error
+    assert f"--transactional-id kafka-replicator.{name}. --resource-pattern-type prefixed" in error
+    assert target.password() not in replicate.stderr
