@@ -68,6 +68,7 @@ STORM = (4, 1, 2)  # replicaCount from 2, step by step
 SESSION_TIMEOUT_MS = 10_000
 FREEZE_SECONDS = SESSION_TIMEOUT_MS / 1000 + 5  # past the session timeout
 GRACE_SECONDS = 10.0
+MEMBER_WAIT_SECONDS = 60.0
 RECOVERY_LIMIT_SECONDS = 240.0
 CATCH_UP_SECONDS = 300.0
 HEAD_CPUS, WORKER_CPUS = 4, 4  # logical: each node can hold every member on its own
@@ -323,11 +324,13 @@ class Fault:
     time: float  # seconds since the start of traffic
     at: float  # epoch seconds
     detail: str = ""
+    injected: bool = True  # False: it could not be injected (the detail says why); not counted
     recovery_seconds: float | None = None
     problems: Counter = field(default_factory=Counter)  # records, by what went wrong
 
     def as_json(self) -> dict:
         return {"kind": self.kind, "time": round(self.time, 1), "detail": self.detail,
+                "injected": self.injected,
                 "recovery_seconds": None if self.recovery_seconds is None
                 else round(self.recovery_seconds, 1),
                 **{what: self.problems.get(what, 0) for what in PROBLEMS}}
@@ -445,10 +448,12 @@ class Soak:
                 injector.join()
             time.sleep(max(0.0, end - time.monotonic()))
         finally:
-            for traffic in self.traffic.values():
-                traffic.stop()
-            for transactions in self.transactions.values():
-                transactions.stop()
+            stopping = time.monotonic()
+            # Side by side: each may wait for a broker that has just restarted.
+            producers = [*self.traffic.values(), *self.transactions.values()]
+            with ThreadPoolExecutor(len(producers), thread_name_prefix="stop") as pool:
+                list(pool.map(lambda producer: producer.stop(), producers))
+            say(f"{self._now():6.0f}s producers stopped in {time.monotonic() - stopping:.0f}s")
         produced = sum(t.produced(s.topic) for side, t in self.traffic.items()
                        for s in self.streams[side])
         say(f"{self._now():6.0f}s traffic stopped: {produced} records acknowledged "
@@ -509,6 +514,7 @@ class Soak:
             fault.detail = getattr(self, "_" + kind.replace("-", "_"))()
         except Exception as exc:
             fault.detail = f"injection failed: {type(exc).__name__}: {exc}"
+            fault.injected = False
             log.exception("%s", kind)
         fault.recovery_seconds = self._recover(fault, before)
         rec = ("NOT recovered within %.0fs" % RECOVERY_LIMIT_SECONDS if fault.recovery_seconds is None
@@ -568,14 +574,20 @@ class Soak:
     # -- the faults ------------------------------------------------------------------
 
     def _member(self) -> tuple[int, str]:
-        """A member process no other fault is acting on: (pid, node), marked busy."""
-        with self._turn:
-            free = [(pid, node) for pid, node in self.ray.member_pids() if pid not in self._busy]
-            if not free:
-                raise RuntimeError("every member is already under a fault")
-            pid, node = self.chance.choice(free)
-            self._busy.add(pid)
-            return pid, node
+        """A member process no other fault is acting on: (pid, node), marked busy. Waits for
+        one a while: after a driver or node kill the members are being started again."""
+        deadline = time.monotonic() + MEMBER_WAIT_SECONDS
+        while True:
+            with self._turn:
+                free = [(pid, node) for pid, node in self.ray.member_pids() if pid not in self._busy]
+                if free:
+                    pid, node = self.chance.choice(free)
+                    self._busy.add(pid)
+                    return pid, node
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no member process free of other faults within "
+                                   f"{MEMBER_WAIT_SECONDS:.0f}s")
+            time.sleep(1)
 
     def _release(self, pid: int) -> None:
         with self._turn:
@@ -720,7 +732,7 @@ class Soak:
         """A replay after a fault copies records written before it (not yet committed) or
         while it lasted: a problem record goes to the first fault that had not recovered
         when the record was written."""
-        faults = sorted(self.faults, key=lambda f: f.at)
+        faults = sorted((f for f in self.faults if f.injected), key=lambda f: f.at)
         for what, ts in events:
             owner = next((f for f in faults
                           if f.at + (f.recovery_seconds or RECOVERY_LIMIT_SECONDS) >= ts - 1.0), None)
@@ -730,10 +742,11 @@ class Soak:
     def _report(self, totals: Counter, per_topic: dict) -> dict:
         kinds = {}
         for kind in self.args.faults:
-            faults = [f for f in self.faults if f.kind == kind]
+            faults = [f for f in self.faults if f.kind == kind and f.injected]
             times = [f.recovery_seconds for f in faults if f.recovery_seconds is not None]
             kinds[kind] = {
                 "count": len(faults),
+                "not_injected": sum(1 for f in self.faults if f.kind == kind and not f.injected),
                 **{what: sum(f.problems.get(what, 0) for f in faults) for what in PROBLEMS},
                 "not_recovered": len(faults) - len(times),
                 "recovery_p50": round(statistics.median(times), 1) if times else None,
@@ -842,12 +855,12 @@ def _wait_for(check, timeout: float, what: str) -> None:
 def print_table(report: dict) -> None:
     say("")
     say(f"{'fault kind':<20} {'count':>5} {'lost':>5} {'dup':>6} {'loops':>5} {'leaked':>6} "
-        f"{'p50 s':>6} {'max s':>6} {'not rec':>7}")
+        f"{'p50 s':>6} {'max s':>6} {'not rec':>7} {'not inj':>7}")
     for kind, row in report["per_kind"].items():
         p50 = "-" if row["recovery_p50"] is None else f"{row['recovery_p50']:.1f}"
         mx = "-" if row["recovery_max"] is None else f"{row['recovery_max']:.1f}"
         say(f"{kind:<20} {row['count']:>5} {row['lost']:>5} {row['duplicated']:>6} {row['loops']:>5} "
-            f"{row['aborted_leaked']:>6} {p50:>6} {mx:>6} {row['not_recovered']:>7}")
+            f"{row['aborted_leaked']:>6} {p50:>6} {mx:>6} {row['not_recovered']:>7} {row['not_injected']:>7}")
     say("")
     say(f"{'topic':<26} {'checked':>8} {'lost':>5} {'dup':>6} {'order':>5} {'loops':>5} {'leaked':>6}")
     for topic, row in report["per_topic"].items():
@@ -866,7 +879,7 @@ def passed(report: dict) -> bool:
     return (report["caught_up"] and t["lost"] == t["loops"] == t["aborted_leaked"] == 0
             and t["out_of_order"] == t["foreign"] == 0
             and report["manual_steps"] == 0
-            and all(f["recovery_seconds"] is not None for f in report["faults"]))
+            and all(f["recovery_seconds"] is not None for f in report["faults"] if f["injected"]))
 
 
 def main(argv: list[str] | None = None) -> int:
