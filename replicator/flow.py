@@ -59,6 +59,7 @@ GROUP_POLL_INTERVAL_SECONDS = 0.2
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
 CONNECT_TIMEOUT_MS = 15_000
+TRANSACTIONAL_REQUESTS_PER_NODE = 64
 
 
 class State(str, enum.Enum):
@@ -181,7 +182,9 @@ class Flow:
             self._source_wire.bootstrap(CONNECT_TIMEOUT_MS)
         self._source_wire.track(self._routes)
         with link.reaching(target_side, target):
-            self._target_wire = wire.Wire(target_settings, 1 << 20)
+            # Exactly-once writes through a producer per source partition, five requests each.
+            self._target_wire = wire.Wire(target_settings, 1 << 20, max_in_flight=(
+                TRANSACTIONAL_REQUESTS_PER_NODE if self._settings.exactly_once else 5))
             self._target_wire.bootstrap(CONNECT_TIMEOUT_MS)
         self._target_wire.track(set(self._routes.values()) | {map_topic.TOPIC})
         self._registry = registry.Registry(source_settings)
@@ -535,7 +538,7 @@ class Flow:
                                        f"a transaction's positions for the offset map topic "
                                        f"{map_topic.TOPIC!r} were {problem}")
             transactions.commit()
-        return self._checkpoint.to_commit()
+        return transactions.committed(self._checkpoint.to_commit())
 
     def _commit(self, report=log.warning) -> bool:
         """Commit the acknowledged positions; False if the group refused them for now."""

@@ -8,7 +8,10 @@ request (a broker rule since produce v3), so many partitions share a request.
 
 A partition (a Lane) moves through its queue in order:
 
-1. A batch is stamped with the lane's next sequence when it is sent.
+1. A batch is stamped with the lane's next sequence when it is sent. Until the target
+   acknowledged one, a lane has one batch in flight: a broker takes any sequence as
+   the first of a producer it does not know yet, so a later batch arriving first (its
+   predecessor refused by a full or lost connection) would be written before it.
 2. A retriable error (leader moved, timeout, lost connection) holds the lane; once
    its in-flight batches are answered, the unacknowledged ones are sent again from
    the first, with the same sequences.
@@ -125,6 +128,11 @@ class Lane:
     acked_sequence: int = 0
     hold: bool = False
     retry_at: float = 0.0
+    confirmed: bool = False  # the target acknowledged a batch of this producer here
+
+    @property
+    def limit(self) -> int:
+        return MAX_IN_FLIGHT_PER_PARTITION if self.confirmed else 1
 
 
 class BatchProducer:
@@ -173,9 +181,9 @@ class BatchProducer:
         for tp, lane in self._lanes.items():
             if lane.hold and lane.in_flight == 0 and now >= lane.retry_at:
                 self._resume(lane)
-            if lane.hold or lane.in_flight >= MAX_IN_FLIGHT_PER_PARTITION:
+            if lane.hold or lane.in_flight >= lane.limit:
                 continue
-            ready = _next_queued(lane, MAX_IN_FLIGHT_PER_PARTITION - lane.in_flight)
+            ready = _next_queued(lane, lane.limit - lane.in_flight)
             if not ready:
                 continue
             node = self._wire.leader(tp)
@@ -204,7 +212,7 @@ class BatchProducer:
             size += shipment.size
             chosen.append(shipment)
             rest = ready[1:]
-            if rest and lane.in_flight < MAX_IN_FLIGHT_PER_PARTITION:
+            if rest and lane.in_flight < lane.limit:
                 left.append((lane, rest))
         transactional = self.transactional_id is not None
         request = self._protocol.produce_request(
@@ -244,6 +252,7 @@ class BatchProducer:
 
     def _acked(self, lane: Lane, shipment: Shipment) -> None:
         shipment.state = "acked"
+        lane.confirmed = True
         shipment.delivery.part_written()
         while lane.queue and lane.queue[0].state == "acked":
             done = lane.queue.popleft()
@@ -298,6 +307,7 @@ class BatchProducer:
         self._reset_needed = False
         for lane in self._lanes.values():
             lane.acked_sequence = 0
+            lane.confirmed = False
             self._resume(lane)
 
 

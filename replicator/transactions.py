@@ -138,6 +138,12 @@ class Transactions:
         """Source partitions with an open transaction."""
         return [tp for tp, writer in self._writers.items() if writer.open]
 
+    def committed(self, positions: dict) -> dict:
+        """The positions the source group may get: those of partitions still ours with no
+        transaction open (a released partition's copies may have been aborted)."""
+        return {tp: position for tp, position in positions.items()
+                if tp in self._writers and not self._writers[tp].open}
+
     def prepare(self, positions: dict, journal: Journal) -> Delivery | None:
         """Step 3: each open transaction's spans and Position, to the map topic (whose
         partition every open transaction holds). Call once all their copies are acknowledged."""

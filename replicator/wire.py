@@ -84,9 +84,12 @@ def legacy_records(data: bytes) -> list[tuple[int, int, bytes | None, bytes | No
 class Wire:
     """Raw requests to one cluster, on a network client with its own IO thread."""
 
-    def __init__(self, settings: dict, receive_max_bytes: int, request_timeout_ms: int = 30_000):
+    def __init__(self, settings: dict, receive_max_bytes: int, request_timeout_ms: int = 30_000,
+                 max_in_flight: int = 5):
+        # A request beyond `max_in_flight` on a connection is refused at once, not queued.
         self._client = KafkaNetClient(**settings, receive_message_max_bytes=receive_max_bytes,
-                                      request_timeout_ms=request_timeout_ms)
+                                      request_timeout_ms=request_timeout_ms,
+                                      max_in_flight_requests_per_connection=max_in_flight)
         self._manager = self._client._manager
         self._net = self._client._net
         self._net.start()

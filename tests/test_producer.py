@@ -85,6 +85,16 @@ class Harness:
         self.producer.submit(Shipment(tp, records, delivery, data=data))
         return delivery
 
+    def confirmed(self, *tps) -> "Harness":
+        """One record per partition written and acknowledged: the target knows the producer
+        there, and the lanes may pipeline."""
+        for tp in tps:
+            self.ship(tp, records=1)
+        for request in self.pump():
+            request.answer()
+        self.deliver()
+        return self
+
     def pump(self) -> list[Sent]:
         before = len(self.wire.requests)
         self.producer.pump(self.events.append)
@@ -98,17 +108,31 @@ class Harness:
 
 
 def test_sequences_count_records_per_partition():
-    h = Harness()
+    h = Harness().confirmed(A, B)
     h.ship(A, records=3)
     h.ship(A, records=2)
     h.ship(B, records=4)
     requests = h.pump()
-    assert [r.sequence(A) for r in requests if A in r.batches] == [0, 3]
-    assert [r.sequence(B) for r in requests if B in r.batches] == [0]
+    assert [r.sequence(A) for r in requests if A in r.batches] == [1, 4]
+    assert [r.sequence(B) for r in requests if B in r.batches] == [1]
+
+
+def test_a_new_partition_has_one_batch_in_flight_until_the_target_acknowledged_one():
+    """A broker takes any sequence as the first of a producer it does not know: a second
+    batch must not be able to arrive before the first."""
+    h = Harness()
+    h.ship(A)
+    h.ship(A)
+    [first] = h.pump()
+    assert h.pump() == []
+    first.answer()
+    h.deliver()
+    [second] = h.pump()
+    assert second.sequence(A) == 2
 
 
 def test_a_request_carries_at_most_one_batch_per_partition():
-    h = Harness()
+    h = Harness().confirmed(A, B)
     for _ in range(3):
         h.ship(A)
         h.ship(B)
@@ -118,7 +142,7 @@ def test_a_request_carries_at_most_one_batch_per_partition():
 
 
 def test_at_most_five_batches_per_partition_are_in_flight():
-    h = Harness()
+    h = Harness().confirmed(A)
     for _ in range(8):
         h.ship(A)
     assert len(h.pump()) == producer.MAX_IN_FLIGHT_PER_PARTITION
@@ -137,7 +161,7 @@ def test_an_acknowledged_batch_completes_its_delivery():
 
 def test_a_retriable_error_resends_the_batches_with_the_same_sequences_in_order(monkeypatch):
     monkeypatch.setattr(producer, "RETRY_BACKOFF_SECONDS", 0)
-    h = Harness()
+    h = Harness().confirmed(A)
     first, second = h.ship(A, records=2), h.ship(A, records=3)
     r1, r2 = h.pump()
     r1.answer({A: NotLeaderForPartitionError})
@@ -145,7 +169,7 @@ def test_a_retriable_error_resends_the_batches_with_the_same_sequences_in_order(
     h.deliver()
     assert not first.is_done and not second.is_done
     again = h.pump()
-    assert [r.sequence(A) for r in again] == [0, 2]
+    assert [r.sequence(A) for r in again] == [1, 3]
     for request in again:
         request.answer()
     h.deliver()
@@ -174,7 +198,7 @@ def test_a_duplicate_sequence_is_a_batch_already_written():
 
 
 def test_a_rejected_batch_fails_alone_and_supersedes_the_batches_behind_it():
-    h = Harness()
+    h = Harness().confirmed(A, B)
     rejected, behind = h.ship(A, records=2), h.ship(A, records=1)
     other = h.ship(B)
     r1, r2 = h.pump()

@@ -162,3 +162,14 @@ def test_a_position_and_a_span_are_told_apart_in_the_map_topic():
     [entry] = journal.take()
     assert Entry.decode(key, value) is None
     assert Position.decode(*entry.encode()) is None
+
+
+def test_the_source_group_gets_no_position_of_a_partition_released_or_still_in_a_transaction():
+    owned, _ = taken_over()
+    other = TopicPartition("orders", 4)
+    owned.own([other])
+    owned.submit(Shipment(TARGET, 1, Delivery(1, 0), data=b"x" * 70, origin=SOURCE))
+    owned.pump(lambda answer: None)
+    assert owned.committed({SOURCE: 105, other: 9}) == {other: 9}  # SOURCE's is not committed yet
+    owned.release([SOURCE])
+    assert owned.committed({SOURCE: 105, other: 9}) == {other: 9}  # and its copies were aborted
