@@ -19,7 +19,7 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
                  "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
 
     results = json.loads(out.read_text())
-    replicators = ("ours-batch", "ours-record", "mirrormaker2")
+    replicators = ("ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2")
     rows = {(row["name"], row["size"]): row for row in results["throughput"]}
     assert set(rows) == {("ceiling", "100B"), ("ceiling", "1KiB"), ("chart settings", "100B"),
                          *((name, size) for name in replicators for size in ("100B", "1KiB", ONE_PER_BATCH))}
@@ -41,7 +41,8 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
         assert row["arrived"] == row["sent"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], key
 
     table = capsys.readouterr().out
-    for ratio in ("ours, batch mode / MirrorMaker 2", "ours, record mode / MirrorMaker 2"):
+    for ratio in ("ours, batch mode / MirrorMaker 2", "ours, record mode / MirrorMaker 2",
+                  "ours, batch mode, exactly once / MirrorMaker 2"):
         assert ratio in table
     assert "existing chart's settings" in table and "| target |" in table
 
@@ -52,8 +53,8 @@ def test_the_failover_row_counts_what_a_moved_group_loses_and_reads_twice(sandbo
                  "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
 
     runs = {run["replicator"]: run for run in json.loads(out.read_text())["failover"]}
-    assert set(runs) == {"ours-batch", "ours-record", "mirrormaker2"}
-    for name in ("ours-batch", "ours-record"):
+    assert set(runs) == {"ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2"}
+    for name in ("ours-batch", "ours-record", "ours-exactly-once"):
         run = runs[name]
         assert run["expected"] > 0 and run["read"] == run["expected"], run
         assert (run["lost"], run["read_twice"], run["foreign"]) == (0, 0, 0), run["detail"]

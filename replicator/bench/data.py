@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 log = logging.getLogger(__name__)
@@ -355,8 +355,9 @@ class Verdict:
 
 
 def verify(bootstrap: str, topic: str, dataset: DataSet, workers: int = 2,
-           timeout: float = 300.0) -> Verdict:
-    """Does `topic` on the target hold exactly the data set's records, per partition, in order?"""
+           timeout: float = 300.0, transactional: bool = False) -> Verdict:
+    """Does `topic` on the target hold exactly the data set's records, per partition, in order,
+    for a read_committed reader?"""
     started = time.monotonic()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
@@ -367,7 +368,9 @@ def verify(bootstrap: str, topic: str, dataset: DataSet, workers: int = 2,
         ends = end_offsets(consumer, topic, dataset.partitions)
     finally:
         consumer.close()
-    if ends != dataset.counts:
+    # Transaction markers take offsets too: a transactional copy ends past the source.
+    if any(ends[p] < dataset.counts[p] for p in dataset.counts) or (
+            not transactional and ends != dataset.counts):
         missing = sum(dataset.counts.values()) - sum(ends.values())
         return Verdict(False, f"counts per partition differ: target {ends}, source {dataset.counts} "
                        f"({missing:+d} missing)", time.monotonic() - started, ends)
@@ -413,8 +416,29 @@ def _judge(dataset: DataSet, results: dict, ends: dict[int, int], seconds: float
     if bad:
         return Verdict(False, f"content differs in partitions {bad} (count or key/value/header "
                        "digest)", seconds, ends)
-    return Verdict(True, f"{sum(ends.values())} records: counts and content digest match per "
-                   "partition", seconds, ends)
+    return Verdict(True, f"{sum(dataset.counts.values())} records: counts and content digest match "
+                   "per partition", seconds, ends)
+
+
+def committed_counts(bootstrap: str, topic: str, partitions: int = PARTITIONS,
+                     timeout: float = 120.0) -> dict[int, int]:
+    """Records per partition as a read_committed reader sees them (transaction markers and
+    aborted records take offsets, so end offsets overcount a transactional copy)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed", max_partition_fetch_bytes=16 << 20)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        counts = {tp.partition: 0 for tp in tps}
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=100_000).items():
+                counts[tp.partition] += len(batch)
+        return counts
+    finally:
+        consumer.close()
 
 
 def verify_counts(bootstrap: str, topic: str, expected_total: int, partitions: int = PARTITIONS) -> Verdict:
@@ -428,3 +452,16 @@ def verify_counts(bootstrap: str, topic: str, expected_total: int, partitions: i
     total = sum(ends.values())
     return Verdict(total == expected_total, f"{total} records written, {expected_total} expected "
                    "(count check)", time.monotonic() - started, ends)
+
+
+def group_at(bootstrap: str, group: str, topic: str, counts: dict[int, int]) -> bool:
+    """Whether `group` has committed `counts` (the end of each partition) on `topic`."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    except KafkaError:  # the group's coordinator is still being set up
+        return False
+    finally:
+        admin.close()
+    return all(offsets.get(TopicPartition(topic, p)) is not None
+               and offsets[TopicPartition(topic, p)].offset >= end for p, end in counts.items())

@@ -202,13 +202,12 @@ class Failover:
 
     def _ours(self, who: str, topic: str, group: str, tag: str, wanted: dict[int, int]) -> tuple[str, dict[int, int], float]:
         target_topic = f"{topic}.copy"
-        mode = who.removeprefix("ours-")
         replicator_group = f"bench-failover-{who}-{tag}"
 
         def configured(name: str, commit_interval_ms: int):
             return ours.write_config(
                 self.work / f"failover-{who}-{name}.yaml", self.source, self.target, replicator_group,
-                {topic: target_topic}, self.members, mode, {
+                {topic: target_topic}, self.members, who, {
                     "consumerGroup": {"sourceToTarget": {"groupId": replicator_group,
                                                          "autoCommitIntervalMs": commit_interval_ms}},
                     "replication": {"sourceToTarget": {"syncGroupOffsets": {"enabled": True, "groups": [group]}}}})

@@ -26,8 +26,7 @@ from .measure import Copy, watch_copy
 
 log = logging.getLogger("replicator.bench")
 
-# Our replicator's rows, by the `replication.<direction>.mode` each runs in.
-OURS = {"ours-batch": "batch", "ours-record": "record"}
+OURS = list(ours.ROWS)
 REPLICATORS = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
 EXTRA_ROWS = ["relay", "failover"]
@@ -204,18 +203,24 @@ class Bench:
     def ours(self, name: str, size: str, dataset: data.DataSet, profile: bool = False) -> Row:
         label = f"{name}-{size}"
         target_topic = f"{dataset.topic}.{name}-{self.run_id}"
+        group = f"bench-{label}-{self.run_id}"
         config = ours.write_config(self.work / f"{label}.yaml", self.source, self.target,
-                                   f"bench-{label}-{self.run_id}", {dataset.topic: target_topic},
-                                   self.members, OURS[name], self.args.override)
+                                   group, {dataset.topic: target_topic},
+                                   self.members, name, self.args.override)
+        transactional = bool(ours.ROWS[name].get("exactlyOnce"))
+        # A transactional copy is complete once its positions are committed: its end offsets
+        # count transaction markers too.
+        done = (lambda: data.group_at(self.source, group, dataset.topic, dataset.counts)) if transactional else None
         members = ours.Replicators(config, self.members, self.work, label, profile=profile).start()
         try:
             copy = watch_copy(self.target, target_topic, dataset.counts, members.pids, members.started,
-                              self._timeout(dataset), dataset.bytes, alive=members.alive)
+                              self._timeout(dataset), dataset.bytes, alive=members.alive, done=done)
         finally:
             codes = members.stop()
-        verdict = data.verify(self.target, target_topic, dataset) if copy.finished else None
+        verdict = (data.verify(self.target, target_topic, dataset, transactional=transactional)
+                   if copy.finished else None)
         row = _copy_row(name, size, dataset, copy, verdict,
-                        note=f"{OURS[name]} mode, {self.members} replicate processes (members of one group)")
+                        note=f"{ours.describe(name)}, {self.members} replicate processes (members of one group)")
         row.details["exit_codes"] = codes
         data.delete_topics(self.target, [target_topic])
         self._stamp(f"{name} {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
@@ -277,7 +282,7 @@ class Bench:
             targets = {rate: f"{t}.copy" for rate, t in topics.items()}
             config = ours.write_config(self.work / f"{who}-latency.yaml", self.source, self.target,
                                        f"bench-{who}-lat-{tag}", {topics[r]: targets[r] for r in topics},
-                                       self.members, OURS[who], self.args.override)
+                                       self.members, who, self.args.override)
             runner = ours.Replicators(config, self.members, self.work, f"{who}-latency").start()
         elif who == "relay":
             targets = {rate: f"{t}.copy" for rate, t in topics.items()}
@@ -302,10 +307,10 @@ class Bench:
                                       self.plan.latency_seconds)
                 # The whole topic too (warm-up records included): counts per partition match.
                 src = data.verify_counts(self.source, topic, -1)
-                tgt = data.verify_counts(self.target, targets[rate], -1)
-                if src.counts != tgt.counts:
+                arrived = data.committed_counts(self.target, targets[rate])
+                if src.counts != arrived:
                     run.valid = False
-                    run.detail += f"; topic counts differ: source {src.counts}, target {tgt.counts}"
+                    run.detail += f"; topic counts differ: source {src.counts}, target {arrived}"
                 rows.append({"replicator": who, **run.as_json()})
                 self._stamp(f"latency {who} {rate}/s: p50 {_fmt(run.p50_ms)} ms, p99 {_fmt(run.p99_ms)} ms, "
                             f"max {_fmt(run.max_ms)} ms, valid={run.valid}")
@@ -503,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="results JSON (default: replicator/bench/results/"
                         "bench-full.json for a full run, else in the work dir); the PNG goes next to it")
     parser.add_argument("--only", nargs="+", choices=ROWS + EXTRA_ROWS + list(ALIASES),
-                        help="run these rows only (ours: ours-batch and ours-record; with latency, "
+                        help="run these rows only (ours: ours-batch, ours-record and ours-exactly-once; with latency, "
                         "the latency rows of the replicators named, or of all if none is; relay: "
                         "latency of a bare kafka-python poll/send loop, not run by default; "
                         "failover: a consumer group moved to the target by each replicator named, "

@@ -62,8 +62,9 @@ def _load(bootstrap: str, topic: str, rate: int, seconds: float, start_at: float
 
 
 def _arrivals(bootstrap: str, topic: str, ready, stop_after, queue, label: str = "arrived") -> None:
+    # read_committed: an exactly-once copy arrives when its transaction commits.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             fetch_max_wait_ms=100)
+                             fetch_max_wait_ms=100, isolation_level="read_committed")
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     consumer.assign(tps)
     consumer.seek_to_end(*tps)

@@ -44,11 +44,13 @@ class Copy:
 
 
 def watch_copy(bootstrap: str, topic: str, expected: dict[int, int], pids, started: float,
-               timeout: float, nbytes: int, alive=None) -> Copy:
+               timeout: float, nbytes: int, alive=None, done=None) -> Copy:
     """Poll the target's end offsets until they reach `expected` (or `timeout` passes).
 
     `started` is the monotonic time the copying processes were launched; `alive()`, if
-    given, returns False once they died (the watch then stops early).
+    given, returns False once they died (the watch then stops early). `done()`, if given,
+    says when the copy is complete instead of the end offsets (which count transaction
+    markers too).
     """
     total = sum(expected.values())
     result = Copy(records=total, bytes=nbytes)
@@ -78,7 +80,7 @@ def watch_copy(bootstrap: str, topic: str, expected: dict[int, int], pids, start
             elif first is None:
                 first = empty_at
                 result.startup_seconds = first - started
-            if copied >= total:
+            if (done() if done is not None and copied else copied >= total):
                 result.cpu_seconds = meter.since_mark()
                 result.cpu_total_seconds = meter.sample()
                 result.copy_seconds = now - first

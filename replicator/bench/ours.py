@@ -21,15 +21,28 @@ import yaml
 from .procstat import terminate
 
 
+# Our rows, by the direction settings each runs with.
+ROWS = {
+    "ours-batch": {"mode": "batch"},
+    "ours-record": {"mode": "record"},
+    "ours-exactly-once": {"mode": "batch", "exactlyOnce": True},
+}
+
+
+def describe(row: str) -> str:
+    settings = ROWS[row]
+    return f"{settings['mode']} mode" + (", exactlyOnce" if settings.get("exactlyOnce") else "")
+
+
 def write_config(path: Path, source: str, target: str, group: str, routes: dict[str, str],
-                 members: int, mode: str, overrides: dict | None = None) -> Path:
-    """The config of one sourceToTarget direction copying `routes` in `mode` (batch or record)."""
+                 members: int, row: str, overrides: dict | None = None) -> Path:
+    """The config of one sourceToTarget direction copying `routes` as our `row` does."""
     config = {
         "sourceKafka": {"bootstrapServers": source},
         "targetKafka": {"bootstrapServers": target},
         "consumerGroup": {"sourceToTarget": {"groupId": group}},
         "replicaCount": members,
-        "replication": {"sourceToTarget": {"mode": mode, "topics": [
+        "replication": {"sourceToTarget": {**ROWS[row], "topics": [
             {"sourceTopicName": s, "targetTopicName": t} for s, t in routes.items()]}},
         "shutdownGracePeriodSeconds": 20,
     }

@@ -7,13 +7,16 @@ from pathlib import Path
 
 from .data import ONE_PER_BATCH
 
-NAMES = {"ours-batch": "ours, batch mode", "ours-record": "ours, record mode", "mirrormaker2": "MirrorMaker 2",
+NAMES = {"ours-batch": "ours, batch mode", "ours-record": "ours, record mode",
+         "ours-exactly-once": "ours, batch mode, exactly once", "mirrormaker2": "MirrorMaker 2",
          "relay": "bare kafka-python relay", "chart settings": "existing chart's settings",
          "ceiling": "ceiling (Kafka perf tools)"}
-SHORT = {"ours-batch": "batch", "ours-record": "record", "mirrormaker2": "MM2"}
-COLORS = {"ours-batch": "#1f77b4", "ours-record": "#9ecae1", "mirrormaker2": "#ff7f0e",
+SHORT = {"ours-batch": "batch", "ours-record": "record", "ours-exactly-once": "exactly once",
+         "mirrormaker2": "MM2"}
+COLORS = {"ours-batch": "#1f77b4", "ours-record": "#9ecae1", "ours-exactly-once": "#08519c",
+          "mirrormaker2": "#ff7f0e",
           "chart settings": "#7f7f7f", "ceiling": "#2ca02c"}
-OURS = ("ours-batch", "ours-record")
+OURS = ("ours-batch", "ours-record", "ours-exactly-once")
 THROUGHPUT = (*OURS, "mirrormaker2", "chart settings", "ceiling")
 LATENCY = (*OURS, "mirrormaker2", "relay")
 SETS = {"100B": "100 B", "1KiB": "1 KiB", ONE_PER_BATCH: "100 B, 1 record per batch"}
@@ -192,6 +195,7 @@ def _targets(results: dict) -> list[str]:
         _p99_check(results, "ours-batch", 1000),
         _keeps_up_check(results, "ours-batch", 10000),
         _ratio_check(results, "ours-record", "100B", "records_per_second", 0.8),
+        _ratio_check(results, "ours-exactly-once", "100B", "records_per_second", 2.0),
     ]
     if all(figure.startswith("not measured") for _, figure, _, _ in checks):
         return []  # a run of other rows (--only)
