@@ -384,9 +384,10 @@ def test_the_driver_scales_a_direction_when_its_replica_count_changes_in_the_con
         sandbox, name, ray_cluster, tmp_path):
     """As a mounted ConfigMap changes on Kubernetes: the driver reads the file again, starts
     the members a larger replicaCount adds and stops those a smaller one removes, without a
-    restart; the group spreads the partitions over whoever runs."""
+    restart; the group spreads the partitions over whoever runs (a removed member's once its
+    session expires: static members do not leave their group)."""
     create_topic(sandbox.source, name, partitions=4)
-    settings_ = settings(sandbox, name, s2t=[name], replicas=1)
+    settings_ = settings(sandbox, name, s2t=[name], replicas=1, sessionTimeoutMs=6000)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(settings_))
     config = parse_config(settings_)
