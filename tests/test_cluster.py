@@ -362,6 +362,38 @@ def test_sigterm_stops_the_driver_within_the_grace_period_and_a_restart_resumes(
     assert all(c.exact and c.duplicates == 0 for c in checks), checks
 
 
+def test_with_exactly_once_a_driver_stopped_or_killed_and_restarted_duplicates_nothing(
+        sandbox, name, ray_cluster, tmp_path):
+    """exactlyOnce: SIGTERM the driver while copying and restart it, then SIGKILL it (its
+    members die with it, mid-transaction: at-least-once would replay what they copied since
+    their last commit) and restart it: a read_committed reader of the target sees each
+    record once, in order."""
+    create_topic(sandbox.source, name, partitions=4)
+    settings_ = settings(sandbox, name, s2t=[name])
+    settings_["replication"]["sourceToTarget"]["exactlyOnce"] = True
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings_))
+    group = f"{name}-s2t"
+
+    driver = _driver(config_file, ray_cluster, tmp_path / "first.log")
+    feed = Feed(sandbox.source, name, 4, total=4500, rate=300)
+    wait_until(lambda: on_target(sandbox, name) >= 600, 90, interval=0.5, what="copying to begin")
+    _terminate(driver)
+    driver = _driver(config_file, ray_cluster, tmp_path / "second.log")
+    wait_until(lambda: on_target(sandbox, name) >= 1200, 90, interval=0.5, what="copying to resume")
+    driver.kill()
+    driver.wait(timeout=30)
+    driver = _driver(config_file, ray_cluster, tmp_path / "third.log")
+    feed.join()
+    wait_until(lambda: caught_up(sandbox.source, group, name), 120, interval=1,
+               what="the restarted driver to commit everything")
+    _terminate(driver)
+    checks = compare(sandbox.source, sandbox.target, name)
+    print(f"\nexactly once, driver stopped and killed: {sum(c.sent for c in checks)} records, "
+          f"{sum(c.duplicates for c in checks)} duplicates, {sum(c.missing for c in checks)} lost")
+    assert all(c.exact and c.duplicates == 0 for c in checks), checks
+
+
 def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
         sandbox, name, ray_cluster, tmp_path):
     """Retrying cannot fix a config error: the driver stops every member and exits 2,
