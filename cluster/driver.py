@@ -23,13 +23,16 @@ import time
 from pathlib import Path
 
 import ray
+from kafka.errors import KafkaError
 
 from replicator.cli import EXIT_ERROR, setup_logging
 from replicator.config import load_config
 from replicator.errors import ReplicatorError
+from replicator.offsets import describe_groups
 
 from .cli import PROGRESS_SECONDS, add_run_arguments
 from .loopback import is_loopback, stay_on_loopback
+from .owners import CHECK_SECONDS, OwnerWatch
 from .plan import NAMESPACE, MemberPlan, plan
 from .reload import ConfigFile
 from .supervisor import Supervisor
@@ -67,12 +70,14 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hang_up)
     supervisor = Supervisor(config, namespace, log_level)
+    owners = OwnerWatch(config)
     code = 0
     try:
         log.info("starting %d members in Ray namespace %s: %s", len(members), namespace,
                  ", ".join(member.name for member in members))
         supervisor.apply(members)
         next_progress = time.monotonic() + progress_seconds
+        next_owner_check = time.monotonic() + CHECK_SECONDS
         while True:
             woken.wait(POLL_SECONDS)
             woken.clear()
@@ -99,12 +104,24 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
                 next_progress += progress_seconds
                 for status in statuses:
                     log.info("%s", status.line())
+            if time.monotonic() >= next_owner_check:
+                next_owner_check = time.monotonic() + CHECK_SECONDS
+                _check_owners(owners, supervisor.config, statuses)
     finally:
         started = time.monotonic()
         supervisor.stop(grace)
         log.info("all members stopped in %.1fs", time.monotonic() - started)
         ray.shutdown()
     return code
+
+
+def _check_owners(owners: OwnerWatch, config, statuses) -> None:
+    try:
+        rows = describe_groups(config)
+    except (KafkaError, ReplicatorError, OSError) as exc:  # a broker restarting: next time
+        log.debug("owner check skipped: %s", exc)
+        return
+    owners.check(rows, {status.direction: status.running for status in statuses})
 
 
 class RayUnreachable(ReplicatorError):
