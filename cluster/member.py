@@ -99,12 +99,13 @@ class Member:
             latency_ms=snapshot.latency_ms, fatal=self._fatal,
         )
 
-    def stop(self, timeout: float) -> Health:
-        """Stop polling, commit what the target acknowledged, close; within `timeout`."""
+    def stop(self, timeout: float, leave_group: bool = False) -> Health:
+        """Stop polling, commit what the target acknowledged, close; within `timeout`.
+        `leave_group`: stopped for good, so the group hands its partitions over at once."""
         with self._lock:
             self._stopping.set()
             flow = self._flow
-        flow.stop()
+        flow.stop(leave_group)
         self._runner.join(timeout)
         if self._runner.is_alive():
             log.warning("%s: did not stop within %.0fs", self._name, timeout)

@@ -96,8 +96,8 @@ class Supervisor:
         """Start the members that are missing and stop the ones not in `members`."""
         wanted = {member.name for member in members}
         surplus = [name for name in self._members if name not in wanted]
-        if surplus:
-            self._stop(surplus, self.config.shutdown_grace_period_seconds)
+        if surplus:  # scaled down: they leave the group for good
+            self._stop(surplus, self.config.shutdown_grace_period_seconds, leave_group=True)
         for member in members:
             if member.name not in self._members:
                 self._members[member.name] = _Watched(member, self._start(member))
@@ -164,10 +164,10 @@ class Supervisor:
                  f", {member.memory} bytes memory" if member.memory else "")
         return actor
 
-    def _stop(self, names: list[str], grace: float) -> None:
+    def _stop(self, names: list[str], grace: float, leave_group: bool = False) -> None:
         # Members get most of the grace period; the rest is for killing the stragglers.
         timeout = grace * 0.8
-        asked = {name: self._members[name].actor.stop.remote(timeout)
+        asked = {name: self._members[name].actor.stop.remote(timeout, leave_group)
                  for name in names if not self._members[name].gone}
         ready, _ = ray.wait(list(asked.values()), num_returns=len(asked), timeout=grace * 0.9)
         answered = set(ready)

@@ -96,6 +96,7 @@ class Flow:
         self._checkpoint = Checkpoint()
         self._map: map_topic.MapWriter | None = None
         self._stopping = threading.Event()
+        self._leave_group = False
         self._health = Health(direction, member)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._layouts: dict[str, Layout] = {}
@@ -140,8 +141,10 @@ class Flow:
         finally:
             self._shutdown()
 
-    def stop(self) -> None:
-        """Ask the loop to finish; safe from any thread."""
+    def stop(self, leave_group: bool = False) -> None:
+        """Ask the loop to finish; safe from any thread. `leave_group`: this member is gone for
+        good (scaled down), so its partitions go to the others now, not after a session."""
+        self._leave_group = self._leave_group or leave_group
         self._stopping.set()
 
     def health(self) -> Health:
@@ -642,6 +645,8 @@ class Flow:
             self._final_commit(grace * 0.25)
             if self._transactions is not None:
                 self._transactions.release()
+            if self._leave_group:
+                wire.leave_on_close(self.source_consumer)
             self.source_consumer.close(autocommit=False, timeout_ms=int(grace * 250))
         for closable in (self._source_wire, self._target_wire, self._registry, *self._admins):
             if closable is not None:

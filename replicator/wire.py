@@ -315,6 +315,18 @@ def session_expired(consumer) -> bool:
     return consumer._coordinator.heartbeat.session_timeout_expired()
 
 
+def leave_on_close(consumer) -> None:
+    """Make close() send LeaveGroup even for a static member (one with a group.instance.id).
+
+    kafka-python, like Java's consumer, leaves static members in the group until their
+    session expires, so that a restart keeps its partitions without a rebalance. A member
+    stopped for good must leave at once: its partitions would otherwise wait a session
+    for a new owner, or for ever if a new member with its instance id takes its place in
+    the middle of a cooperative rebalance (the second half of which never comes).
+    """
+    consumer._coordinator.is_dynamic_member = lambda: True
+
+
 def complete_joins(consumer) -> None:
     """Make the consumer's coordinator finish every join it starts, however short its polls.
 
