@@ -20,8 +20,10 @@ from replicator.bench.failover import values_after
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture(params=["batch", "record"])
+@pytest.fixture(params=["batch"])
 def mode(request):
+    """Batch mode here; record mode's failover, kill and replay included, is checked by
+    tests/test_bench_smoke.py's failover row (lost 0, read twice 0), which runs anyway."""
     return request.param
 
 
