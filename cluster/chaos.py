@@ -389,8 +389,10 @@ class Soak:
                 for direction, short in (("sourceToTarget", "s2t"), ("targetToSource", "t2s"))},
             "replicaCount": 2,
             "replication": {
-                "sourceToTarget": {"topics": [{"sourceTopicName": t} for t in topics.s2t]},
-                "targetToSource": {"topics": [{"sourceTopicName": t} for t in topics.t2s]}},
+                "sourceToTarget": {"topics": [{"sourceTopicName": t} for t in topics.s2t],
+                                   "exactlyOnce": self.args.exactly_once},
+                "targetToSource": {"topics": [{"sourceTopicName": t} for t in topics.t2s],
+                                   "exactlyOnce": self.args.exactly_once}},
             "shutdownGracePeriodSeconds": GRACE_SECONDS,
         }
         # The soak watches the groups on the target directly, not through the proxy.
@@ -761,6 +763,7 @@ class Soak:
             "minutes": self.args.minutes,
             "rate": self.args.rate,
             "overlap": self.args.overlap,
+            "exactly_once": self.args.exactly_once,
             "faults": [f.as_json() for f in sorted(self.faults, key=lambda f: f.at)],
             "totals": {k: totals.get(k, 0) for k in (
                 "checked", "lost", "duplicated", "out_of_order", "loops", "aborted_leaked",
@@ -876,6 +879,9 @@ def print_table(report: dict) -> None:
 
 def passed(report: dict) -> bool:
     t = report["totals"]
+    # Exactly once promises no duplicate to a read_committed reader, which the check is.
+    if report.get("exactly_once") and t["duplicated"]:
+        return False
     return (report["caught_up"] and t["lost"] == t["loops"] == t["aborted_leaked"] == 0
             and t["out_of_order"] == t["foreign"] == 0
             and report["manual_steps"] == 0
@@ -898,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-up", type=float, default=15.0, help="seconds of traffic before the first fault")
     parser.add_argument("--settle", type=float, default=20.0, help="no new fault in the last seconds")
     parser.add_argument("--state-dir", type=Path, help="where the sandbox, Ray logs and driver logs go")
+    parser.add_argument("--exactly-once", action="store_true",
+                        help="replicate with exactlyOnce: true; then a single duplicate fails the soak")
     args = parser.parse_args(argv)
     if args.overlap < 1:
         parser.error("--overlap: give 1 (one fault after another) or more")
