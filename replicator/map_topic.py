@@ -75,28 +75,11 @@ class MapMissing(LookupError):
 
 def read(settings: dict, source_cluster: str) -> dict[tuple[Partition, Partition], PartitionMap]:
     """Every span copied from `source_cluster`, per (source partition, target partition)."""
-    # read_committed: an aborted exactly-once transaction's spans map copies nobody sees.
-    consumer = KafkaConsumer(**settings, enable_auto_commit=False, group_id=None,
-                             isolation_level="read_committed")
-    try:
-        if TOPIC not in consumer.topics():
-            raise MapMissing(TOPIC)
-        consumer.assign([PARTITION])
-        consumer.seek_to_beginning(PARTITION)
-        end = consumer.end_offsets([PARTITION])[PARTITION]
-        latest: dict = {}
-        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
-        while consumer.position(PARTITION) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the offset map {TOPIC!r} to its end "
-                                   f"within {READ_TIMEOUT_SECONDS:.0f}s")
-            for records in consumer.poll(timeout_ms=200, max_records=100_000).values():
-                for record in records:
-                    entry = Entry.decode(record.key, record.value)
-                    if entry is not None and entry.key.source_cluster == source_cluster:
-                        latest[entry.key] = entry.count
-    finally:
-        consumer.close()
+    latest: dict = {}
+    for record in _records(settings, to_high_watermark=False, timeout=READ_TIMEOUT_SECONDS):
+        entry = Entry.decode(record.key, record.value)
+        if entry is not None and entry.key.source_cluster == source_cluster:
+            latest[entry.key] = entry.count
     maps: dict[tuple[Partition, Partition], PartitionMap] = {}
     for key, count in latest.items():
         if count > 0:
@@ -113,30 +96,40 @@ def positions(settings: dict, group: str, source_cluster: str, partitions) -> di
     """
     wanted = {Partition(tp.topic, tp.partition): tp for tp in partitions}
     found: dict = {}
+    try:
+        for record in _records(settings, to_high_watermark=True, timeout=POSITIONS_TIMEOUT_SECONDS):
+            position = Position.decode(record.key, record.value)
+            if (position is not None and position.group == group
+                    and position.source_cluster == source_cluster and position.source in wanted):
+                found[wanted[position.source]] = position.offset
+    except MapMissing:
+        pass
+    return found
+
+
+def _records(settings: dict, to_high_watermark: bool, timeout: float):
+    """The map topic's committed records, in order, to its last stable offset or to its high
+    watermark as it was when read began; MapMissing if the cluster has none."""
+    # read_committed: an aborted exactly-once transaction's records map copies nobody sees.
     consumer = KafkaConsumer(**settings, enable_auto_commit=False, group_id=None,
                              isolation_level="read_committed")
     try:
         if TOPIC not in consumer.topics():
-            return found
+            raise MapMissing(TOPIC)
         consumer.assign([PARTITION])
         consumer.seek_to_beginning(PARTITION)
-        end = None
-        deadline = time.monotonic() + POSITIONS_TIMEOUT_SECONDS
+        end = None if to_high_watermark else consumer.end_offsets([PARTITION])[PARTITION]
+        deadline = time.monotonic() + timeout
         while end is None or consumer.position(PARTITION) < end:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read the offset map {TOPIC!r} to offset {end} within "
-                                   f"{POSITIONS_TIMEOUT_SECONDS:.0f}s (a transaction left open?)")
+                                   f"{timeout:.0f}s (a transaction left open?)")
             for records in consumer.poll(timeout_ms=200, max_records=100_000).values():
-                for record in records:
-                    position = Position.decode(record.key, record.value)
-                    if (position is not None and position.group == group
-                            and position.source_cluster == source_cluster and position.source in wanted):
-                        found[wanted[position.source]] = position.offset
+                yield from records
             if end is None:
                 end = consumer.highwater(PARTITION)  # known once a fetch has been answered
     finally:
         consumer.close()
-    return found
 
 
 # Longer than a transaction's timeout: one left open by a member that died is aborted by then.
