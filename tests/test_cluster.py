@@ -473,7 +473,7 @@ class Broken:
     def stats(self):
         raise RuntimeError("the metrics exporter broke")
 
-    def stop(self, timeout):
+    def stop(self, timeout, leave_group=False):
         raise RuntimeError("the metrics exporter broke")
 
 
