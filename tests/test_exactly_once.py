@@ -104,6 +104,18 @@ def written(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def each_record_once(sandbox, topic: str) -> bool:
+    return all(found == (0, 0) for found in lost_and_doubled(sandbox, topic).values())
+
+
+def two_members(sandbox, name: str, config: str) -> tuple[Member, Member]:
+    """Two members of the group, once both have committed (each owns partitions)."""
+    members = Member(config, "sourceToTarget-0"), Member(config, "sourceToTarget-1")
+    wait_until(lambda: len(committed(sandbox.source, name)) == PARTITIONS, timeout=60,
+               what="both members to commit")
+    return members
+
+
 def everything_arrived(sandbox, topic: str, total: int, timeout: float = 120) -> None:
     wait_until(lambda: count(sandbox.target, topic) >= total, timeout=timeout,
                what=f"{total} records of {topic} on the target, read committed")
@@ -116,7 +128,7 @@ def test_a_read_committed_reader_of_the_target_sees_each_record_once(sandbox, na
         everything_arrived(sandbox, name, 3000)
         wait_until(lambda: sum(committed(sandbox.source, name).values()) == 3000,
                    what="the source group to get the same positions")
-    assert all(found == (0, 0) for found in lost_and_doubled(sandbox, name).values())
+    assert each_record_once(sandbox, name)
 
 
 @pytest.mark.parametrize("mode", ["batch", "record"])
@@ -137,7 +149,7 @@ def test_a_member_killed_mid_stream_again_and_again_duplicates_nothing(sandbox, 
         everything_arrived(sandbox, name, total)
     finally:
         member.stop()
-    assert all(found == (0, 0) for found in lost_and_doubled(sandbox, name).values())
+    assert each_record_once(sandbox, name)
     aborted = written(sandbox.target, name) - total
     print(f"copies written by the killed members and aborted: {aborted}")
     assert aborted > 0, "no kill left an open transaction behind: the test proved nothing"
@@ -148,15 +160,13 @@ def test_one_of_two_members_gone_for_good_is_taken_over_without_duplicates(sandb
     config = write_config(tmp_path / "config.yaml", sandbox, name)
     total = 10_000
     with Traffic(sandbox.source, name, total, per_second=2000):
-        first, second = Member(config, "sourceToTarget-0"), Member(config, "sourceToTarget-1")
-        wait_until(lambda: len(committed(sandbox.source, name)) == PARTITIONS, timeout=60,
-                   what="both members to commit")
+        first, second = two_members(sandbox, name, config)
         first.kill()
     try:
         everything_arrived(sandbox, name, total)
     finally:
         second.stop()
-    assert all(found == (0, 0) for found in lost_and_doubled(sandbox, name).values())
+    assert each_record_once(sandbox, name)
 
 
 def test_scaling_from_one_to_three_members_and_back_duplicates_nothing(sandbox, name, tmp_path):
@@ -174,7 +184,7 @@ def test_scaling_from_one_to_three_members_and_back_duplicates_nothing(sandbox, 
         everything_arrived(sandbox, name, total)
     finally:
         members[0].stop()
-    assert all(found == (0, 0) for found in lost_and_doubled(sandbox, name).values())
+    assert each_record_once(sandbox, name)
 
 
 def test_a_zombie_member_resumed_after_its_partitions_moved_writes_nothing_visible(
@@ -186,9 +196,7 @@ def test_a_zombie_member_resumed_after_its_partitions_moved_writes_nothing_visib
     config = write_config(tmp_path / "config.yaml", sandbox, name)
     total = 12_000
     with Traffic(sandbox.source, name, total, per_second=2000):
-        zombie, other = Member(config, "sourceToTarget-0"), Member(config, "sourceToTarget-1")
-        wait_until(lambda: len(committed(sandbox.source, name)) == PARTITIONS, timeout=60,
-                   what="both members to commit")
+        zombie, other = two_members(sandbox, name, config)
         zombie.freeze()
         time.sleep(SESSION_MS / 1000 + 4)  # expired; the other member took everything over
         zombie.resume()
@@ -197,7 +205,7 @@ def test_a_zombie_member_resumed_after_its_partitions_moved_writes_nothing_visib
     finally:
         zombie.stop()
         other.stop()
-    assert all(found == (0, 0) for found in lost_and_doubled(sandbox, name).values())
+    assert each_record_once(sandbox, name)
 
 
 @pytest.mark.parametrize("cluster", ["target", "source"])
@@ -211,7 +219,7 @@ def test_a_broker_restart_mid_stream_duplicates_nothing(sandbox, name, cluster):
         time.sleep(3)
         sandbox.sandbox.start_broker(cluster)
         everything_arrived(sandbox, name, total, timeout=180)
-    assert all(found == (0, 0) for found in lost_and_doubled(sandbox, name).values())
+    assert each_record_once(sandbox, name)
 
 
 def test_records_of_aborted_source_transactions_are_not_copied(sandbox, name):
