@@ -109,7 +109,7 @@ class Flow:
         self._next_sync = 0.0
         self._next_group_poll = 0.0
         self._rebalancing_since: float | None = None
-        self._was_evicted = False
+        self._evicted_since: float | None = None
         self._next_rebalance_warning = 0.0
         self._admins: tuple = ()
         self._topic_sync: TopicSync | None = None
@@ -333,18 +333,21 @@ class Flow:
 
     def _evicted(self) -> bool:
         """No heartbeat answer for a session: the partitions are most likely someone else's now,
-        and what this member would fetch and write, they copy too."""
-        expired = wire.session_expired(self.source_consumer)
-        if expired != self._was_evicted:
-            self._was_evicted = expired
-            if expired:
+        and what this member would fetch and write, they copy too. It stays so until a heartbeat
+        is answered again: kafka-python restarts its session clock as soon as it finds the
+        coordinator again, a second before a heartbeat tells it that the group dropped it."""
+        consumer = self.source_consumer
+        if self._evicted_since is None:
+            if wire.session_expired(consumer):
+                self._evicted_since = time.monotonic()
                 log.warning("%s %s: no heartbeat answer from group %s for sessionTimeoutMs (%d ms): "
                             "the group has most likely dropped this member (a paused process?); "
-                            "nothing is fetched or written until it rejoins", self.direction,
+                            "nothing is fetched or written until a heartbeat is answered", self.direction,
                             self.member or "-", self._group.group_id, self._group.session_timeout_ms)
-            else:
-                log.info("%s %s: heartbeats answered again", self.direction, self.member or "-")
-        return expired
+        elif wire.heartbeat_answered_since(consumer, self._evicted_since):
+            self._evicted_since = None
+            log.info("%s %s: heartbeats answered again", self.direction, self.member or "-")
+        return self._evicted_since is not None
 
     def _fetched(self, node, sent: dict, answer) -> None:
         if self._evicted():

@@ -315,6 +315,11 @@ def session_expired(consumer) -> bool:
     return consumer._coordinator.heartbeat.session_timeout_expired()
 
 
+def heartbeat_answered_since(consumer, moment: float) -> bool:
+    """Whether the group coordinator answered a heartbeat after `moment` (time.monotonic())."""
+    return consumer._coordinator.heartbeat.last_receive > moment
+
+
 def leave_on_close(consumer) -> None:
     """Make close() send LeaveGroup even for a static member (one with a group.instance.id).
 
