@@ -47,6 +47,7 @@ class Plan:
     chart_records: int
     latency_seconds: float
     loads: tuple[int, ...] = (1000, 10000)
+    sizes: tuple[str, ...] = ("100B", "1KiB", data.ONE_PER_BATCH)
     chart_seconds: float = 90.0
     settle_seconds: float = 2.0
     costs_records: int = 100_000
@@ -56,8 +57,9 @@ class Plan:
 PLANS = {
     "full": Plan("full", 2_000_000, 500_000, 200_000, 30_000, 60.0),
     "quick": Plan("quick", 80_000, 20_000, 20_000, 2_000, 5.0, settle_seconds=1.0, costs_records=30_000),
+    # The smoke test's: every kind of row once (1 KiB copies go the same way as 100 B).
     "tiny": Plan("tiny", 6_000, 1_200, 2_000, 300, 2.0, chart_seconds=30.0, settle_seconds=0.5,
-                 costs_records=5_000, failover_records=400),
+                 costs_records=5_000, failover_records=400, sizes=("100B", data.ONE_PER_BATCH)),
 }
 
 
@@ -147,6 +149,8 @@ class Bench:
                                              self.plan.records_one_per_batch, 100, one_per_batch=True),
             "chart": data.DataSet(f"bench.chart.n{self.plan.chart_records}", self.plan.chart_records, 100),
         }
+        wanted = {label: dataset for label, dataset in wanted.items()
+                  if label in self.plan.sizes or label == "chart"}
         for label, dataset in wanted.items():
             key = f"{self.source}/{dataset.topic}"
             if key in known:
@@ -376,7 +380,7 @@ class Bench:
         self.setup()
         sets = self.datasets()
         only = selected(self.args.only)
-        for size in ("100B", "1KiB", data.ONE_PER_BATCH):
+        for size in self.plan.sizes:
             dataset = sets.get(size)
             if dataset is None:
                 continue
