@@ -22,6 +22,9 @@ def sandbox(tmp_path_factory):
     second sandbox for the TLS tests would; the proxied listener costs a port.
     """
     state_dir = os.environ.get("KAFKA_REPLICATOR_TEST_SANDBOX_DIR")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # each pytest-xdist worker has its own
+    if state_dir and worker:
+        state_dir = f"{state_dir}-{worker}"
     sandbox = Sandbox(Path(state_dir) if state_dir else tmp_path_factory.mktemp("sandbox"))
     try:
         yield SandboxHandle(sandbox, sandbox.up(sasl=True, tls=True, proxied=True))
