@@ -106,7 +106,8 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
                     log.info("%s", status.line())
             if time.monotonic() >= next_owner_check:
                 next_owner_check = time.monotonic() + CHECK_SECONDS
-                _check_owners(owners, supervisor.config, statuses)
+                for direction in _check_owners(owners, supervisor.config, statuses):
+                    supervisor.rejoin(direction)
     finally:
         started = time.monotonic()
         supervisor.stop(grace)
@@ -115,13 +116,14 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
     return code
 
 
-def _check_owners(owners: OwnerWatch, config, statuses) -> None:
+def _check_owners(owners: OwnerWatch, config, statuses) -> list[str]:
+    """The directions whose group must rebalance: partitions without an owner for long."""
     try:
         rows = describe_groups(config)
     except (KafkaError, ReplicatorError, OSError) as exc:  # a broker restarting: next time
         log.debug("owner check skipped: %s", exc)
-        return
-    owners.check(rows, {status.direction: status.running for status in statuses})
+        return []
+    return owners.check(rows, {status.direction: status.running for status in statuses})
 
 
 class RayUnreachable(ReplicatorError):

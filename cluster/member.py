@@ -99,6 +99,12 @@ class Member:
             latency_ms=snapshot.latency_ms, fatal=self._fatal,
         )
 
+    def rejoin(self) -> None:
+        """Join the group again (the driver's repair for partitions left without an owner)."""
+        with self._lock:
+            flow = self._flow
+        flow.rejoin()
+
     def stop(self, timeout: float, leave_group: bool = False) -> Health:
         """Stop polling, commit what the target acknowledged, close; within `timeout`.
         `leave_group`: stopped for good, so the group hands its partitions over at once."""

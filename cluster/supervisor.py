@@ -129,6 +129,13 @@ class Supervisor:
                 running[name] = stats
         return self._statuses(running)
 
+    def rejoin(self, direction: str) -> None:
+        """Ask every member of `direction` to join its group again; its leader's join makes
+        the group rebalance and give out what nobody owns."""
+        for watched in self._members.values():
+            if watched.plan.direction == direction and not watched.gone:
+                watched.actor.rejoin.remote()
+
     def stop(self, grace: float) -> None:
         """Stop every member within `grace` seconds, killing those that do not."""
         self._stop(list(self._members), grace)

@@ -97,6 +97,7 @@ class Flow:
         self._map: map_topic.MapWriter | None = None
         self._stopping = threading.Event()
         self._leave_group = False
+        self._rejoin = threading.Event()
         self._health = Health(direction, member)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._layouts: dict[str, Layout] = {}
@@ -146,6 +147,11 @@ class Flow:
         good (scaled down), so its partitions go to the others now, not after a session."""
         self._leave_group = self._leave_group or leave_group
         self._stopping.set()
+
+    def rejoin(self) -> None:
+        """Ask the loop to join the group again, which makes the group rebalance; safe from any
+        thread (the consumer is used on the loop's own)."""
+        self._rejoin.set()
 
     def health(self) -> Health:
         health = self._health
@@ -249,6 +255,11 @@ class Flow:
         if self._failure is not None:
             raise self._failure
         evicted = self._evicted()
+        if self._rejoin.is_set():
+            self._rejoin.clear()
+            log.info("%s %s: joining group %s again, so that it rebalances", self.direction,
+                     self.member or "-", self._group.group_id)
+            wire.request_rejoin(self.source_consumer)
         busy = evicted or wire.group_needs_time(self.source_consumer)
         if busy or time.monotonic() >= self._next_group_poll:
             self._poll_group(busy)

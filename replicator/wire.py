@@ -320,6 +320,12 @@ def heartbeat_answered_since(consumer, moment: float) -> bool:
     return consumer._coordinator.heartbeat.last_receive > moment
 
 
+def request_rejoin(consumer) -> None:
+    """Make the consumer's next poll join the group again. The group rebalances when its
+    leader does so (a follower with unchanged subscriptions gets its assignment back)."""
+    consumer._coordinator.request_rejoin()
+
+
 def leave_on_close(consumer) -> None:
     """Make close() send LeaveGroup even for a static member (one with a group.instance.id).
 

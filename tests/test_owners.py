@@ -70,3 +70,17 @@ def test_a_direction_without_running_members_is_not_reported(caplog):
         watch.check(rows(None), {})
 
     assert caplog.text == ""
+
+
+def test_a_direction_unowned_for_longer_than_two_sessions_is_to_rebalance_at_every_check():
+    clock = Clock()
+    watch = OwnerWatch(CONFIG, clock)
+    unowned = rows("sourceToTarget-0", None)
+    assert watch.check(unowned, {"sourceToTarget": 2}) == []
+    clock.now = 20.0  # a rebalance may still be under way
+    assert watch.check(unowned, {"sourceToTarget": 2}) == []
+    clock.now = 31.0
+    assert watch.check(unowned, {"sourceToTarget": 2}) == ["sourceToTarget"]
+    clock.now = 61.0  # the rejoin did not help (yet): again
+    assert watch.check(unowned, {"sourceToTarget": 2}) == ["sourceToTarget"]
+    assert watch.check(rows("sourceToTarget-0", "sourceToTarget-1"), {"sourceToTarget": 2}) == []

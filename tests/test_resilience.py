@@ -14,6 +14,8 @@ import yaml
 from kafka import TopicPartition
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+
 from replicator import flow as flow_module
 
 pytestmark = pytest.mark.kafka
@@ -218,3 +220,33 @@ def test_a_member_stopped_for_good_hands_its_partitions_over_at_once(sandbox, na
         wait_until(lambda: len(staying.health().assigned) == 4, 20,
                    what="the staying member to own every partition well within the 45 s session")
     print(f"\npartitions handed over {time.monotonic() - stopped:.1f}s after the stop")
+
+
+def test_a_group_that_left_a_partition_without_an_owner_gives_it_out_when_its_members_rejoin(
+        sandbox, name, monkeypatch):
+    """The soak's stuck rebalance: a cooperative rebalance whose second half never comes (the
+    member that owed it was killed and restarted under its group.instance.id) leaves partitions
+    without an owner in a Stable group. The driver then has the members join again."""
+    create_topic(sandbox.source, name, partitions=4)
+    produce(sandbox.source, name, [(p, b"k", b"v", [], None) for p in range(4) for _ in range(10)])
+    assign = CooperativeStickyAssignor.assign
+
+    def without_partition_3(self, cluster, members):
+        assignment = assign(self, cluster, members)
+        for member in assignment.values():
+            member.assigned_partitions = [(topic, [p for p in parts if p != 3])
+                                          for topic, parts in member.assigned_partitions]
+        return assignment
+
+    monkeypatch.setattr(CooperativeStickyAssignor, "assign", without_partition_3)
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    with running(flow):
+        wait_until(lambda: count(sandbox.target, name) == 30, what="the three owned partitions copied")
+        time.sleep(2)
+        assert len(flow.health().assigned) == 3 and count(sandbox.target, name) == 30
+
+        monkeypatch.undo()
+        flow.rejoin()
+        wait_until(lambda: count(sandbox.target, name) == 40, 30, what="partition 3 given out and copied")
+        assert len(flow.health().assigned) == 4
