@@ -111,6 +111,8 @@ class Flow:
         self._next_group_poll = 0.0
         self._rebalancing_since: float | None = None
         self._evicted_since: float | None = None
+        self._committed_at = 0.0  # the last commit that went through (or had nothing to do)
+        self._overdue = False
         self._next_rebalance_warning = 0.0
         self._admins: tuple = ()
         self._topic_sync: TopicSync | None = None
@@ -132,6 +134,7 @@ class Flow:
         """Replicate until stop() is called; commit what was acknowledged on the way out."""
         try:
             self._connect()
+            self._committed_at = time.monotonic()
             self._health.state = State.RUNNING.value
             while not self._stopping.is_set():
                 self._step()
@@ -263,7 +266,8 @@ class Flow:
         busy = evicted or wire.group_needs_time(self.source_consumer)
         if busy or time.monotonic() >= self._next_group_poll:
             self._poll_group(busy)
-        if not evicted and self.target_producer.unacknowledged_bytes < self._max_unacked_bytes:
+        if (not evicted and not self._commits_overdue()
+                and self.target_producer.unacknowledged_bytes < self._max_unacked_bytes):
             self._fetcher.pump(self._events.put)
         self.target_producer.pump(self._events.put)
         self._handle_events(EVENT_WAIT_SECONDS)
@@ -359,6 +363,25 @@ class Flow:
             self._evicted_since = None
             log.info("%s %s: heartbeats answered again", self.direction, self.member or "-")
         return self._evicted_since is not None
+
+    def _commits_overdue(self) -> bool:
+        """No commit for max(5 commit intervals, a session): the group coordinator is out of
+        reach, or a rebalance does not end. Fetching waits for a commit to go through, so that
+        what the partitions' next owner may copy again stays bounded. (Exactly once: the
+        transactions bound it.)"""
+        if self._transactions is not None:
+            return False
+        patience = max(5 * self._group.auto_commit_interval_ms, self._group.session_timeout_ms) / 1000
+        overdue = time.monotonic() - self._committed_at > patience
+        if overdue != self._overdue:
+            self._overdue = overdue
+            if overdue:
+                log.warning("%s %s: no commit went through for %.0fs; nothing more is fetched until "
+                            "one does, so that a replay from the last commit stays short",
+                            self.direction, self.member or "-", patience)
+            else:
+                log.info("%s %s: commits go through again", self.direction, self.member or "-")
+        return overdue
 
     def _fetched(self, node, sent: dict, answer) -> None:
         if self._evicted():
@@ -567,6 +590,7 @@ class Flow:
         if positions is None:
             return False
         if not positions:
+            self._committed_at = time.monotonic()
             return True
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
         started = time.monotonic()
@@ -584,6 +608,7 @@ class Flow:
             report("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
             return False
         self._checkpoint.committed(positions)
+        self._committed_at = time.monotonic()
         self.metrics.committed(time.monotonic() - started)
         self._rebalancing_since = None
         if not self._group.enable_auto_commit and self._checkpoint.to_commit():

@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -250,3 +251,31 @@ def test_a_group_that_left_a_partition_without_an_owner_gives_it_out_when_its_me
         flow.rejoin()
         wait_until(lambda: count(sandbox.target, name) == 40, 30, what="partition 3 given out and copied")
         assert len(flow.health().assigned) == 4
+
+
+def test_a_member_whose_commits_fail_stops_fetching_until_one_goes_through(sandbox, name, monkeypatch):
+    """The 30-minute soak: commits refused for a minute while copying went on, then the member
+    lost its membership, and the next owner copied that whole minute again."""
+    create_topic(sandbox.source, name, partitions=1)
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": {
+                        "groupId": name, "autoCommitIntervalMs": 200, "sessionTimeoutMs": 6000}},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    patience = 6.0  # max(5 commit intervals, the session)
+    batch = [(0, b"k", b"v", [], None)] * 100
+    with running(flow):
+        produce(sandbox.source, name, batch)
+        wait_until(lambda: count(sandbox.target, name) == 100, what="the first records")
+
+        def unreachable(offsets):
+            raise KafkaConnectionError("the group coordinator is out of reach")
+
+        monkeypatch.setattr(flow.source_consumer, "commit", unreachable)
+        produce(sandbox.source, name, batch)
+        wait_until(lambda: count(sandbox.target, name) == 200, what="records copied while commits fail")
+        time.sleep(patience + 1)
+        produce(sandbox.source, name, batch)
+        time.sleep(3)
+        assert count(sandbox.target, name) == 200
+
+        monkeypatch.undo()
+        wait_until(lambda: count(sandbox.target, name) == 300, what="the copy once a commit goes through")
