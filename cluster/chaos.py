@@ -208,29 +208,37 @@ class Driver:
         self.config_file, self.address, self.directory, self.env = config_file, address, directory, env
         self.proc: subprocess.Popen | None = None
         self._starts = 0
+        # A fault's restart must not outlive the soak's stop (an interrupted soak left one).
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
-        self._starts += 1
-        with open(self.directory / f"driver-{self._starts}.log", "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cluster.driver", "--config", str(self.config_file),
-                 "--address", self.address, "--progress-seconds", "10"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
-                cwd=REPO, start_new_session=True)
+        with self._lock:
+            if self._stopped:
+                return
+            self._starts += 1
+            with open(self.directory / f"driver-{self._starts}.log", "w") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "cluster.driver", "--config", str(self.config_file),
+                     "--address", self.address, "--progress-seconds", "10"],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                    cwd=REPO, start_new_session=True)
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
 
     def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=3 * GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+        with self._lock:
+            self._stopped = True
+            if self.proc is None or self.proc.poll() is not None:
+                return self.proc.returncode if self.proc else None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=3 * GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return None
 
 
 # -- traffic -----------------------------------------------------------------------
