@@ -758,6 +758,10 @@ class Soak:
                 "count": len(faults),
                 "not_injected": sum(1 for f in self.faults if f.kind == kind and not f.injected),
                 **{what: sum(f.problems.get(what, 0) for f in faults) for what in PROBLEMS},
+                # Per fault: a few large replays hide behind a total.
+                "duplicated_median": statistics.median(f.problems.get("duplicated", 0) for f in faults)
+                if faults else None,
+                "duplicated_max": max((f.problems.get("duplicated", 0) for f in faults), default=None),
                 "not_recovered": len(faults) - len(times),
                 "recovery_p50": round(statistics.median(times), 1) if times else None,
                 "recovery_max": round(max(times), 1) if times else None,
@@ -865,12 +869,13 @@ def _wait_for(check, timeout: float, what: str) -> None:
 
 def print_table(report: dict) -> None:
     say("")
-    say(f"{'fault kind':<20} {'count':>5} {'lost':>5} {'dup':>6} {'loops':>5} {'leaked':>6} "
-        f"{'p50 s':>6} {'max s':>6} {'not rec':>7} {'not inj':>7}")
+    say(f"{'fault kind':<20} {'count':>5} {'lost':>5} {'dup':>6} {'dup p50':>7} {'dup max':>7} "
+        f"{'loops':>5} {'leaked':>6} {'p50 s':>6} {'max s':>6} {'not rec':>7} {'not inj':>7}")
     for kind, row in report["per_kind"].items():
         p50 = "-" if row["recovery_p50"] is None else f"{row['recovery_p50']:.1f}"
         mx = "-" if row["recovery_max"] is None else f"{row['recovery_max']:.1f}"
-        say(f"{kind:<20} {row['count']:>5} {row['lost']:>5} {row['duplicated']:>6} {row['loops']:>5} "
+        say(f"{kind:<20} {row['count']:>5} {row['lost']:>5} {row['duplicated']:>6} "
+            f"{_or_dash(row['duplicated_median']):>7} {_or_dash(row['duplicated_max']):>7} {row['loops']:>5} "
             f"{row['aborted_leaked']:>6} {p50:>6} {mx:>6} {row['not_recovered']:>7} {row['not_injected']:>7}")
     say("")
     say(f"{'topic':<26} {'checked':>8} {'lost':>5} {'dup':>6} {'order':>5} {'loops':>5} {'leaked':>6}")
@@ -883,6 +888,10 @@ def print_table(report: dict) -> None:
         f"foreign {t['foreign']}; manual steps {report['manual_steps']}; "
         f"caught up: {report['caught_up']}; verdict: "
         f"{'PASS' if passed(report) else 'FAIL'}")
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def passed(report: dict) -> bool:
