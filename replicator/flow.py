@@ -372,7 +372,8 @@ class Flow:
         if self._transactions is not None:
             return False
         patience = max(5 * self._group.auto_commit_interval_ms, self._group.session_timeout_ms) / 1000
-        overdue = time.monotonic() - self._committed_at > patience
+        # Nothing acknowledged waiting: a loop held up (in a long join, say) has nothing to replay.
+        overdue = time.monotonic() - self._committed_at > patience and bool(self._checkpoint.to_commit())
         if overdue != self._overdue:
             self._overdue = overdue
             if overdue:
