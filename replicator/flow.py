@@ -732,6 +732,7 @@ class Flow:
 
     def committed(self, positions: dict) -> None:
         self._checkpoint.committed(positions)
+        self._committed_at = time.monotonic()
         self.metrics.committed(0.0)
 
     def assigned(self, partitions) -> None:
