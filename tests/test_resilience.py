@@ -12,11 +12,10 @@ import time
 import pytest
 import yaml
 from kafka import TopicPartition
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaConnectionError
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-
 from replicator import flow as flow_module
 
 pytestmark = pytest.mark.kafka
