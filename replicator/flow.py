@@ -112,6 +112,8 @@ class Flow:
         self._rebalancing_since: float | None = None
         self._evicted_since: float | None = None
         self._committed_at = 0.0  # the last commit that went through (or had nothing to do)
+        self._commit_patience = max(5 * self._group.auto_commit_interval_ms,
+                                    self._group.session_timeout_ms) / 1000
         self._overdue = False
         self._next_rebalance_warning = 0.0
         self._admins: tuple = ()
@@ -371,15 +373,15 @@ class Flow:
         transactions bound it.)"""
         if self._transactions is not None:
             return False
-        patience = max(5 * self._group.auto_commit_interval_ms, self._group.session_timeout_ms) / 1000
         # Nothing acknowledged waiting: a loop held up (in a long join, say) has nothing to replay.
-        overdue = time.monotonic() - self._committed_at > patience and bool(self._checkpoint.to_commit())
+        overdue = (time.monotonic() - self._committed_at > self._commit_patience
+                   and bool(self._checkpoint.to_commit()))
         if overdue != self._overdue:
             self._overdue = overdue
             if overdue:
                 log.warning("%s %s: no commit went through for %.0fs; nothing more is fetched until "
                             "one does, so that a replay from the last commit stays short",
-                            self.direction, self.member or "-", patience)
+                            self.direction, self.member or "-", self._commit_patience)
             else:
                 log.info("%s %s: commits go through again", self.direction, self.member or "-")
         return overdue

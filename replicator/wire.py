@@ -321,8 +321,8 @@ def heartbeat_answered_since(consumer, moment: float) -> bool:
 
 
 def request_rejoin(consumer) -> None:
-    """Make the consumer's next poll join the group again. The group rebalances when its
-    leader does so (a follower with unchanged subscriptions gets its assignment back)."""
+    """Make the consumer's next poll join the group again; the group rebalances when its
+    leader does (tests/test_resilience.py shows it)."""
     consumer._coordinator.request_rejoin()
 
 
