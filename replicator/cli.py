@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from .config import DIRECTIONS, ReplicatorConfig, load_config
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Copy Kafka topics between two clusters, in both directions.",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="validate a config file (and reach its clusters)")
@@ -75,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--json", action="store_true")
     sandbox.set_defaults(handler=_sandbox)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kafka-replicator")
+    except metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
