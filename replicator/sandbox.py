@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
@@ -59,6 +60,7 @@ SASL_USERNAME = "replicator"
 MIN_JAVA = 17
 BROKER_HEAP = ("-Xms256m", "-Xmx768m")
 STOP_GRACE_SECONDS = 20.0
+PORTS_FROM = 20000  # the brokers' ports: from here up to the ephemeral range
 MAVEN_TIMEOUT_SECONDS = 1800.0
 
 _JAVA_HINT = "install OpenJDK 17+, e.g. apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
@@ -313,12 +315,28 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all held open at once so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """Distinct free loopback ports below the ephemeral range: any outgoing connection may take
+    an ephemeral port between this check and the broker's bind (seen with Ray busy beside)."""
+    chosen: list[int] = []
+    candidates = list(range(PORTS_FROM, _ephemeral_start()))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    raise SandboxError(f"fewer than {count} free loopback ports from {PORTS_FROM} up")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _new_cluster_uuid() -> str:
