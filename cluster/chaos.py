@@ -84,13 +84,13 @@ def say(*parts: object) -> None:
 # -- the processes the soak runs -----------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
-def _session_pids(sid: int) -> list[int]:
+def session_pids(sid: int) -> list[int]:
     """Every live process of a session: a `ray start` and all Ray started from it."""
     pids = []
     for entry in os.listdir("/proc"):
@@ -103,8 +103,8 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
-    for pid in _session_pids(sid):
+def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
+    for pid in session_pids(sid):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -117,7 +117,7 @@ class RayNodes:
     def __init__(self, directory: Path, env: dict):
         self.directory = directory
         self.env = env
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"{LOOPBACK}:{self.port}"
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
@@ -137,8 +137,8 @@ class RayNodes:
         # Short temp dirs: Ray's socket paths must stay under 108 bytes.
         self.head = self._ray_start(
             ["--head", "--port", str(self.port), "--num-cpus", str(HEAD_CPUS),
-             "--include-dashboard", "false", "--dashboard-port", str(_free_port()),
-             "--ray-client-server-port", str(_free_port()),
+             "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+             "--ray-client-server-port", str(free_port()),
              "--temp-dir", tempfile.mkdtemp(prefix="krch-", dir="/tmp")], "head")
         self._wait_nodes(1)
         self.start_worker()
@@ -151,7 +151,7 @@ class RayNodes:
 
     def kill_worker(self) -> None:
         if self.worker is not None:
-            _kill_session(self.worker.pid)
+            kill_session(self.worker.pid)
             self.worker.wait()
 
     def _wait_nodes(self, count: int, timeout: float = 90.0) -> None:
@@ -170,7 +170,7 @@ class RayNodes:
         for node, proc in (("head", self.head), ("worker", self.worker)):
             if proc is None:
                 continue
-            for pid in _session_pids(proc.pid):
+            for pid in session_pids(proc.pid):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         if f.read().startswith(b"ray::Member"):
@@ -182,7 +182,7 @@ class RayNodes:
     def stop(self) -> None:
         for proc in (self.worker, self.head):
             if proc is not None:
-                _kill_session(proc.pid)
+                kill_session(proc.pid)
                 proc.wait()
 
 

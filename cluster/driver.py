@@ -6,9 +6,9 @@ started on this machine, else a new local one, which stops with the driver. Star
 actor per group member (cluster.plan), supervises them until SIGTERM or SIGINT, then
 stops them within shutdownGracePeriodSeconds and exits. It reads the config file again when
 it changes, and on SIGHUP: a new replicaCount starts or stops members (cluster.reload). As
-a Ray job:
+a Ray job (README, "Ray"; configs/ray-job.yaml installs the dependencies on the nodes):
 
-    ray job submit --working-dir . -- python -m cluster.driver --config FILE
+    ray job submit --no-wait --working-dir . --runtime-env configs/ray-job.yaml -- python -m cluster.driver --config FILE
 """
 
 from __future__ import annotations
