@@ -278,14 +278,10 @@ def admin_client(side: str, cluster: ClusterConfig) -> KafkaAdminClient:
                                 bootstrap_timeout_ms=ADMIN_BOOTSTRAP_TIMEOUT_MS)
 
 
-def cluster_id(side: str, cluster: ClusterConfig) -> str:
-    """The Kafka cluster id, which provenance headers name."""
-    admin = admin_client(side, cluster)
-    try:
-        with reaching(side, cluster):
-            return admin.describe_cluster()["cluster_id"]
-    finally:
-        admin.close()
+def cluster_id(admin: KafkaAdminClient, side: str, cluster: ClusterConfig) -> str:
+    """The Kafka cluster id, which provenance headers, the offset map and `check` name."""
+    with reaching(side, cluster):
+        return admin.describe_cluster()["cluster_id"]
 
 
 def source_consumer(
@@ -329,12 +325,12 @@ def check_clusters(config: ReplicatorConfig) -> list[str]:
     for side, cluster in sides:
         admin = admin_client(side, cluster)
         try:
+            identity = cluster_id(admin, side, cluster)
             with reaching(side, cluster):
-                cluster_id = admin.describe_cluster()["cluster_id"]
                 topics_by_side[side] = set(admin.list_topics())
         finally:
             admin.close()
-        lines.append(f"{side} cluster {cluster.bootstrap_servers}: reachable, cluster id {cluster_id}")
+        lines.append(f"{side} cluster {cluster.bootstrap_servers}: reachable, cluster id {identity}")
     missing = []
     for direction in config.enabled_directions():
         (side, _), _ = config.clusters(direction)

@@ -35,9 +35,6 @@ class Snapshot:
     def latency(self, q: float) -> float | None:
         return percentile(self.latency_ms, q)
 
-    def total_lag(self) -> int:
-        return sum(self.lag.values())
-
 
 class FlowMetrics:
     """Counters updated by the flow's thread, read from any thread.

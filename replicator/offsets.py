@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from . import link
 from .config import ReplicatorConfig
+from .tables import dash, table
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,3 @@ def format_table(rows: list[PartitionStatus]) -> str:
 def format_synced(rows: list[SyncedGroup]) -> str:
     return table(("DIRECTION", "SYNCED-GROUP", "STATE", "BEHIND"),
                  [(r.direction, r.synced_group, r.state, dash(r.behind)) for r in rows])
-
-
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    """Columns padded to their widest cell, as the Kafka command-line tools print them."""
-    lines = [header, *rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-
-
-def dash(value: int | None) -> str:
-    return "-" if value is None else str(value)

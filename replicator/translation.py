@@ -17,7 +17,7 @@ from . import link, map_topic
 from .config import ReplicatorConfig
 from .errors import ClusterError
 from .offset_map import Partition, PartitionMap
-from .offsets import dash, table
+from .tables import dash, table
 
 COORDINATOR_WAIT_SECONDS = 15.0
 
@@ -111,8 +111,7 @@ class Translator:
 
     def maps(self) -> dict:
         """The offset map of everything this direction copied, from the target cluster."""
-        with link.reaching(self._source_side, self._source):
-            source_cluster = self.source_admin.describe_cluster()["cluster_id"]
+        source_cluster = link.cluster_id(self.source_admin, self._source_side, self._source)
         with link.reaching(self._target_side, self._target):
             try:
                 return map_topic.read(link.client_settings(self._target), source_cluster)

@@ -22,10 +22,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def total_cpu(pids) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
-
-
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """CPU seconds each live thread of a process ran, to the microsecond.
 
