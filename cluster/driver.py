@@ -30,6 +30,7 @@ from replicator.config import load_config
 from replicator.errors import ReplicatorError
 from replicator.offsets import describe_groups
 
+from . import ray_internals
 from .cli import PROGRESS_SECONDS, add_run_arguments
 from .loopback import is_loopback, stay_on_loopback
 from .owners import CHECK_SECONDS, OwnerWatch
@@ -152,7 +153,7 @@ def _on_this_machine(address: str | None) -> bool:
     if wanted:
         return is_loopback(wanted)
     # No address: the cluster the last `ray start` here recorded, else a new local one.
-    recorded = ray._private.services.find_bootstrap_address(None)
+    recorded = ray_internals.recorded_address()
     return recorded is None or is_loopback(recorded)
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlparse
+
+from . import ray_internals
 
 LOOPBACK = "127.0.0.1"
 SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -30,18 +31,14 @@ def stay_on_loopback() -> None:
     """From now on this process, and whatever it starts, take 127.0.0.1 as the node address."""
     os.environ[SWITCH] = "0"
     if "ray" in sys.modules:  # Ray read the variable when it was imported
-        import ray._private.ray_constants as ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray_internals.enable_multi_node(False)
 
 
 @contextmanager
 def on_loopback() -> Iterator[None]:
     """stay_on_loopback() for a `ray.init` that starts a local cluster: the processes it starts
     keep the setting; this process and what it starts later go back to Ray's default."""
-    import ray._private.ray_constants as ray_constants
-
-    saved = os.environ.get(SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    saved = os.environ.get(SWITCH), ray_internals.multi_node_enabled()
     stay_on_loopback()
     try:
         yield
@@ -50,7 +47,7 @@ def on_loopback() -> Iterator[None]:
             os.environ.pop(SWITCH, None)
         else:
             os.environ[SWITCH] = saved[0]
-        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+        ray_internals.enable_multi_node(saved[1])
 
 
 def is_loopback(address: str | None) -> bool:
@@ -64,16 +61,8 @@ def is_loopback(address: str | None) -> bool:
 def ray_cli(argv: list[str]) -> int:
     """Ray's own CLI (`ray start ...`) with 127.0.0.1 as the node address, worker nodes included."""
     stay_on_loopback()
-    import ray._private.ray_constants as ray_constants
-    import ray.scripts.scripts as scripts
-
-    # The CLI's refusal of worker nodes reads the same flag: it sees a copy that allows them.
-    allowing = types.ModuleType("ray_constants")
-    allowing.__dict__.update(vars(ray_constants))
-    allowing.ENABLE_RAY_CLUSTER = True
-    scripts.ray_constants = allowing
-    sys.argv = ["ray", *argv]
-    return scripts.main()
+    # The CLI's refusal of worker nodes reads the flag that keeps loopback: it must not here.
+    return ray_internals.ray_cli_with_worker_nodes(argv)
 
 
 if __name__ == "__main__":
