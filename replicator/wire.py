@@ -1,4 +1,6 @@
-"""Everything that uses kafka-python below its public API, in one place.
+"""Everything that uses kafka-python below its public API, in one place; the group's
+consumer is owned by replicator.group_member, which hands it to the functions here (and
+picks its partition assignor from `kafka.coordinator.assignors`).
 
 The batch data path speaks Kafka's protocol itself, on kafka-python 3.0's network
 layer, because kafka-python's consumer and producer decode and encode every record
@@ -20,7 +22,11 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   `KafkaConsumer._coordinator._commit_offsets_sync_async` (a commit from a rebalance
   listener, which runs on the consumer's IO thread where `commit()` would deadlock);
 - `KafkaConsumer._coordinator.need_rejoin/join_group_async`, `_join_task` and `state`,
-  wrapped so that a join finished between two polls is taken, not lost (`complete_joins`).
+  wrapped so that a join finished between two polls is taken, not lost (`complete_joins`);
+- the logger `kafka.net.selector` (`SELECTOR_LOGGER`), which a busy node floods;
+- for the benchmark's tools: `KafkaProducer._accumulator.append` and `_sender.wakeup`
+  (`unchecked_send`), and `kafka.record.default_records.DefaultRecordBatchBuilder`'s
+  size estimates (`one_record_batch_size`).
 
 Requests are handed to the IO thread and answered through Futures whose callbacks
 run there; callers pass callbacks that only enqueue.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from kafka.codec import (
     gzip_decode,
@@ -54,6 +61,7 @@ from kafka.protocol.producer import (
     ProduceRequest,
 )
 from kafka.record import MemoryRecords
+from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -388,3 +396,29 @@ class _Finished:
 
     def __await__(self):
         return self._task.__await__()
+
+
+# Logging and tools ---------------------------------------------------------------------
+
+# Its event loop logs "task ran for over 100 ms" at WARNING, all the time on a busy small node.
+SELECTOR_LOGGER = "kafka.net.selector"
+
+
+def unchecked_send(producer) -> Callable:
+    """send(tp, key, value, headers) of a KafkaProducer without its per-record checks and
+    logging: each record goes straight to the accumulator, for a third less CPU. Only for
+    records known to be valid (the benchmark's pre-load); returns the record's future."""
+    append, wakeup = producer._accumulator.append, producer._sender.wakeup
+
+    def send(tp: TopicPartition, key: bytes | None, value: bytes | None, headers: list):
+        future, full, new, _ = append(tp, None, key, value, headers, abort_on_new_batch=False)
+        if full or new:
+            wakeup()
+        return future
+    return send
+
+
+def one_record_batch_size(key: bytes | None, value: bytes | None, headers: list) -> int:
+    """The bytes of a v2 batch holding this one record (offset and timestamp deltas 0)."""
+    return (DefaultRecordBatchBuilder.header_size_in_bytes()
+            + DefaultRecordBatchBuilder.size_in_bytes(0, 0, key, value, headers))

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
-from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from .. import wire
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +163,15 @@ def _preload_worker(bootstrap: str, topic: str, size: int, plan: dict[int, int],
     futures = collections.deque()
     try:
         producer.partitions_for(topic)  # metadata first: the fast path below does not wait for it
-        # KafkaProducer.send() validates and logs per record; the data set is known to be
-        # valid, so records go straight into the producer's accumulator (a third less CPU:
-        # the pre-load is the slowest part of a run from scratch). Bench-only shortcut.
-        append, wakeup = producer._accumulator.append, producer._sender.wakeup
+        # The pre-load is the slowest part of a run from scratch, and its records are valid.
+        send = wire.unchecked_send(producer)
         tps = {p: TopicPartition(topic, p) for p in plan}
         # Round-robin over the worker's partitions so that every batch fills at once.
         for index in range(max(plan.values(), default=0)):
             for partition, count in plan.items():
                 if index < count:
                     key, value, seq = key_of(partition, index), value_of(partition, index, size), header_of(index)
-                    future, full, new, _ = append(tps[partition], None, key, value, [(HEADER, seq)],
-                                                  abort_on_new_batch=False)
-                    if full or new:
-                        wakeup()
+                    future = send(tps[partition], key, value, [(HEADER, seq)])
                     digests[partition].add(key, value, seq)
                     if one_per_batch:
                         futures.append(future)
@@ -288,9 +284,8 @@ def _check_one_per_batch(bootstrap: str, dataset: DataSet) -> None:
 
 def _one_record_batches_bytes(partition: int, count: int, size: int) -> int:
     # A record alone in its batch has offset and timestamp deltas of 0.
-    header, record_size = DefaultRecordBatchBuilder.header_size_in_bytes(), DefaultRecordBatchBuilder.size_in_bytes
-    return sum(header + record_size(0, 0, key_of(partition, index), value_of(partition, index, size),
-                                    [(HEADER, header_of(index))])
+    return sum(wire.one_record_batch_size(key_of(partition, index), value_of(partition, index, size),
+                                          [(HEADER, header_of(index))])
                for index in range(count))
 
 
