@@ -25,6 +25,16 @@ class Fetched:
     error: type | None
 
 
+@dataclass(frozen=True)
+class FetchAnswer:
+    """What the IO thread hands back for one fetch request: the response, or the exception
+    that ended it; `sent` is what was asked, per partition (offset, epoch)."""
+
+    node: object
+    sent: dict
+    answer: object
+
+
 class Fetcher:
     def __init__(self, wire, protocol, partition_max_bytes: int, max_bytes: int, max_wait_ms: int):
         self._wire = wire
@@ -94,7 +104,7 @@ class Fetcher:
             sent = {tp: (offset, self._epochs[tp]) for tp, offset in offsets.items()}
             self._busy_nodes.add(node)
             future = self._wire.send(node, request)
-            future.add_both(lambda answer, node=node, sent=sent: on_answer((self, node, sent, answer)))
+            future.add_both(lambda answer, node=node, sent=sent: on_answer(FetchAnswer(node, sent, answer)))
 
     def answered(self, node, sent: dict, answer) -> list[Fetched]:
         """The partitions of an answer that are still wanted, at the position they were asked."""

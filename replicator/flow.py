@@ -2,15 +2,15 @@
 
 fetch batches from the source → ship them to the target → commit what the target acknowledged.
 
-The consumer group decides which source partitions this member owns and holds the
-committed positions; its consumer never fetches (every partition stays paused). The
-data moves as record batches: fetched raw (`Fetcher`), turned into shipments
-(`Shipper`), written idempotently (`BatchProducer`). Answers from both clusters come
-back on their IO threads and are handled here, on the flow's own thread, in order.
+The Flow holds its collaborators, built at its start by replicator.assembly: the
+GroupMember says which source partitions are ours and where to start; the Fetcher
+reads them as raw batches; the Shipper turns them into shipments; the target producer
+writes them idempotently (or in transactions); the Committer makes acknowledged
+positions safe to commit (offset map, or transactions). Answers from both clusters come
+back on their IO threads as events and are handled here, on the flow's own thread, in order.
 
-With `exactlyOnce`, the writes go through `Transactions` instead: a commit first commits
-each partition's transaction on the target (copies, spans and next offset together),
-and a newly assigned partition resumes from the offset its last transaction committed.
+Three things to find here: the loop (`_step`), the commit rule (`_commit`), and the
+failure policy (`_handle`, `_fetch_failed`, `revoked`).
 """
 
 from __future__ import annotations
@@ -21,45 +21,31 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
-from kafka import AsyncConsumerRebalanceListener
-from kafka.errors import (
-    CommitFailedError,
-    KafkaError,
-    OffsetOutOfRangeError,
-    RebalanceInProgressError,
-    TopicAuthorizationFailedError,
-)
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError, OffsetOutOfRangeError, TopicAuthorizationFailedError
+from kafka.structs import TopicPartition
 
-from . import batches, link, map_topic, registry, wire
+from . import batches
+from .assembly import Parts, assemble
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
 from .errors import ClusterError, ConfigError, Fenced, RecordRejected
-from .fetcher import Fetcher
+from .fetcher import FetchAnswer
+from .group_member import Refused
 from .metrics import FlowMetrics
-from .offset_map import Journal
-from .producer import BatchProducer, Shipment
-from .provenance import Provenance
-from .shipping import Shipper, Step, Target
-from .topics import Layout, TopicSync
-from .transactions import Transactions
+from .shipping import Step, Target
+from .topics import Layout
 
 log = logging.getLogger(__name__)
 
 TOPIC_SYNC_SECONDS = 30.0
 TOPIC_SYNC_RETRY_SECONDS = 5.0
-FETCH_WAIT_MS = 100
-# Below this a source batch is merged with its neighbours rather than copied: a copy
-# costs a fixed few tens of µs per batch, a merge a few µs per record (BENCHMARKS.md).
-MERGE_BELOW_BYTES = 4096
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
 GROUP_POLL_INTERVAL_SECONDS = 0.2
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
-CONNECT_TIMEOUT_MS = 15_000
-TRANSACTIONAL_REQUESTS_PER_NODE = 64
 
 
 class State(str, enum.Enum):
@@ -85,16 +71,20 @@ class Health:
 
 
 class Flow:
-    def __init__(self, config: ReplicatorConfig, direction: str, member: str | None = None):
+    def __init__(self, config: ReplicatorConfig, direction: str, member: str | None = None,
+                 assemble: Callable[[Flow], Parts] = assemble):
+        """`assemble(flow)` builds the collaborators when the flow starts; tests give fakes."""
         self.config = config
         self.direction = direction
         self.member = member
         self.metrics = FlowMetrics()
+        self._assemble = assemble
         self._settings = config.direction(direction)
-        self._group = config.group(direction)
+        self._group_config = config.group(direction)
         self._routes = {route.source_topic_name: route.target for route in self._settings.topics}
         self._checkpoint = Checkpoint()
-        self._map: map_topic.MapWriter | None = None
+        self._parts: Parts | None = None  # its fetcher, shipper, producer, committer and group, from run()
+        self._topic_sync = None
         self._stopping = threading.Event()
         self._leave_group = False
         self._rejoin = threading.Event()
@@ -104,38 +94,23 @@ class Flow:
         self._targets: dict[TopicPartition, Target] = {}
         self._stopped: dict[TopicPartition, RecordRejected] = {}
         self._singles: dict[TopicPartition, int] = {}  # send one record per batch below this offset
-        self._fallbacks_logged: set[tuple[TopicPartition, str]] = set()
         self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
         self._next_sync = 0.0
         self._next_group_poll = 0.0
         self._rebalancing_since: float | None = None
-        self._evicted_since: float | None = None
         self._committed_at = 0.0  # the last commit that went through (or had nothing to do)
-        self._commit_patience = max(5 * self._group.auto_commit_interval_ms,
-                                    self._group.session_timeout_ms) / 1000
         self._overdue = False
         self._next_rebalance_warning = 0.0
-        self._admins: tuple = ()
-        self._topic_sync: TopicSync | None = None
-        self._provenance: Provenance | None = None
-        self._registry: registry.Registry | None = None
-        self._source_wire: wire.Wire | None = None
-        self._target_wire: wire.Wire | None = None
-        self._fetcher: Fetcher | None = None
-        self._shipper: Shipper | None = None
-        self._transactions: Transactions | None = None
-        self._resume_at: dict[TopicPartition, int] = {}  # exactly-once: positions read from the target
-        self._source_id = ""
-        self._target_settings: dict = {}
+        self._resume_at: dict[TopicPartition, int] = {}  # positions the committer found on the target
         self._failure: Exception | None = None  # met in a rebalance callback, raised by the loop
-        self.source_consumer = None
-        self.target_producer: BatchProducer | Transactions | None = None
 
     def run(self) -> None:
         """Replicate until stop() is called; commit what was acknowledged on the way out."""
         try:
-            self._connect()
+            self._parts = parts = self._assemble(self)
+            self._fetcher, self._shipper, self._producer = parts.fetcher, parts.shipper, parts.producer
+            self._committer, self._group = parts.committer, parts.group
             self._committed_at = time.monotonic()
             self._health.state = State.RUNNING.value
             while not self._stopping.is_set():
@@ -155,8 +130,14 @@ class Flow:
 
     def rejoin(self) -> None:
         """Ask the loop to join the group again, which makes the group rebalance; safe from any
-        thread (the consumer is used on the loop's own)."""
+        thread (the group member is used on the loop's own)."""
         self._rejoin.set()
+
+    def topics_from(self, topic_sync) -> None:
+        """The TopicSync that keeps the target topics like their sources; they are synced now,
+        before the members of the group learn of this one."""
+        self._topic_sync = topic_sync
+        self._sync_topics()
 
     def health(self) -> Health:
         health = self._health
@@ -164,120 +145,28 @@ class Flow:
         health.stopped = {f"{tp.topic}[{tp.partition}]": str(err) for tp, err in self._stopped.items()}
         return health
 
-    # Start -----------------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        (source_side, source), (target_side, target) = self.config.clusters(self.direction)
-        source_admin = link.admin_client(source_side, source)
-        target_admin = link.admin_client(target_side, target)
-        self._admins = (source_admin, target_admin)
-        with link.reaching(source_side, source):
-            source_id = source_admin.describe_cluster()["cluster_id"]
-            registry.ensure_topic(source_admin)
-        with link.reaching(target_side, target):
-            target_id = target_admin.describe_cluster()["cluster_id"]
-            registry.ensure_topic(target_admin)
-        self._provenance = Provenance(source_id, target_id)
-        self._source_id = source_id
-        journal = Journal(source_id)
-        self._topic_sync = TopicSync(source_admin, target_admin, self._routes,
-                                     manage=self._settings.create_topics)
-        self._sync_topics()
-        with link.reaching(target_side, target):
-            map_topic.ensure_topic(target_admin,
-                                   map_topic.longest_retention(source_admin, self._routes))
-
-        source_settings, target_settings = link.client_settings(source), link.client_settings(target)
-        self._target_settings = target_settings
-        consumer = self.config.consumer
-        with link.reaching(source_side, source):
-            self._source_wire = wire.Wire(
-                source_settings, consumer.fetch_max_bytes + consumer.max_partition_fetch_bytes + 65536)
-            self._source_wire.bootstrap(CONNECT_TIMEOUT_MS)
-        self._source_wire.track(self._routes)
-        with link.reaching(target_side, target):
-            # Exactly-once writes through a producer per source partition, five requests each.
-            self._target_wire = wire.Wire(target_settings, 1 << 20, max_in_flight=(
-                TRANSACTIONAL_REQUESTS_PER_NODE if self._settings.exactly_once else 5))
-            self._target_wire.bootstrap(CONNECT_TIMEOUT_MS)
-        self._target_wire.track(set(self._routes.values()) | {map_topic.TOPIC})
-        self._registry = registry.Registry(source_settings)
-        with link.reaching(source_side, source):
-            self._registry.load()
-        self._fetcher = Fetcher(self._source_wire, wire, consumer.max_partition_fetch_bytes,
-                                consumer.fetch_max_bytes, FETCH_WAIT_MS)
-        producer = self.config.producer
-        self._shipper = Shipper(
-            self._settings.mode, producer.compression_type, producer.batch_size,
-            producer.max_request_size - 512, MERGE_BELOW_BYTES, self._registry.is_ours,
-            self._provenance, self._fallback)
-        with link.reaching(target_side, target):
-            if self._settings.exactly_once:
-                self._transactions = self.target_producer = Transactions(
-                    self._target_wire, wire, self._group.group_id, source_id,
-                    (target_side, target.bootstrap_servers), producer.max_request_size,
-                    self._target_wire.request_timeout_ms, self._written,
-                    lambda ids: registry.register(target_settings, ids, self.direction, self.member))
-                self._transactions.check()
-            else:
-                self.target_producer = BatchProducer(
-                    self._target_wire, wire, lambda: self._new_producer_id(target_settings),
-                    producer.max_request_size, self._target_wire.request_timeout_ms, self._written)
-        self._map = map_topic.MapWriter(journal, self.target_producer.submit, self._map_slow)
-        self.source_consumer = link.source_consumer(self.config, self.direction, self.member)
-        # Know the topics' partitions before joining: a group leader that assigns without
-        # them gives out nothing, and may not notice when they arrive a moment later.
-        for topic in self._routes:
-            self.source_consumer.partitions_for_topic(topic)
-        self.source_consumer.subscribe(list(self._routes), listener=_Rebalance(self))
-        log.info("%s %s: replicating %s from %s cluster %s to %s cluster %s, group %s, mode %s",
-                 self.direction, self.member or "-", self._routes, source_side, source_id,
-                 target_side, target_id, self._group.group_id, self._settings.mode)
-        log.info("%s: AUTO_OFFSET_RESET=%s (where the group has no committed offset)",
-                 self.direction, self.config.offset_reset(self.direction))
-        if self._transactions is not None:
-            log.info("%s: exactly once: every %d ms the copies of each source partition and its "
-                     "next offset are committed in one transaction on the %s cluster; consumers "
-                     "of the target must read with isolation.level=read_committed to see each "
-                     "record once", self.direction, self._group.auto_commit_interval_ms, target_side)
-        elif self._group.enable_auto_commit:
-            log.info("%s: Auto commit enabled: acknowledged offsets are committed every %d ms",
-                     self.direction, self._group.auto_commit_interval_ms)
-        else:
-            log.info("%s: Auto commit disabled: acknowledged offsets are committed as soon as "
-                     "the target acknowledges them", self.direction)
-
-    def _new_producer_id(self, target_settings: dict) -> tuple[int, int]:
-        producer_id, epoch = wire.init_producer_id(self._target_wire, CONNECT_TIMEOUT_MS)
-        registry.register(target_settings, [producer_id], self.direction, self.member)
-        log.info("%s %s: writing as producer id %d (registered in %s)", self.direction,
-                 self.member or "-", producer_id, registry.TOPIC)
-        return producer_id, epoch
-
     # The loop --------------------------------------------------------------------------
 
     def _step(self) -> None:
         if self._failure is not None:
             raise self._failure
-        evicted = self._evicted()
+        evicted = self._group.evicted()
         if self._rejoin.is_set():
             self._rejoin.clear()
-            log.info("%s %s: joining group %s again, so that it rebalances", self.direction,
-                     self.member or "-", self._group.group_id)
-            wire.request_rejoin(self.source_consumer)
-        busy = evicted or wire.group_needs_time(self.source_consumer)
+            self._group.rejoin()
+        busy = evicted or self._group.needs_time()
         if busy or time.monotonic() >= self._next_group_poll:
             self._poll_group(busy)
         if (not evicted and not self._commits_overdue()
-                and self.target_producer.unacknowledged_bytes < self._max_unacked_bytes):
+                and self._producer.unacknowledged_bytes < self._max_unacked_bytes):
             self._fetcher.pump(self._events.put)
-        self.target_producer.pump(self._events.put)
+        self._producer.pump(self._events.put)
         self._handle_events(EVENT_WAIT_SECONDS)
         settled = self._settle()
         now = time.monotonic()
-        mapped = self._map.writing and self._map.done()
-        if mapped or (settled and not self._group.enable_auto_commit) or now >= self._next_commit:
-            self._next_commit = now + self._group.auto_commit_interval_ms / 1000.0
+        if (self._committer.due() or (settled and not self._group_config.enable_auto_commit)
+                or now >= self._next_commit):
+            self._next_commit = now + self._group_config.auto_commit_interval_ms / 1000.0
             self._commit()
             self._update_lag()
         if now >= self._next_sync:
@@ -286,44 +175,31 @@ class Flow:
     def _poll_group(self, busy: bool) -> None:
         # Heartbeats run on the consumer's own thread; a poll only has to take what the
         # group decided (a join, an assignment), and costs about a millisecond even idle.
-        polled = self.source_consumer.poll(timeout_ms=GROUP_POLL_MS if busy else 0)
+        early = self._group.poll(GROUP_POLL_MS if busy else 0)
         self._next_group_poll = time.monotonic() + GROUP_POLL_INTERVAL_SECONDS
         self._health.last_poll = time.time()
-        self._adopt(polled)
+        self._adopt(early)
 
-    def _adopt(self, polled: dict) -> None:
-        """Start fetching newly assigned partitions from the group's position."""
-        assigned = self.source_consumer.assignment()
+    def _adopt(self, early: dict[TopicPartition, int]) -> None:
+        """Start fetching newly assigned partitions from the group's position (or the one the
+        committer found), or where a fetch made before the pause took effect began."""
+        assigned = self._group.assignment()
         owned = set(self._fetcher.owned())
         new = [tp for tp in assigned if tp not in owned and tp not in self._stopped]
-        if new and self._transactions is not None:
-            self._take_over(new)
+        if new:
+            self._resume_at.update(self._committer.take_over(new))
         for tp in new:
             position = self._resume_at.pop(tp, None)
             if position is None:
-                position = wire.fetch_position(self.source_consumer, tp)
-                early = polled.get(tp)
-                if early:  # fetched before the pause took effect: start where that fetch began
-                    position = early[0].offset if position is None else min(position, early[0].offset)
+                position = self._group.position(tp)
+                if tp in early:
+                    position = early[tp] if position is None else min(position, early[tp])
             if position is not None:
                 self._fetcher.assign(tp, position)
                 self._checkpoint.advance(tp, position)
         gone = owned - set(assigned)
         if gone:
             self.forget(gone)
-
-    def _take_over(self, partitions: list[TopicPartition]) -> None:
-        """Exactly-once: fence the partitions' earlier owners, then read where they stopped."""
-        fresh = [tp for tp in partitions if not self._transactions.owns(tp)]
-        if not fresh:
-            return
-        self._transactions.own(fresh)
-        found = map_topic.positions(self._target_settings, self._group.group_id, self._source_id, fresh)
-        self._resume_at.update(found)
-        if found:
-            log.info("%s %s: resuming from the positions committed on the target: %s", self.direction,
-                     self.member or "-", ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
-                                                   for tp, offset in sorted(found.items())))
 
     def _handle_events(self, wait: float, take_fetched: bool = True) -> None:
         """Every answer waiting (after up to `wait` s for the first); fetched data not taken
@@ -333,14 +209,13 @@ class Flow:
         except queue.Empty:
             return
         while True:
-            owner, node, payload, answer = event
-            if owner is self._fetcher:
+            if isinstance(event, FetchAnswer):
                 if take_fetched:
-                    self._fetched(node, payload, answer)
+                    self._fetched(event)
                 else:
-                    self._fetcher.discard(node)
-            else:
-                for delivery in owner.answered(node, payload, answer):
+                    self._fetcher.discard(event.node)
+            else:  # a ProduceAnswer
+                for delivery in event.producer.answered(event.node, event.shipments, event.answer):
                     if delivery.timestamp is not None:  # None: a write of the offset map
                         self.metrics.acknowledged(delivery.timestamp)
             try:
@@ -348,49 +223,30 @@ class Flow:
             except queue.Empty:
                 return
 
-    def _evicted(self) -> bool:
-        """No heartbeat answer for a session: the partitions are most likely someone else's now,
-        and what this member would fetch and write, they copy too. It stays so until a heartbeat
-        is answered again: kafka-python restarts its session clock as soon as it finds the
-        coordinator again, a second before a heartbeat tells it that the group dropped it."""
-        consumer = self.source_consumer
-        if self._evicted_since is None:
-            if wire.session_expired(consumer):
-                self._evicted_since = time.monotonic()
-                log.warning("%s %s: no heartbeat answer from group %s for sessionTimeoutMs (%d ms): "
-                            "the group has most likely dropped this member (a paused process?); "
-                            "nothing is fetched or written until a heartbeat is answered", self.direction,
-                            self.member or "-", self._group.group_id, self._group.session_timeout_ms)
-        elif wire.heartbeat_answered_since(consumer, self._evicted_since):
-            self._evicted_since = None
-            log.info("%s %s: heartbeats answered again", self.direction, self.member or "-")
-        return self._evicted_since is not None
-
     def _commits_overdue(self) -> bool:
-        """No commit for max(5 commit intervals, a session): the group coordinator is out of
-        reach, or a rebalance does not end. Fetching waits for a commit to go through, so that
-        what the partitions' next owner may copy again stays bounded. (Exactly once: the
-        transactions bound it.)"""
-        if self._transactions is not None:
+        """No commit for the committer's patience: the group coordinator is out of reach, or a
+        rebalance does not end. Fetching waits for a commit to go through, so that what the
+        partitions' next owner may copy again stays bounded."""
+        patience = self._committer.patience
+        if patience is None:
             return False
         # Nothing acknowledged waiting: a loop held up (in a long join, say) has nothing to replay.
-        overdue = (time.monotonic() - self._committed_at > self._commit_patience
-                   and bool(self._checkpoint.to_commit()))
+        overdue = time.monotonic() - self._committed_at > patience and bool(self._checkpoint.to_commit())
         if overdue != self._overdue:
             self._overdue = overdue
             if overdue:
                 log.warning("%s %s: no commit went through for %.0fs; nothing more is fetched until "
                             "one does, so that a replay from the last commit stays short",
-                            self.direction, self.member or "-", self._commit_patience)
+                            self.direction, self.member or "-", patience)
             else:
                 log.info("%s %s: commits go through again", self.direction, self.member or "-")
         return overdue
 
-    def _fetched(self, node, sent: dict, answer) -> None:
-        if self._evicted():
-            self._fetcher.discard(node)  # read again from the same positions, if still ours
+    def _fetched(self, event: FetchAnswer) -> None:
+        if self._group.evicted():
+            self._fetcher.discard(event.node)  # read again from the same positions, if still ours
             return
-        for part in self._fetcher.answered(node, sent, answer):
+        for part in self._fetcher.answered(event.node, event.sent, event.answer):
             tp = part.tp
             if part.error is not None:
                 self._fetch_failed(tp, part.error)
@@ -405,7 +261,7 @@ class Flow:
             self._fetcher.advance(tp, fetched[-1].next_offset)
 
     def _stage(self, tp: TopicPartition, steps: list[Step]) -> None:
-        checkpoint, submit, metrics = self._checkpoint, self.target_producer.submit, self.metrics
+        checkpoint, submit, metrics = self._checkpoint, self._producer.submit, self.metrics
         for step in steps:
             if step.shipments:
                 checkpoint.pending(tp).append((step.first, step.next, step.delivery))
@@ -414,32 +270,6 @@ class Flow:
             else:
                 checkpoint.done(tp, step.first, step.next)
             metrics.shipped(tp.topic, step.how, step.records, step.bytes, step.loop_skipped)
-
-    def _fetch_failed(self, tp: TopicPartition, error: type) -> None:
-        if error is OffsetOutOfRangeError:
-            reset = self.config.offset_reset(self.direction)
-            ends = (self.source_consumer.beginning_offsets if reset == "earliest"
-                    else self.source_consumer.end_offsets)([tp])
-            log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
-                        "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
-                        self._fetcher.position(tp), reset, ends[tp])
-            self._checkpoint.rewind(tp)
-            self._fetcher.seek(tp, ends[tp])
-            self._checkpoint.advance(tp, ends[tp])
-            return
-        if error is TopicAuthorizationFailedError:
-            side = self.config.clusters(self.direction)[0]
-            raise ClusterError(side[0], side[1].bootstrap_servers,
-                               f"not authorized to read topic {tp.topic!r}; grant the replicator's "
-                               "principal Read on it")
-        log.warning("%s: fetching %s[%d] failed (%s); trying again", self.direction, tp.topic,
-                    tp.partition, error.__name__)
-
-    def _fallback(self, tp: TopicPartition, reason: str) -> None:
-        if (tp, reason) not in self._fallbacks_logged:
-            self._fallbacks_logged.add((tp, reason))
-            log.info("%s: %s[%d]: records re-encoded instead of copied as a batch: %s",
-                     self.direction, tp.topic, tp.partition, reason)
 
     def _target_for(self, tp: TopicPartition) -> Target:
         layout = self._layouts.get(tp.topic)
@@ -453,7 +283,36 @@ class Flow:
         self._targets[tp] = target
         return target
 
-    # Acknowledgements, failures, commits ----------------------------------------------
+    def _sync_topics(self) -> None:
+        self._next_sync = time.monotonic() + TOPIC_SYNC_SECONDS
+        try:
+            layouts = self._topic_sync.sync()
+        except KafkaError as exc:
+            # A broker restarting, say: the copy goes on with the topics as last seen.
+            self._next_sync = time.monotonic() + TOPIC_SYNC_RETRY_SECONDS
+            log.warning("%s: topic sync failed (%s: %s); trying again in %.0fs", self.direction,
+                        type(exc).__name__, exc, TOPIC_SYNC_RETRY_SECONDS)
+            return
+        for source, layout in layouts.items():
+            target = self._routes[source]
+            if layout.target_partitions == 0:
+                raise ConfigError(
+                    f"target topic {target!r} does not exist on the "
+                    f"{self.config.clusters(self.direction)[1][0]} cluster and "
+                    f"replication.{self.direction}.createTopics is false; create it or set "
+                    "createTopics: true"
+                )
+            narrower = layout.target_partitions < layout.source_partitions
+            if narrower and self._settings.partitioning == "preserve" and layout != self._layouts.get(source):
+                log.warning("%s: target topic %r has %d partitions, fewer than the %d of %r; "
+                            "its records are partitioned by key hash, not by source partition",
+                            self.direction, target, layout.target_partitions,
+                            layout.source_partitions, source)
+        if layouts != self._layouts:
+            self._layouts = layouts
+            self._targets.clear()
+
+    # Acknowledgements -------------------------------------------------------------------
 
     def _settle(self) -> bool:
         """Advance past what the target acknowledged; True if a position moved."""
@@ -462,11 +321,92 @@ class Flow:
             self._handle(failure)
         return self._checkpoint.in_flight() != before
 
-    def _rewind(self, tp: TopicPartition) -> None:
-        """Drop the partition's in-flight writes and fetch again from the first of them."""
-        offset = self._checkpoint.rewind(tp)
-        if offset is not None:
-            self._fetcher.seek(tp, offset)
+    def _drain(self, seconds: float, partitions=None) -> bool:
+        """Wait for the target's answers (for `partitions`, or all); True if none is missing."""
+        return self.run_until(lambda: not self._checkpoint.in_flight(partitions), seconds)
+
+    def run_until(self, done: Callable[[], bool], seconds: float, take_fetched: bool = False) -> bool:
+        """Handle answers, fetching nothing new, until `done()`; fetched data is dropped (read
+        again later) unless taken."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if done() or time.monotonic() >= deadline:
+                return done()
+            self._producer.pump(self._events.put)
+            self._handle_events(EVENT_WAIT_SECONDS, take_fetched)
+            self._settle()
+
+    def acknowledged(self) -> dict:
+        return self._checkpoint.to_commit()
+
+    def quiet(self) -> bool:
+        return not self._checkpoint.in_flight() and not self._fetcher.waiting
+
+    def _advance_idle(self) -> None:
+        for tp in self._fetcher.owned():
+            if tp not in self._stopped:
+                self._checkpoint.advance(tp, self._fetcher.position(tp))
+
+    # The commit rule ---------------------------------------------------------------------
+
+    def _commit(self, report=log.warning) -> bool:
+        """Commit exactly what the target acknowledged, once the committer made it safe (the
+        offset map written, or the transactions committed); False if not now."""
+        self._advance_idle()
+        positions = self._committer.ready(self)
+        if positions is None:
+            return False
+        if not positions:
+            self._committed_at = time.monotonic()
+            return True
+        started = time.monotonic()
+        refusal = self._group.commit(positions)
+        if refusal is not None:
+            if refusal.kind is Refused.REBALANCING:
+                self._commit_waits()
+            elif refusal.kind is Refused.MOVED:
+                report("%s: commit failed during a rebalance (%s); the partitions' next owner "
+                       "replays from the last commit, so some records may be duplicated",
+                       self.direction, refusal.reason)
+            else:
+                report("%s: commit failed (%s); retrying at the next commit", self.direction,
+                       refusal.reason)
+            return False
+        self._checkpoint.committed(positions)
+        self._committed_at = time.monotonic()
+        self.metrics.committed(time.monotonic() - started)
+        self._rebalancing_since = None
+        self._committer.committed(self)
+        return True
+
+    def _commit_waits(self) -> None:
+        """A commit refused while the group rebalances is normal; one refused for long is not."""
+        now = time.monotonic()
+        if self._rebalancing_since is None:
+            self._rebalancing_since = now
+            self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
+            log.info("%s: group %s is rebalancing; acknowledged offsets are committed once it "
+                     "settles", self.direction, self._group_config.group_id)
+        elif now >= self._next_rebalance_warning:
+            self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
+            log.warning("%s: group %s has been rebalancing for %.0fs, so nothing is committed; "
+                        "check its members with kafka-consumer-groups.sh --describe --members "
+                        "--group %s", self.direction, self._group_config.group_id,
+                        now - self._rebalancing_since, self._group_config.group_id)
+
+    def _update_lag(self) -> None:
+        lag = {}
+        for tp, end in self._fetcher.high_watermarks.items():
+            position = self._checkpoint.position(tp)
+            if position is not None:
+                lag[f"{tp.topic}[{tp.partition}]"] = max(0, end - position)
+        self.metrics.set_lag(lag)
+
+    # The failure policy ------------------------------------------------------------------
+    # A write the target did not acknowledge is fetched again; one it refuses for good is
+    # narrowed to its record, then skipped or its partition stopped (onError). A fetch out
+    # of the log's range restarts at autoOffsetReset; a refused read stops the flow. A
+    # failure met in a rebalance callback is raised by the loop (`_step`).
 
     def _handle(self, failure: Failure) -> None:
         tp, offset, error = failure.partition, failure.offset, failure.error
@@ -499,176 +439,72 @@ class Flow:
         self._checkpoint.rewind(tp)
         self._fetcher.pause(tp)
 
-    def _drain(self, seconds: float, partitions=None) -> bool:
-        """Wait for the target's answers (for `partitions`, or all); True if none is missing."""
-        return self._wait(lambda: not self._checkpoint.in_flight(partitions), seconds)
+    def _rewind(self, tp: TopicPartition) -> None:
+        """Drop the partition's in-flight writes and fetch again from the first of them."""
+        offset = self._checkpoint.rewind(tp)
+        if offset is not None:
+            self._fetcher.seek(tp, offset)
 
-    def _wait(self, done, seconds: float, take_fetched: bool = False) -> bool:
-        """Handle answers, fetching nothing new, until `done()`; fetched data is dropped (read
-        again later) unless taken."""
-        deadline = time.monotonic() + seconds
-        while True:
-            if done() or time.monotonic() >= deadline:
-                return done()
-            self.target_producer.pump(self._events.put)
-            self._handle_events(EVENT_WAIT_SECONDS, take_fetched)
-            self._settle()
-
-    def _advance_idle(self) -> None:
-        for tp in self._fetcher.owned():
-            if tp not in self._stopped:
-                self._checkpoint.advance(tp, self._fetcher.position(tp))
-
-    # The offset map: spans are journaled as the target acknowledges them, and written
-    # to the map topic before the source offsets they cover are committed.
-
-    def _written(self, shipment: Shipment) -> None:
-        self._map.written(shipment)
-        if shipment.offset < 0:
-            log.warning("%s: the target did not say where it wrote %s[%d]@%d; the offset map "
-                        "cannot translate those offsets", self.direction, shipment.origin.topic,
-                        shipment.origin.partition, shipment.runs[0][0])
-
-    def _map_slow(self, waited: float) -> None:
-        log.warning("%s: the offset map topic %r has not acknowledged a write for %.0fs, so nothing "
-                    "is committed; check that it exists on the %s cluster and that its leader is up",
-                    self.direction, map_topic.TOPIC, waited, self.config.clusters(self.direction)[1][0])
-
-    def _ready_to_commit(self) -> dict | None:
-        """Acknowledged positions whose spans the map topic holds; None while it is written."""
-        if not self._map.writing:
-            self._map.start(self._checkpoint.to_commit())
-        try:
-            return self._map.ready()
-        except map_topic.MapWriteRefused as refused:
-            side, cluster = self.config.clusters(self.direction)[1]
+    def _fetch_failed(self, tp: TopicPartition, error: type) -> None:
+        if error is OffsetOutOfRangeError:
+            reset = self.config.offset_reset(self.direction)
+            offset = self._group.reset_offset(tp, reset)
+            log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
+                        "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
+                        self._fetcher.position(tp), reset, offset)
+            self._checkpoint.rewind(tp)
+            self._fetcher.seek(tp, offset)
+            self._checkpoint.advance(tp, offset)
+            return
+        if error is TopicAuthorizationFailedError:
+            side, cluster = self.config.clusters(self.direction)[0]
             raise ClusterError(side, cluster.bootstrap_servers,
-                               f"could not write the offset map topic {map_topic.TOPIC!r} "
-                               f"({refused}); grant the replicator's principal Write on it") from None
+                               f"not authorized to read topic {tp.topic!r}; grant the replicator's "
+                               "principal Read on it")
+        log.warning("%s: fetching %s[%d] failed (%s); trying again", self.direction, tp.topic,
+                    tp.partition, error.__name__)
 
-    def _flush_map(self, seconds: float) -> dict:
-        """Write the map now; the positions it covers ({} if the target did not answer)."""
-        if self._map.writing:
-            if not self._wait(self._map.done, seconds / 2):
-                return {}
-            self._ready_to_commit()  # takes the finished write; raises if it failed
-        self._map.start(self._checkpoint.to_commit())
-        if not self._wait(self._map.done, seconds / 2):
-            return {}
-        return self._ready_to_commit()
+    # Rebalance callbacks (group_member.Listener): the consumer runs them on its IO thread
+    # while the flow's own thread waits in poll(), so they never run beside the loop.
 
-    def _transact(self, seconds: float, take_fetched: bool = True) -> dict | None:
-        """Exactly-once: commit the open transactions; return the positions the source group may
-        now get (None while some copies are not acknowledged).
-
-        The fetches under way are taken (not fetched again) and everything written is awaited
-        first: a transaction commits what the target acknowledged, and positions after it."""
-        transactions = self._transactions
-        if transactions.open():
-            def settled() -> bool:
-                return not self._checkpoint.in_flight() and not self._fetcher.waiting
-
-            if not self._wait(settled, seconds, take_fetched):
-                return None
-            delivery = transactions.prepare(self._checkpoint.to_commit(), self._map.journal)
-            if delivery is not None:
-                if not self._wait(lambda: delivery.is_done, seconds) or delivery.exception is not None:
-                    side, cluster = self.config.clusters(self.direction)[1]
-                    problem = (f"refused ({type(delivery.exception).__name__}); grant the replicator's "
-                               "principal Write on it" if delivery.exception is not None
-                               else f"not acknowledged within {seconds:.0f}s")
-                    raise ClusterError(side, cluster.bootstrap_servers,
-                                       f"a transaction's positions for the offset map topic "
-                                       f"{map_topic.TOPIC!r} were {problem}")
-            transactions.commit()
-        return transactions.committed(self._checkpoint.to_commit())
-
-    def _commit(self, report=log.warning) -> bool:
-        """Commit the acknowledged positions; False if the group refused them for now."""
+    def revoked(self, partitions) -> dict:
+        """Wait for the target's answers on revoked partitions; return what to commit."""
+        log.info("%s %s: rebalance: partitions revoked: %s", self.direction, self.member or "-",
+                 _names(partitions))
+        patience = min(10.0, self._group_config.session_timeout_ms / 3000.0)
+        self._drain(patience, set(partitions))
         self._advance_idle()
-        if self._transactions is not None:
-            positions = self._transact(self._target_wire.request_timeout_ms / 1000)
-        else:
-            positions = self._ready_to_commit()
-        if positions is None:
-            return False
-        if not positions:
-            self._committed_at = time.monotonic()
-            return True
-        offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
-        started = time.monotonic()
         try:
-            self.source_consumer.commit(offsets)
-        except RebalanceInProgressError:
-            self._commit_waits()
-            return False
-        except CommitFailedError as exc:
-            report("%s: commit failed during a rebalance (%s); the partitions' next owner "
-                        "replays from the last commit, so some records may be duplicated",
-                        self.direction, exc)
-            return False
-        except KafkaError as exc:
-            report("%s: commit failed (%s); retrying at the next commit", self.direction, exc)
-            return False
+            positions = self._committer.flush(self, patience)
+        except (ClusterError, Fenced) as exc:
+            log.error("%s: %s; the revoked partitions are not committed", self.direction, exc)
+            self._failure = exc  # the map's or the transactions' state is unknown: start again
+            return {}
+        return {tp: pos for tp, pos in positions.items() if tp in partitions}
+
+    def committed(self, positions: dict) -> None:
         self._checkpoint.committed(positions)
         self._committed_at = time.monotonic()
-        self.metrics.committed(time.monotonic() - started)
-        self._rebalancing_since = None
-        if not self._group.enable_auto_commit and self._checkpoint.to_commit():
-            self._map.start(self._checkpoint.to_commit())  # acknowledged during the last write
-        return True
+        self.metrics.committed(0.0)
 
-    def _commit_waits(self) -> None:
-        """A commit refused while the group rebalances is normal; one refused for long is not."""
-        now = time.monotonic()
-        if self._rebalancing_since is None:
-            self._rebalancing_since = now
-            self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
-            log.info("%s: group %s is rebalancing; acknowledged offsets are committed once it "
-                     "settles", self.direction, self._group.group_id)
-        elif now >= self._next_rebalance_warning:
-            self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
-            log.warning("%s: group %s has been rebalancing for %.0fs, so nothing is committed; "
-                        "check its members with kafka-consumer-groups.sh --describe --members "
-                        "--group %s", self.direction, self._group.group_id,
-                        now - self._rebalancing_since, self._group.group_id)
+    def assigned(self, added: list, owned: list) -> None:
+        self.metrics.rebalanced()
+        self._health.assigned = _names(owned)
+        log.info("%s %s: partition assignment: added %s; now owns %s", self.direction,
+                 self.member or "-", _names(added), _names(owned))
 
-    def _update_lag(self) -> None:
-        lag = {}
-        for tp, end in self._fetcher.high_watermarks.items():
-            position = self._checkpoint.position(tp)
-            if position is not None:
-                lag[f"{tp.topic}[{tp.partition}]"] = max(0, end - position)
-        self.metrics.set_lag(lag)
-
-    def _sync_topics(self) -> None:
-        self._next_sync = time.monotonic() + TOPIC_SYNC_SECONDS
-        try:
-            layouts = self._topic_sync.sync()
-        except KafkaError as exc:
-            # A broker restarting, say: the copy goes on with the topics as last seen.
-            self._next_sync = time.monotonic() + TOPIC_SYNC_RETRY_SECONDS
-            log.warning("%s: topic sync failed (%s: %s); trying again in %.0fs", self.direction,
-                        type(exc).__name__, exc, TOPIC_SYNC_RETRY_SECONDS)
-            return
-        for source, layout in layouts.items():
-            target = self._routes[source]
-            if layout.target_partitions == 0:
-                raise ConfigError(
-                    f"target topic {target!r} does not exist on the "
-                    f"{self.config.clusters(self.direction)[1][0]} cluster and "
-                    f"replication.{self.direction}.createTopics is false; create it or set "
-                    "createTopics: true"
-                )
-            narrower = layout.target_partitions < layout.source_partitions
-            if narrower and self._settings.partitioning == "preserve" and layout != self._layouts.get(source):
-                log.warning("%s: target topic %r has %d partitions, fewer than the %d of %r; "
-                            "its records are partitioned by key hash, not by source partition",
-                            self.direction, target, layout.target_partitions,
-                            layout.source_partitions, source)
-        if layouts != self._layouts:
-            self._layouts = layouts
-            self._targets.clear()
+    def forget(self, partitions) -> None:
+        self._committer.forget(partitions)
+        for tp in partitions:
+            self._resume_at.pop(tp, None)
+        self._checkpoint.forget(partitions)
+        self._fetcher.forget(partitions)
+        for tp in partitions:
+            self._stopped.pop(tp, None)
+            self._targets.pop(tp, None)
+            self._singles.pop(tp, None)
+        gone = set(_names(partitions))
+        self._health.assigned = [name for name in self._health.assigned if name not in gone]
 
     # Stop ------------------------------------------------------------------------------
 
@@ -677,22 +513,18 @@ class Flow:
         if self._health.state != State.FAILED.value:
             self._health.state = State.STOPPING.value
         grace = self.config.shutdown_grace_period_seconds
-        if self.target_producer is not None:
+        parts = self._parts
+        if parts is not None:
             if not self._drain(grace * 0.5):
                 log.warning("%s: the target did not acknowledge everything within %.0fs; the "
                             "rest is replayed by the partitions' next owner", self.direction,
                             grace * 0.5)
-        if self.source_consumer is not None:
             self._settle()
             self._final_commit(grace * 0.25)
-            if self._transactions is not None:
-                self._transactions.release()
+            self._committer.close()
             if self._leave_group:
-                wire.leave_on_close(self.source_consumer)
-            self.source_consumer.close(autocommit=False, timeout_ms=int(grace * 250))
-        for closable in (self._source_wire, self._target_wire, self._registry, *self._admins):
-            if closable is not None:
-                closable.close()
+                self._group.leave_on_close()
+            parts.close(int(grace * 250))
         if self._health.state != State.FAILED.value:
             self._health.state = State.STOPPED.value
         log.info("%s %s: stopped", self.direction, self.member or "-")
@@ -704,92 +536,9 @@ class Flow:
         # A commit may cover what was mapped before the last answers came: go on until all is.
         while (not self._commit(report) or self._checkpoint.to_commit()) and time.monotonic() < deadline:
             report = log.debug  # the first refusal said it all
-            if self._map.writing:
-                self._wait(self._map.done, 0.2)
-            else:
-                self.source_consumer.poll(timeout_ms=200)
-
-    # Rebalance callbacks: the consumer runs them on its IO thread while the flow's own
-    # thread waits in poll() (a JoinGroup in flight goes on between polls, but the
-    # callbacks run only once poll() takes its answer), so they never run beside the loop.
-
-    def revoked(self, partitions) -> dict:
-        """Wait for the target's answers on revoked partitions; return what to commit."""
-        log.info("%s %s: rebalance: partitions revoked: %s", self.direction, self.member or "-",
-                 _names(partitions))
-        patience = min(10.0, self._group.session_timeout_ms / 3000.0)
-        self._drain(patience, set(partitions))
-        self._advance_idle()
-        try:
-            if self._transactions is not None:
-                positions = self._transact(patience, take_fetched=False) or {}
-            else:
-                positions = self._flush_map(patience)
-        except (ClusterError, Fenced) as exc:
-            log.error("%s: %s; the revoked partitions are not committed", self.direction, exc)
-            if self._transactions is not None:
-                self._failure = exc  # the transactions' state is unknown: start again
-            return {}
-        return {tp: pos for tp, pos in positions.items() if tp in partitions}
-
-    def committed(self, positions: dict) -> None:
-        self._checkpoint.committed(positions)
-        self._committed_at = time.monotonic()
-        self.metrics.committed(0.0)
-
-    def assigned(self, partitions) -> None:
-        self.source_consumer.pause(*partitions)  # this member fetches them itself
-        self.metrics.rebalanced()
-        assigned = sorted(self.source_consumer.assignment())
-        self._health.assigned = _names(assigned)
-        log.info("%s %s: partition assignment: added %s; now owns %s", self.direction,
-                 self.member or "-", _names(partitions), _names(assigned))
-
-    def forget(self, partitions) -> None:
-        if self._transactions is not None:
-            self._transactions.release(partitions)
-        for tp in partitions:
-            self._resume_at.pop(tp, None)
-        self._checkpoint.forget(partitions)
-        self._map.forget(partitions)
-        self._fetcher.forget(partitions)
-        for tp in partitions:
-            self._stopped.pop(tp, None)
-            self._targets.pop(tp, None)
-            self._singles.pop(tp, None)
-        gone = set(_names(partitions))
-        self._health.assigned = [name for name in self._health.assigned if name not in gone]
+            if not self._committer.wait_for_write(self):
+                self._group.poll(200)
 
 
 def _names(partitions) -> list[str]:
     return [f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)]
-
-
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """Commits acknowledged offsets of revoked partitions before they change hands."""
-
-    def __init__(self, flow: Flow):
-        self._flow = flow
-
-    async def on_partitions_revoked(self, revoked):
-        flow = self._flow
-        if not revoked:
-            return
-        positions = flow.revoked(revoked)
-        if positions:
-            try:
-                await wire.commit_in_listener(flow.source_consumer, positions, timeout_ms=10_000)
-                flow.committed(positions)
-            except KafkaError as exc:
-                log.warning("%s: could not commit revoked partitions (%s); their next owner "
-                            "may replay some records", flow.direction, exc)
-        flow.forget(revoked)
-
-    async def on_partitions_assigned(self, assigned):
-        self._flow.assigned(assigned)
-
-    async def on_partitions_lost(self, lost):
-        log.warning("%s %s: rebalance: partitions lost (membership expired): %s; uncommitted "
-                    "records on them will be replayed by their next owner",
-                    self._flow.direction, self._flow.member or "-", _names(lost))
-        self._flow.forget(lost)

@@ -20,10 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cryptography import x509
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka import KafkaAdminClient
 from kafka.errors import (
     AuthorizationError,
     KafkaConnectionError,
@@ -31,21 +28,13 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
 )
 
-from . import wire
-from .config import ClusterConfig, GroupConfig, ReplicatorConfig
+from .config import ClusterConfig, ReplicatorConfig
 from .errors import ClusterError, ConfigError, ReplicatorError
 
 log = logging.getLogger(__name__)
 
 ADMIN_BOOTSTRAP_TIMEOUT_MS = 10_000
 TLS_CHECK_TIMEOUT_SECONDS = 5.0
-
-ASSIGNORS = {
-    "cooperative-sticky": CooperativeStickyAssignor,
-    "range": RangePartitionAssignor,
-    "roundrobin": RoundRobinPartitionAssignor,
-}
-
 
 class _Masked(str):
     """A secret string that kafka-python can use but never prints (it logs its configs)."""
@@ -282,32 +271,6 @@ def cluster_id(admin: KafkaAdminClient, side: str, cluster: ClusterConfig) -> st
     """The Kafka cluster id, which provenance headers, the offset map and `check` name."""
     with reaching(side, cluster):
         return admin.describe_cluster()["cluster_id"]
-
-
-def source_consumer(
-    config: ReplicatorConfig, direction: str, member: str | None, listener=None
-) -> KafkaConsumer:
-    """A group member reading the direction's source topics, committed data only."""
-    (side, cluster), _ = config.clusters(direction)
-    group: GroupConfig = config.group(direction)
-    with reaching(side, cluster):
-        consumer = KafkaConsumer(
-            **client_settings(cluster),
-            group_id=group.group_id,
-            group_instance_id=member,
-            enable_auto_commit=False,
-            auto_offset_reset=config.offset_reset(direction),
-            isolation_level="read_committed",
-            session_timeout_ms=group.session_timeout_ms,
-            heartbeat_interval_ms=group.heartbeat_interval_ms,
-            max_poll_records=group.max_poll_records,
-            max_poll_interval_ms=group.max_poll_interval_ms,
-            partition_assignment_strategy=(ASSIGNORS[group.partition_assignment_strategy],),
-            fetch_max_bytes=config.consumer.fetch_max_bytes,
-            max_partition_fetch_bytes=config.consumer.max_partition_fetch_bytes,
-        )
-    wire.complete_joins(consumer)
-    return consumer
 
 
 def check_clusters(config: ReplicatorConfig) -> list[str]:

@@ -118,6 +118,17 @@ class Shipment:
         return batches.stamp(self.data, producer_id, epoch, self.sequence, transactional)
 
 
+@dataclass(frozen=True)
+class ProduceAnswer:
+    """What the IO thread hands back for one produce request: the response, or the exception
+    that ended it, for `producer` to read (`answered`)."""
+
+    producer: BatchProducer
+    node: object
+    shipments: list
+    answer: object
+
+
 @dataclass(eq=False)
 class Lane:
     """One target partition's unacknowledged batches, in order."""
@@ -220,7 +231,7 @@ class BatchProducer:
             self._timeout_ms, self.transactional_id)
         self._requests[node] = self._requests.get(node, 0) + 1
         future = self._wire.send(node, request)
-        future.add_both(lambda answer: on_answer((self, node, chosen, answer)))
+        future.add_both(lambda answer: on_answer(ProduceAnswer(self, node, chosen, answer)))
         return left
 
     def answered(self, node, chosen: list[Shipment], answer) -> list[Delivery]:

@@ -67,8 +67,8 @@ def test_an_answer_to_a_fetch_sent_before_a_seek_is_ignored():
     f.pump(events.append)
     f.seek(A, 40)
     wire.sent[0].callbacks[0]("answer")  # the IO thread hands the answer over
-    [(owner, node, sent, _)] = events
-    assert f.answered(node, sent, [FetchedPartition(A, None, 100, b"x", [])]) == []
+    [event] = events
+    assert f.answered(event.node, event.sent, [FetchedPartition(A, None, 100, b"x", [])]) == []
     assert f.position(A) == 40
 
 
@@ -81,9 +81,9 @@ def test_a_paused_partition_is_not_fetched_and_its_answer_in_flight_is_ignored()
     f.pump(lambda event: None)
     f.pause(A)
     wire.sent[0].callbacks[0]("answer")
-    owner, node, sent, _ = events[0]
+    event = events[0]
     parts = [FetchedPartition(tp, None, 100, b"x", []) for tp in (A, B)]
-    assert [part.tp for part in f.answered(node, sent, parts)] == [B]
+    assert [part.tp for part in f.answered(event.node, event.sent, parts)] == [B]
     f.pump(lambda event: None)
     assert list(wire.sent[-1].offsets) == [B]
 
@@ -97,7 +97,6 @@ def test_the_partition_order_rotates_between_fetches():
         events = []
         f.pump(events.append)
         wire.sent[-1].callbacks[0]("answer")
-        owner, node, sent, _ = events[0]
-        f.answered(node, sent, [])
+        f.answered(events[0].node, events[0].sent, [])
         firsts.append(next(iter(wire.sent[-1].offsets)))
     assert firsts[0] != firsts[1]

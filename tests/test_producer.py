@@ -103,8 +103,8 @@ class Harness:
     def deliver(self):
         """Hand the answers back as the flow does."""
         events, self.events = self.events, []
-        for owner, node, chosen, answer in events:
-            owner.answered(node, chosen, answer)
+        for event in events:
+            event.producer.answered(event.node, event.shipments, event.answer)
 
 
 def test_sequences_count_records_per_partition():

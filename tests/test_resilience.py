@@ -11,8 +11,9 @@ import time
 
 import pytest
 import yaml
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.heartbeat import Heartbeat
 from kafka.errors import KafkaConnectionError
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
@@ -190,11 +191,11 @@ def test_a_member_whose_session_expired_fetches_and_writes_nothing_until_a_heart
                     replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
     with running(flow):
         wait_until(lambda: flow.health().assigned, what="the partition assignment")
-        heartbeat = flow.source_consumer._coordinator.heartbeat
-        monkeypatch.setattr(heartbeat, "received_heartbeat", lambda: None)  # no answer arrives
-        monkeypatch.setattr(heartbeat, "session_timeout_expired", lambda: True)
+        # The flow's group consumer is the only one in this process with a heartbeat.
+        monkeypatch.setattr(Heartbeat, "received_heartbeat", lambda self: None)  # no answer arrives
+        monkeypatch.setattr(Heartbeat, "session_timeout_expired", lambda self: True)
         time.sleep(0.5)  # a fetch already on the wire is dropped when it comes back
-        monkeypatch.setattr(heartbeat, "session_timeout_expired", lambda: False)  # coordinator found
+        monkeypatch.setattr(Heartbeat, "session_timeout_expired", lambda self: False)  # coordinator found
         produce(sandbox.source, name, [(i % PARTITIONS, b"k", b"v", [], None) for i in range(300)])
         time.sleep(3)
         assert count(sandbox.target, name) == 0
@@ -265,10 +266,11 @@ def test_a_member_whose_commits_fail_stops_fetching_until_one_goes_through(sandb
         produce(sandbox.source, name, batch)
         wait_until(lambda: count(sandbox.target, name) == 100, what="the first records")
 
-        def unreachable(offsets):
+        def unreachable(consumer, offsets=None):
             raise KafkaConnectionError("the group coordinator is out of reach")
 
-        monkeypatch.setattr(flow.source_consumer, "commit", unreachable)
+        # The flow's group consumer is the only one in this process that commits.
+        monkeypatch.setattr(KafkaConsumer, "commit", unreachable)
         produce(sandbox.source, name, batch)
         wait_until(lambda: count(sandbox.target, name) == 200, what="records copied while commits fail")
         time.sleep(patience + 1)

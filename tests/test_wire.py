@@ -14,8 +14,9 @@ from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from batch_support import make, rec
 from kafka_support import create_topic, read_all
-from replicator import batches, link, wire
+from replicator import batches, wire
 from replicator.config import parse_config
+from replicator.group_member import source_consumer
 
 pytestmark = pytest.mark.kafka
 
@@ -80,7 +81,7 @@ def group_member(sandbox, group: str, topic: str):
         consumerGroup={"sourceToTarget": {"groupId": group, "sessionTimeoutMs": 6000,
                                           "heartbeatIntervalMs": 1000}},
         replication={"sourceToTarget": {"topics": [{"sourceTopicName": topic}]}}))
-    consumer = link.source_consumer(config, "sourceToTarget", "member-0")
+    consumer = source_consumer(config, "sourceToTarget", "member-0")
     consumer.partitions_for_topic(topic)  # as a Flow does: the leader assigns what it knows
     return consumer
 
