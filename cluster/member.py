@@ -14,23 +14,23 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 
 import ray
 
+from replicator import wire
 from replicator.config import ReplicatorConfig
 from replicator.errors import ConfigError
 from replicator.flow import Flow, Health
 from replicator.group_sync import GroupSync
+from replicator.restarts import Restarts
 
 from .telemetry import Exporter, Totals
 
 log = logging.getLogger("cluster.member")
 
 EXPORT_SECONDS = 5.0
-RETRY_SECONDS = (1.0, 30.0)  # first and longest pause before a failed flow starts again
 
 
 @dataclass
@@ -61,11 +61,13 @@ class Member:
         self._lock = threading.Lock()  # guards the switch to a new flow and each export
         self._stopping = threading.Event()
         self._fatal = False
-        self._flow = Flow(config, direction, name)
         context = ray.get_runtime_context()
         self._incarnation = context.get_worker_id()
         self._node_id = context.get_node_id()
         self._exporter = Exporter(direction, name)
+        self._flow: Flow | None = None
+        # A failed flow is replaced here: Ray restarts the actor only when its process dies.
+        self._flows = Restarts(self._next_flow, restart_on_errors=True)
         if _reconstructed(context):
             self._exporter.restarted()
             log.warning("%s: restarted by Ray; rejoining group %s as static member %s",
@@ -101,50 +103,33 @@ class Member:
 
     def rejoin(self) -> None:
         """Join the group again (the driver's repair for partitions left without an owner)."""
-        with self._lock:
-            flow = self._flow
-        flow.rejoin()
+        self._flow.rejoin()
 
     def stop(self, timeout: float, leave_group: bool = False) -> Health:
         """Stop polling, commit what the target acknowledged, close; within `timeout`.
         `leave_group`: stopped for good, so the group hands its partitions over at once."""
-        with self._lock:
-            self._stopping.set()
-            flow = self._flow
-        flow.stop(leave_group)
+        self._stopping.set()
+        self._flows.stop(leave_group)
         self._runner.join(timeout)
         if self._runner.is_alive():
             log.warning("%s: did not stop within %.0fs", self._name, timeout)
         self._export()
-        return flow.health()
+        return self._flow.health()
 
     def _run(self) -> None:
-        """Run the flow; after a failure other than a config error, start a new one."""
-        pause = RETRY_SECONDS[0]
-        while True:
-            flow = self._flow
-            started = time.monotonic()
-            try:
-                flow.run()
-                return
-            except ConfigError as exc:
-                log.error("%s: %s", self._name, exc)
-                self._fatal = True
-                return
-            except Exception as exc:
-                if time.monotonic() - started > 2 * RETRY_SECONDS[1]:
-                    pause = RETRY_SECONDS[0]  # it had been working: a new incident
-                log.error("%s: %s: %s; starting again in %.0fs", self._name,
-                          type(exc).__name__, exc, pause)
-            if self._stopping.wait(pause):
-                return
-            pause = min(2 * pause, RETRY_SECONDS[1])
-            with self._lock:
-                if self._stopping.is_set():
-                    return
+        try:
+            self._flows.run()
+        except ConfigError as exc:
+            log.error("%s: %s", self._name, exc)
+            self._fatal = True
+
+    def _next_flow(self) -> Flow:
+        with self._lock:
+            if self._flow is not None:  # a restart
                 self._export_locked()  # the failed flow's last counts
                 self._exporter.new_flow()
-                self._flow = Flow(self._config, self._direction, self._name)
+            self._flow = Flow(self._config, self._direction, self._name)
+            return self._flow
 
     def _export_periodically(self) -> None:
         while not self._stopping.wait(EXPORT_SECONDS):
@@ -179,4 +164,4 @@ def _log_to_stderr(level: str) -> None:
     # kafka-python's INFO lines repeat ours; its warnings and errors still show, except
     # its event loop's "task ran for over 100 ms", which a busy small node logs all the time.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("kafka.net.selector").setLevel(max(logging.ERROR, root.level))
+    logging.getLogger(wire.SELECTOR_LOGGER).setLevel(max(logging.ERROR, root.level))

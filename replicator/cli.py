@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .config import DIRECTIONS, ReplicatorConfig, load_config
-from .errors import Fenced, ReplicatorError
+from .errors import ReplicatorError
 
 log = logging.getLogger("replicator")
 
@@ -121,28 +121,19 @@ def _summary(config: ReplicatorConfig) -> list[str]:
 
 def _replicate(args) -> int:
     from .flow import Flow
+    from .restarts import Restarts
 
     config = load_config(args.config)
-    flow = Flow(config, args.direction, args.member)
-    stopping = False
+    flows = Restarts(lambda: Flow(config, args.direction, args.member), restart_on_errors=False)
 
     def stop(signum, _frame):
-        nonlocal stopping
         log.info("%s received: stopping", signal.Signals(signum).name)
-        stopping = True
-        flow.stop()
+        flows.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    while True:
-        try:
-            flow.run()
-            return 0
-        except Fenced as exc:  # exactly-once: rejoin as a new member, resume from the target
-            log.warning("%s", exc)
-            if stopping:
-                return 0
-            flow = Flow(config, args.direction, args.member)
+    flows.run()
+    return 0
 
 
 def _status(args) -> int:
