@@ -396,7 +396,7 @@ def test_with_exactly_once_a_driver_stopped_or_killed_and_restarted_duplicates_n
 
 def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
         sandbox, name, ray_cluster, tmp_path):
-    """Retrying cannot fix a config error: the driver stops every member and exits 2,
+    """Retrying cannot fix a config error: the driver stops every member and exits 3,
     naming the problem, so that the operator (or Kubernetes' CrashLoopBackOff) sees it."""
     create_topic(sandbox.source, name, partitions=1)
     config = settings(sandbox, name, s2t=[name])
@@ -407,7 +407,7 @@ def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
     driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
     driver.wait(timeout=90)
     log = (tmp_path / "driver.log").read_text()
-    assert driver.returncode == 2, log
+    assert driver.returncode == 3, log
     assert "sourceToTarget-0 stopped on a config error" in log
     assert "createTopics is false" in log
 

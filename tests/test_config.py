@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from replicator.cli import main
+from cluster.cli import main
 from replicator.config import load_config, parse_config
 from replicator.errors import ConfigError
 
@@ -169,10 +169,10 @@ def test_the_charts_secret_references_in_a_cluster_block_are_ignored():
     assert parse_config(with_(sourceKafka=cluster)).source_kafka.bootstrap_servers == "k:9092"
 
 
-def test_check_exits_2_with_the_error_on_an_invalid_file(tmp_path, capsys):
+def test_check_exits_3_with_the_error_on_an_invalid_file(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("sourceKafka: {bootstrapServers: k:9092}\n")
-    assert main(["check", "--config", str(path)]) == 2
+    assert main(["check", "--config", str(path)]) == 3
     err = capsys.readouterr().err
     assert "targetKafka: required field is missing" in err
 
@@ -208,3 +208,51 @@ def test_the_readme_documents_every_config_key():
     missing = sorted({key for key in keys(ReplicatorConfig)
                       if not re.search(rf"[`.]{key}[`.,\[]", reference)})
     assert missing == []
+
+
+@pytest.mark.parametrize("servers", ["not a host list!!", "kafka", "kafka:99999", "kafka:9092,,k2:9092", "kafka:port"])
+def test_bootstrap_servers_must_be_a_host_port_list(servers):
+    error = error_of(with_(sourceKafka={"bootstrapServers": servers}))
+    assert f"sourceKafka.bootstrapServers: {servers!r} is not a comma-separated list of host:port" in error
+
+
+@pytest.mark.parametrize("servers", ["kafka-0.kafka:9092,kafka-1.kafka:9092", "10.0.0.1:9092", "[::1]:9092",
+                                     "kafka_1:9092, kafka_2:9093"])
+def test_bootstrap_servers_take_names_addresses_and_lists(servers):
+    assert parse_config(with_(sourceKafka={"bootstrapServers": servers})).source_kafka.bootstrap_servers == servers
+
+
+@pytest.mark.parametrize("topic", ["has space", "a/b", ".", "..", "x" * 250, "ünïcode"])
+def test_a_topic_name_kafka_refuses_is_refused_naming_its_key(topic):
+    error = error_of(with_(replication={"sourceToTarget": {"topics": [{"sourceTopicName": "ok",
+                                                                         "targetTopicName": topic}]}}))
+    assert f"replication.sourceToTarget.topics.0.targetTopicName: {topic!r} is not a topic name Kafka accepts" in error
+
+
+def test_a_topic_copied_onto_itself_on_the_same_cluster_is_refused():
+    same = {"bootstrapServers": "kafka:9092"}
+    error = error_of(with_(targetKafka={"bootstrapServers": "KAFKA:9092"}, sourceKafka=same))
+    assert "topic 'damage' would be copied onto itself" in error and "targetTopicName" in error
+    renamed = {"sourceToTarget": {"topics": [{"sourceTopicName": "damage", "targetTopicName": "damage-copy"}]}}
+    assert parse_config(with_(targetKafka=same, replication=renamed))
+
+
+def test_two_sources_copied_into_one_target_is_a_warning_not_an_error():
+    config = parse_config(with_(replication={"sourceToTarget": {"topics": [
+        {"sourceTopicName": "a", "targetTopicName": "all"}, {"sourceTopicName": "b", "targetTopicName": "all"}]}}))
+    assert config.warnings() == ["replication.sourceToTarget: 'a' and 'b' are copied into the same target "
+                                 "topic 'all', where their records mix (fine if meant)"]
+    assert parse_config(MINIMAL).warnings() == []
+
+
+def test_check_prints_the_warnings(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent("""
+        sourceKafka: {bootstrapServers: "kafka:9092"}
+        targetKafka: {bootstrapServers: "kafka-warehouse:9092"}
+        replication:
+          sourceToTarget:
+            topics: [{sourceTopicName: a, targetTopicName: all}, {sourceTopicName: b, targetTopicName: all}]
+        """))
+    assert main(["check", "--config", str(path)]) == 0
+    assert "warning: replication.sourceToTarget: 'a' and 'b' are copied into the same" in capsys.readouterr().out
