@@ -179,10 +179,11 @@ class GroupConfig(_Model):
 
 
 class ConsumerGroups(_Model):
-    """`consumerGroup`: a group id string or a full object per direction."""
+    """`consumerGroup`: a group id string or a full object per direction. The default ids are
+    the original chart's, whose committed offsets a deployment that kept them resumes from."""
 
-    source_to_target: GroupConfig = GroupConfig(group_id="kafka-replicator-s2t")
-    target_to_source: GroupConfig = GroupConfig(group_id="kafka-replicator-t2s")
+    source_to_target: GroupConfig = GroupConfig(group_id="kafka-replicator-s2t-v4")
+    target_to_source: GroupConfig = GroupConfig(group_id="kafka-replicator-t2s-v4")
 
     @field_validator("source_to_target", "target_to_source", mode="before")
     @classmethod
