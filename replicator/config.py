@@ -153,7 +153,7 @@ class GroupConfig(_Model):
     group_id: str = Field(min_length=1)
     session_timeout_ms: int = Field(45000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)
-    max_poll_records: int = Field(500, ge=1)
+    max_poll_records: int = Field(500, ge=1, description="accepted from the original chart's values; no effect")
     max_poll_interval_ms: int = Field(300000, ge=1000)
     auto_offset_reset: OffsetReset | None = Field(
         None, description="defaults to consumer.autoOffsetReset"
@@ -195,7 +195,6 @@ class ConsumerConfig(_Model):
     """`consumer`: settings shared by both directions' source consumers."""
 
     auto_offset_reset: OffsetReset = "earliest"
-    poll_timeout_ms: int = Field(1000, ge=1)
     fetch_max_bytes: int = Field(52428800, ge=1024)
     max_partition_fetch_bytes: int = Field(1048576, ge=1024)
 
@@ -207,11 +206,11 @@ class ProducerConfig(_Model):
     sequence numbers, so retries neither duplicate nor reorder them.
     """
 
-    linger_ms: int = Field(5, ge=0)
+    linger_ms: int = Field(5, ge=0, description="accepted from older values files; no effect")
     batch_size: int = Field(262144, ge=0)
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     max_request_size: int = Field(1048576, ge=1024)
-    delivery_timeout_ms: int = Field(120000, ge=1000)
+    delivery_timeout_ms: int = Field(120000, ge=1000, description="accepted from older values files; no effect")
 
 
 class Route(_Model):
@@ -359,7 +358,7 @@ class ReplicatorConfig(_Model):
 
     def warnings(self) -> list[str]:
         """What is valid but likely a mistake: said by `check` and logged at start."""
-        found = []
+        found = [f"{key} has no effect: {why}" for key, why in self._keys_without_effect()]
         for name in self.enabled_directions():
             sources: dict[str, list[str]] = {}
             for route in self.direction(name).topics:
@@ -369,6 +368,20 @@ class ReplicatorConfig(_Model):
                     found.append(f"replication.{name}: {' and '.join(map(repr, names))} are copied into "
                                  f"the same target topic {target!r}, where their records mix (fine if meant)")
         return found
+
+    def _keys_without_effect(self) -> list[tuple[str, str]]:
+        keys = []
+        for name in self.enabled_directions():
+            if "max_poll_records" in self.group(name).model_fields_set:
+                keys.append((f"consumerGroup.{name}.maxPollRecords",
+                             "the replicator fetches record batches itself, as many as "
+                             "consumer.fetchMaxBytes and consumer.maxPartitionFetchBytes let through"))
+        if "linger_ms" in self.producer.model_fields_set:
+            keys.append(("producer.lingerMs", "each fetch is written to the target as it arrives"))
+        if "delivery_timeout_ms" in self.producer.model_fields_set:
+            keys.append(("producer.deliveryTimeoutMs", "a batch is sent again until the target "
+                         "acknowledges it or the member stops, and only acknowledged offsets are committed"))
+        return keys
 
     def direction(self, name: str) -> DirectionConfig:
         return getattr(self.replication, _attr(name))

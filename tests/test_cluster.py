@@ -246,7 +246,7 @@ def test_scaling_a_direction_from_one_to_three_members_spreads_the_partitions(
     member keeps copying what it keeps, and commits what it acknowledged before it hands
     a partition over; the new owner resumes there. Should that commit fail, the new owner
     replays at most one auto-commit interval (1 s): at 400 records/s over 6 partitions
-    that is under maxPollRecords (100) per moved partition, the bound asserted."""
+    that is under 100 records per moved partition, the bound asserted."""
     create_topic(sandbox.source, name, partitions=6)
     one = settings(sandbox, name, s2t=[name], replicas=1)
     supervisor = supervised(parse_config(one))

@@ -2,6 +2,7 @@
 
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -68,8 +69,6 @@ def test_the_existing_charts_values_load_as_they_are(tmp_path):
 
 
 def test_the_example_configs_are_valid():
-    from pathlib import Path
-
     examples = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
     assert examples
     for example in examples:
@@ -191,8 +190,6 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_the_readme_documents_every_config_key():
-    from pathlib import Path
-
     from replicator.config import ReplicatorConfig, _model_of
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
@@ -256,3 +253,20 @@ def test_check_prints_the_warnings(tmp_path, capsys):
         """))
     assert main(["check", "--config", str(path)]) == 0
     assert "warning: replication.sourceToTarget: 'a' and 'b' are copied into the same" in capsys.readouterr().out
+
+
+def test_keys_without_effect_are_accepted_and_warned_about_when_set():
+    config = parse_config(with_(consumerGroup={"sourceToTarget": {"groupId": "g", "maxPollRecords": 100}},
+                                producer={"lingerMs": 0, "deliveryTimeoutMs": 30000}))
+    assert [w.split(":")[0] for w in config.warnings()] == [
+        "consumerGroup.sourceToTarget.maxPollRecords has no effect", "producer.lingerMs has no effect",
+        "producer.deliveryTimeoutMs has no effect"]
+
+
+def test_poll_timeout_ms_is_gone():
+    assert "consumer.pollTimeoutMs: unknown key" in error_of(with_(consumer={"pollTimeoutMs": 500}))
+
+
+def test_the_example_configs_warn_about_nothing():
+    for example in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
+        assert load_config(example).warnings() == [], example
