@@ -29,7 +29,7 @@ from kafka.errors import (
 )
 
 from .config import ClusterConfig, ReplicatorConfig
-from .errors import ClusterError, ConfigError, ReplicatorError
+from .errors import ClusterError, ProblemFound, ReplicatorError
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def check_clusters(config: ReplicatorConfig) -> list[str]:
     """Reach both clusters and find every enabled direction's source topics.
 
     Returns one line per finding; raises ClusterError for an unreachable cluster
-    and ConfigError naming the source topics that do not exist.
+    and ProblemFound naming the source topics that do not exist.
     """
     lines = []
     topics_by_side: dict[str, set[str]] = {}
@@ -301,7 +301,7 @@ def check_clusters(config: ReplicatorConfig) -> list[str]:
             if route.source_topic_name not in topics_by_side[side]:
                 missing.append(f"{direction}: {route.source_topic_name!r} on the {side} cluster")
     if missing:
-        raise ConfigError("source topics not found: " + "; ".join(missing)
+        raise ProblemFound("source topics not found: " + "; ".join(missing)
                           + " (create them, or fix sourceTopicName)")
     lines.append("all source topics exist")
     return lines
