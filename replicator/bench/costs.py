@@ -27,7 +27,7 @@ from collections import Counter, deque
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from .. import batches, flow, wire
+from .. import assembly, batches, wire
 from ..config import ConsumerConfig, ProducerConfig
 from ..provenance import Provenance
 from ..shipping import Shipper, Target
@@ -66,7 +66,7 @@ def _fetch(link: wire.Wire, topic: str, limit: int) -> dict[TopicPartition, list
             by_node.setdefault(link.leader(tp), {})[tp] = offset
         for node, offsets in by_node.items():
             request = wire.fetch_request(offsets, CONSUMER.max_partition_fetch_bytes,
-                                         CONSUMER.fetch_max_bytes, flow.FETCH_WAIT_MS)
+                                         CONSUMER.fetch_max_bytes, assembly.FETCH_WAIT_MS)
             link.send(node, request).add_both(answers.put)
         for _ in by_node:
             answer = answers.get(timeout=60)
@@ -89,7 +89,7 @@ def _plan(fetched: dict) -> Counter:
     """How many steps of each kind the batch-mode planner makes of the batches."""
     shipper = Shipper("batch", PRODUCER.compression_type, PRODUCER.batch_size,
                       PRODUCER.max_request_size - 512,  # as the Flow: room for the request's fields
-                      flow.MERGE_BELOW_BYTES, is_ours=lambda producer_id: False,
+                      assembly.MERGE_BELOW_BYTES, is_ours=lambda producer_id: False,
                       provenance=Provenance("a", "b"), on_fallback=lambda *args: None)
     kinds: Counter = Counter()
     for tp, found in fetched.items():
@@ -141,7 +141,7 @@ def _ours(bootstrap: str, topic: str, limit: int) -> dict:
     link = wire.Wire({"bootstrap_servers": [bootstrap]},
                      CONSUMER.fetch_max_bytes + CONSUMER.max_partition_fetch_bytes + 65536)
     try:
-        link.bootstrap(flow.CONNECT_TIMEOUT_MS)
+        link.bootstrap(assembly.CONNECT_TIMEOUT_MS)
         link.track([topic])
         tps = [TopicPartition(topic, p) for p in range(data.PARTITIONS)]
         deadline = time.monotonic() + 30
