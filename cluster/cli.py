@@ -90,6 +90,5 @@ def _run(args) -> int:
     return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,6 @@ from .errors import Fenced, ProblemFound
 
 log = logging.getLogger("replicator")
 
-EXIT_USAGE = 2  # argparse's own
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_HELP = "the replicator's YAML config (configs/example.yaml shows every key)"
 

@@ -1,6 +1,7 @@
 """What `pip wheel .` ships, which the image installs: the replicator and its Ray driver, not the
 development workbench (dev/)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,13 @@ TOOLING = ("sandbox", "certificates", "bench", "chaos", "demo", "proxy", "traffi
 
 
 def test_the_wheel_holds_the_runtime_and_no_tooling(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+    # Built from a copy, as the image's build does: setuptools writes build/ beside the sources.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md", "LICENSE", "replicator", "cluster", "dev"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copyfile
+        copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("kafka_replicator-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
