@@ -1,7 +1,9 @@
 """The `kafka-replicator` command line: every subcommand, assembled here.
 
-check, replicate, status, offsets and sandbox come from replicator.cli and need no Ray; run
-and demo import Ray only when they run, so that the others stay quick.
+check, replicate, status and offsets come from replicator.cli and need no Ray; run imports Ray
+only when it runs, so that the others stay quick. A clone's development package adds `sandbox`
+and `demo` (dev/workbench, entry points in the group kafka_replicator.commands); the runtime
+wheel and the image have neither.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import metadata
-from pathlib import Path
 
 from replicator import cli
 from replicator.errors import ReplicatorError
 
 from .options import add_run_arguments
+
+COMMANDS_GROUP = "kafka_replicator.commands"  # entry points: callables(commands, common) adding one
 
 EXIT_CODES = """\
 exit codes:
@@ -49,19 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
   kafka-replicator run --config my.yaml --address HEAD:6379   # or ray://HEAD:10001, or $RAY_ADDRESS""",
                       _run)
     add_run_arguments(run)
-
-    demo = cli.command(commands, "demo", common,
-                       "sandbox clusters, sample traffic and the replicator on a local Ray, with a live "
-                       "view and a final check that every record arrived", """\
-  kafka-replicator demo --duration 60
-  kafka-replicator demo --duration 300 --rate 1000 --state-dir /tmp/sandbox""", _demo)
-    demo.add_argument("--duration", type=float, default=60.0,
-                      help="seconds of sample traffic (default 60); Ctrl-C stops the demo at any time")
-    demo.add_argument("--rate", type=float, default=250.0,
-                      help="sample records per second, all topics together (default 250)")
-    demo.add_argument("--state-dir", type=Path,
-                      help="use (or start) the sandbox in this directory and keep it if it was "
-                      "already running (default: a new sandbox in a temporary directory)")
+    for entry in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
+        entry.load()(commands, common)
     return parser
 
 
@@ -84,7 +76,7 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _ray(command: str) -> None:
+def require_ray(command: str) -> None:
     try:
         import ray  # noqa: F401
     except ModuleNotFoundError:
@@ -92,17 +84,10 @@ def _ray(command: str) -> None:
 
 
 def _run(args) -> int:
-    _ray("run")
+    require_ray("run")
     from .driver import run
 
     return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
-
-
-def _demo(args) -> int:
-    _ray("demo")
-    from .demo import run
-
-    return run(duration=args.duration, rate=args.rate, state_dir=args.state_dir)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The commands of `kafka-replicator` that need no Ray: check, replicate, status, offsets and
-sandbox, each with its arguments, help and handler. cluster/cli.py assembles the command line
-from them and its own `run` and `demo`.
+"""The commands of `kafka-replicator` that need no Ray: check, replicate, status and offsets,
+each with its arguments, help and handler. cluster/cli.py assembles the command line from them,
+its own `run`, and the development commands of a clone (`sandbox`, `demo`: dev/workbench).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from .errors import ProblemFound
 
 log = logging.getLogger("replicator")
 
-EXIT_USAGE = 2  # argparse's own
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_HELP = "the replicator's YAML config (configs/example.yaml shows every key)"
 
@@ -91,18 +90,6 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                          help="whose source the group reads (default: the first enabled direction)")
     offsets.add_argument("--json", action="store_true", help="one JSON object per partition")
 
-    sandbox = command(commands, "sandbox", common, "a local two-cluster Kafka for trying things out", """\
-  kafka-replicator sandbox up --state-dir /tmp/sandbox --json
-  kafka-replicator sandbox status --state-dir /tmp/sandbox
-  kafka-replicator sandbox down --state-dir /tmp/sandbox""", _sandbox)
-    sandbox.add_argument("action", choices=("up", "down", "status"))
-    sandbox.add_argument("--state-dir", type=Path, help="where the brokers keep their data")
-    sandbox.add_argument("--sasl", action="store_true",
-                         help="also open a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN)")
-    sandbox.add_argument("--tls", action="store_true",
-                         help="also open SSL, SASL_SSL and MTLS (client certificate required) listeners, "
-                         "with a throwaway CA and certificates in the state dir (implies --sasl)")
-    sandbox.add_argument("--json", action="store_true")
 
 
 def _check(args) -> int:
@@ -178,43 +165,4 @@ def _offsets(args) -> int:
     if untranslated:
         raise ProblemFound(f"{untranslated} of {len(rows)} partitions of group {args.group} have no "
                            "translated offset (see the table)")
-    return 0
-
-
-def _sandbox(args) -> int:
-    from .sandbox import Sandbox
-
-    sandbox = Sandbox(args.state_dir)
-    if args.action == "up":
-        info = sandbox.up(sasl=args.sasl, tls=args.tls)
-        if args.json:
-            print(json.dumps(info.as_json(), indent=2))
-        else:
-            print(f"source cluster: {info.source.bootstrap_servers}")
-            print(f"target cluster: {info.target.bootstrap_servers}")
-            for endpoint in (info.source, info.target):
-                if endpoint.sasl:
-                    print(f"{endpoint.name} SASL_PLAINTEXT: {endpoint.sasl.bootstrap_servers} "
-                          f"user {endpoint.sasl.username}, password in {endpoint.sasl.password_file}")
-                if endpoint.tls:
-                    print(f"{endpoint.name} SSL: {endpoint.tls.ssl_bootstrap_servers}, "
-                          f"SASL_SSL: {endpoint.tls.sasl_ssl_bootstrap_servers}, "
-                          f"MTLS (client certificate required): {endpoint.tls.mtls_bootstrap_servers}")
-            if info.source.tls:
-                tls = info.source.tls
-                print(f"CA certificate {tls.ca_file}, client certificate {tls.cert_file}, its key {tls.key_file}")
-    elif args.action == "down":
-        sandbox.down()
-        print("sandbox stopped and its data removed")
-    else:
-        status = sandbox.status()
-        if args.json:
-            print(json.dumps(status, indent=2))
-        for name, state in ({} if args.json else status).items():
-            if state.get("bootstrapServers") is None:
-                print(f"{name}: not started (run `kafka-replicator sandbox up`)")
-            else:
-                print(f"{name}: {'running' if state['running'] else 'stopped'}, "
-                      f"{'answering' if state['answering'] else 'not answering'} "
-                      f"on {state['bootstrapServers']}")
     return 0

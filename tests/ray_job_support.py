@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.chaos import free_port, kill_session
+from workbench.chaos import free_port, kill_session
 from cluster.loopback import LOOPBACK, SWITCH
 from image_support import ray_version
 

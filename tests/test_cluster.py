@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 from cluster.loopback import on_loopback
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
-from cluster.traffic import PartitionCheck, check_partition
+from workbench.traffic import PartitionCheck, check_partition
 from kafka_support import batch_bytes, committed, create_topic, read_all, set_group_offsets, wait_until
 from replicator.config import parse_config
 from replicator.offsets import describe_groups

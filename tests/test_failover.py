@@ -16,7 +16,7 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from kafka_support import committed, count, create_topic, produce, read_all, set_group_offsets, wait_until
 from cluster import cli
 from replicator import map_topic
-from replicator.bench.failover import values_after
+from workbench.bench.failover import values_after
 
 pytestmark = pytest.mark.kafka
 

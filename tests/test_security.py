@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from kafka_support import count, create_topic, produce, running, wait_until
-from replicator import certificates
+from workbench import certificates
 from cluster.cli import main
 from replicator.config import parse_config
 from replicator.errors import ClusterError

@@ -12,7 +12,7 @@ are made afresh in the state dir at every start (``<state_dir>/tls``). TLS impli
 whose users the SASL_SSL listener shares.
 
 ``up(proxied=True)`` adds a PROXIED listener to each cluster that advertises another port,
-kept free for a proxy in front of the broker (cluster.proxy): clients that bootstrap through
+kept free for a proxy in front of the broker (workbench.proxy): clients that bootstrap through
 the proxy learn its address from the metadata and keep going through it.
 
 ``up(sasl=True)``, ``up(tls=True)`` or ``up(proxied=True)`` on a running sandbox that was
@@ -44,9 +44,9 @@ from typing import Any, Iterator
 from kafka import KafkaAdminClient
 
 from . import certificates
-from .errors import ReplicatorError
+from replicator.errors import ReplicatorError
 
-log = logging.getLogger("replicator.sandbox")
+log = logging.getLogger("workbench.sandbox")
 
 KAFKA_VERSION = "4.4.0"
 # Kafka's own distribution ships a log4j2 backend; the Maven artifact doesn't.

@@ -118,10 +118,10 @@ def _env() -> dict:
 
 
 class Relay:
-    """The bare kafka-python relay (replicator.bench.relay) in its own process."""
+    """The bare kafka-python relay (workbench.bench.relay) in its own process."""
 
     def __init__(self, source: str, target: str, group: str, routes: dict[str, str], log_dir: Path):
-        self.command = [sys.executable, "-m", "replicator.bench.relay", source, target, group,
+        self.command = [sys.executable, "-m", "workbench.bench.relay", source, target, group,
                         *(f"{s}={t}" for s, t in routes.items())]
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None

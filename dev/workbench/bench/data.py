@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from .. import wire
+from replicator import wire
 
 log = logging.getLogger(__name__)
 
