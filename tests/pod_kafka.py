@@ -9,7 +9,7 @@
     pod_kafka.py count BOOTSTRAP TOPIC FIRST COUNT TIMEOUT
                                           read the topic (read_committed) until every record of
                                           FIRST..FIRST+COUNT-1 is there or TIMEOUT s pass; print
-                                          {"records", "distinct", "lost", "duplicates", ...}
+                                          {"records", "distinct", "lost", "duplicates", "others"}
 
 The test process itself stays outside the namespace and never sends a packet to its addresses.
 """
@@ -98,7 +98,7 @@ def count(bootstrap: str, name: str, first: str, count_: str, timeout: str) -> N
     print(json.dumps({
         "records": sum(seen.values()), "distinct": len(seen), "lost": len(lost), "lost_first": lost[:10],
         "duplicates": sum(c - 1 for c in seen.values()),
-        "unexpected": len([n for n in seen if n not in wanted]),
+        "others": len([n for n in seen if n not in wanted]),  # records outside FIRST..FIRST+COUNT-1
     }))
 
 

@@ -124,3 +124,171 @@ def test_a_pod_runs_and_reaches_kafka_through_a_service_by_dns_name(node, kafka)
     node.kubectl("delete", "namespace", "probe", "--wait=true", "--timeout=90s", timeout=120)
     assert not node.tasks() or wait_for("the probe's containers to go", lambda: not node.tasks(), timeout=60)
 
+
+# ----------------------------------------------------------------------------------------
+# The chart on the real node
+# ----------------------------------------------------------------------------------------
+
+RELEASE = "kafka-replicator"
+CLUSTER = "kafka-replicator"
+OURS = f"app.kubernetes.io/instance={RELEASE}"
+CHART = TESTS.parent / "charts" / "kafka-replicator"
+RECORDS = 1000  # per topic, before the install and again while it runs
+PARTITIONS = 3
+
+
+@pytest.fixture(scope="module")
+def image(node):
+    """The replicator's image (tests/image_support.py), imported into the node's containerd."""
+    import image_support
+
+    report = lambda message: print(message, flush=True)  # noqa: E731
+    try:
+        built = image_support.build_image(report)
+    except image_support.Missing as missing:
+        pytest.skip(f"no image for the pods: {missing}")
+    archive = built.archive()
+    started = time.monotonic()
+    node.import_image(archive)
+    print(f"imported {built.name} ({archive.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.0f} s")
+    return built
+
+
+def chart_values(kafka: dict, **extra) -> dict:
+    """The chart's defaults, but for where Kafka is (the source through SASL, its password
+    from a Secret), both directions, and the image: the locally built one, never pulled.
+    The head's CPU request is lowered from 1 to 250m: the node has 2 cores, and the worker
+    (both directions: 2 x 500m + 250m), the head and the driver must fit on it."""
+    values = {
+        "image": {"pullPolicy": "Never"},
+        "sourceKafka": {"bootstrapServers": kafka["source"]["sasl"]["bootstrapServers"],
+                        "securityProtocol": "SASL_PLAINTEXT", "saslMechanism": "SCRAM-SHA-512",
+                        "saslUsername": kafka["source"]["sasl"]["username"],
+                        "saslPasswordSecret": {"name": "kafka-source-credentials", "key": "password"}},
+        "targetKafka": {"bootstrapServers": kafka["target"]["bootstrapServers"]},
+        "replication": {"targetToSource": {"enabled": True, "topics": [{"sourceTopicName": "warehouse-events"}]}},
+        "head": {"resources": {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}},
+    }
+    values.update(extra)
+    return values
+
+
+TOPICS = {  # topic: (where it is written, where its copies arrive)
+    "damage": ("source", "target"),
+    "events-sensor": ("source", "target"),
+    "warehouse-events": ("target", "source"),
+}
+
+
+def produce_all(node, kafka: dict, first: int, count: int) -> None:
+    for topic, (origin, _) in TOPICS.items():
+        print(topic, kafka_tool(node, "produce", kafka[origin]["bootstrapServers"], topic, str(first), str(count)))
+
+
+def count_all(node, kafka: dict, first: int, count: int, timeout: float = 180) -> dict[str, dict]:
+    counted = {}
+    for topic, (_, copies) in TOPICS.items():
+        counted[topic] = kafka_tool(node, "count", kafka[copies]["bootstrapServers"], topic, str(first), str(count),
+                                    str(timeout), timeout=timeout + 60)
+        print(f"{topic} on {copies}: {counted[topic]}")
+    return counted
+
+
+def ray_head(node, namespace: str) -> str:
+    pods = node.get("pods", "-n", namespace, "-l", f"ray.io/cluster={CLUSTER},ray.io/node-type=head")["items"]
+    return pods[0]["metadata"]["name"]
+
+
+def ray_list(node, namespace: str, what: str) -> list[dict]:
+    out = node.kubectl("exec", "-n", namespace, ray_head(node, namespace), "-c", "ray-head", "--",
+                       "ray", "list", what, "--format", "json", "--limit", "1000", timeout=120).stdout
+    return json.loads(out[out.index("["):])
+
+
+def pod_states(node, namespace: str) -> dict:
+    return {p["metadata"]["name"]: (p["status"].get("phase"),
+                                    {c["name"]: (c.get("ready"), c.get("restartCount"), c.get("state"))
+                                     for c in p["status"].get("containerStatuses", [])})
+            for p in node.get("pods", "-n", namespace)["items"]}
+
+
+def pod_memory(node, namespace: str) -> dict[str, int]:
+    """Working-set bytes per pod, from the kubelet's summary (what `kubectl top` reads)."""
+    summary = json.loads(node.kubectl("get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary").stdout)
+    return {p["podRef"]["name"]: p.get("memory", {}).get("workingSetBytes", 0)
+            for p in summary["pods"] if p["podRef"]["namespace"] == namespace}
+
+
+def test_default_values_install_on_real_pods_and_replicate_both_directions(node, kafka, image):
+    namespace = "replication"
+    for topic, (origin, _) in TOPICS.items():
+        kafka_tool(node, "topic", kafka[origin]["bootstrapServers"], topic, str(PARTITIONS))
+    produce_all(node, kafka, 0, RECORDS)
+
+    node.kubectl("create", "namespace", namespace)
+    node.kubectl("create", "secret", "generic", "kafka-source-credentials", "-n", namespace,
+                 f"--from-literal=password={Path(kafka['source']['sasl']['passwordFile']).read_text().strip()}")
+    started = time.monotonic()
+    installed = node.helm("install", RELEASE, str(CHART), "--namespace", namespace, "--values", "-",
+                          "--wait", "--timeout", "600s", input=json.dumps(chart_values(kafka)), check=False,
+                          timeout=660)
+    assert installed.returncode == 0, (installed.stderr, pod_states(node, namespace))
+    print(f"helm install --wait: {time.monotonic() - started:.0f} s")
+    # Helm waits for the driver's Deployment; the Ray pods are the operator's: wait for them.
+    def all_ready():
+        pods = node.get("pods", "-n", namespace)["items"]
+        ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                        for c in p["status"].get("conditions", []))]
+        return pods if len(pods) == 3 and len(ready) == 3 else None
+    try:
+        pods = wait_for("head, worker and driver Ready", all_ready, timeout=300, every=3)
+    except AssertionError:
+        raise AssertionError(f"not Ready: {pod_states(node, namespace)}") from None
+    print(f"head, worker and driver Running and Ready {time.monotonic() - started:.0f} s after the install began")
+
+    # Head, worker and driver Running and Ready: the probes KubeRay gives the Ray containers pass.
+    for pod in pods:
+        conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+        assert pod["status"]["phase"] == "Running" and conditions["Ready"] == "True", (pod["metadata"]["name"], pod["status"])
+    kinds = sorted(p["metadata"]["labels"].get("ray.io/node-type") or p["metadata"]["labels"]["app.kubernetes.io/component"]
+                   for p in pods)
+    assert kinds == ["driver", "head", "worker"], kinds
+
+    # Ray sees the head and the worker, with the worker group's pinning resources.
+    def ray_nodes():
+        alive = [n for n in ray_list(node, namespace, "nodes") if n["state"] == "ALIVE"]
+        return alive if len(alive) == 2 else None
+    nodes = wait_for("Ray's head and worker nodes", ray_nodes, timeout=120, every=3)
+    worker = next(n for n in nodes if not n["is_head_node"])
+    assert worker["resources_total"].get("kafka-replicator-sourceToTarget") == 1, worker["resources_total"]
+    assert worker["resources_total"].get("kafka-replicator-targetToSource") == 1, worker["resources_total"]
+
+    # The driver reached the head through its Service by name and started one member per direction.
+    def members():
+        actors = {a["name"]: a for a in ray_list(node, namespace, "actors") if a.get("name")}
+        wanted = ("sourceToTarget-0", "targetToSource-0")
+        return actors if all(actors.get(n, {}).get("state") == "ALIVE" for n in wanted) else None
+    actors = wait_for("the members ALIVE", members, timeout=180, every=3)
+    for name in ("sourceToTarget-0", "targetToSource-0"):
+        assert actors[name]["node_id"] == worker["node_id"], (name, actors[name])
+
+    # Every record written before the install, and every one written while it runs, copied.
+    counted = count_all(node, kafka, 0, RECORDS)
+    produce_all(node, kafka, RECORDS, RECORDS)
+    counted_live = count_all(node, kafka, RECORDS, RECORDS, timeout=120)
+    for topic in TOPICS:
+        assert counted[topic]["lost"] == 0, (topic, counted[topic])
+        assert counted_live[topic]["lost"] == 0, (topic, counted_live[topic])
+    memory = pod_memory(node, namespace)
+    print("pod memory (working set, MiB):", {k: round(v / 2**20) for k, v in memory.items()})
+
+    # Uninstalled: no pod, container or volume of ours left.
+    node.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "180s", timeout=240)
+    wait_for("the release's pods to go", lambda: not node.get("pods", "-n", namespace)["items"], timeout=180)
+    left = [f"{i['kind']}/{i['metadata']['name']}" for i in node.get(
+        "pods,services,deployments,configmaps,rayclusters,rayjobs", "-n", namespace)["items"]
+        if i["metadata"]["name"] != "kube-root-ca.crt"]
+    assert left == [], left
+    wait_for("no container left on the node", lambda: not node.tasks(), timeout=60)
+    volumes = list((node.node / "kubelet" / "pods").glob("*/volumes/*/*"))
+    assert volumes == [], volumes
