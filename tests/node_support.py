@@ -326,6 +326,18 @@ class NodePlane(ControlPlane):
         return [r for r in self.run(["ip", "-4", "route", "show"]).stdout.splitlines()
                 if not r.startswith(POD_SUBNET)]
 
+    def _start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+        if name == "ray-operator":
+            # The operator calls the Ray head's dashboard by its Service's DNS name (RayJob's
+            # HTTPMode): it resolves with the cluster's DNS, through a resolv.conf of its own
+            # mount namespace (the machine's resolver is out of reach in here anyway).
+            resolv = self.node / "host-resolv.conf"
+            resolv.parent.mkdir(parents=True, exist_ok=True)
+            resolv.write_text(f"nameserver {CLUSTER_DNS}\nsearch cluster.local\noptions ndots:5\n")
+            cmd = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c",
+                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv), *cmd]
+        return super()._start(name, cmd, env)
+
     def _apiserver_flags(self) -> list[str]:
         # For logs and exec: the API server calls the kubelet with the admin's certificate.
         return [f"--kubelet-client-certificate={self.pki / 'admin.crt'}",

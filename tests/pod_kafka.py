@@ -10,6 +10,7 @@
                                           read the topic (read_committed) until every record of
                                           FIRST..FIRST+COUNT-1 is there or TIMEOUT s pass; print
                                           {"records", "distinct", "lost", "duplicates", "others"}
+    pod_kafka.py lag BOOTSTRAP GROUP TOPIC  the group's committed offsets against the end offsets
 
 The test process itself stays outside the namespace and never sends a packet to its addresses.
 """
@@ -102,6 +103,24 @@ def count(bootstrap: str, name: str, first: str, count_: str, timeout: str) -> N
     }))
 
 
+def lag(bootstrap: str, group: str, name: str) -> None:
+    """The group's committed offsets in the topic against its end offsets."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        committed = {tp.partition: meta.offset for tp, meta in admin.list_group_offsets({group: None}).get(group, {}).items()
+                     if tp.topic == name}
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        end = {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        admin.close()
+        consumer.close()
+    print(json.dumps({"committed": committed, "end": end,
+                      "lag": sum(end[p] - committed.get(p, 0) for p in end)}))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"up": up, "down": down, "topic": topic, "produce": produce, "count": count}[command](*args)
+    {"up": up, "down": down, "topic": topic, "produce": produce, "count": count, "lag": lag}[command](*args)

@@ -10,6 +10,7 @@ kube-proxy, CoreDNS and the pause image); skipped, saying which, where one is mi
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -158,7 +159,8 @@ def chart_values(kafka: dict, **extra) -> dict:
     """The chart's defaults, but for where Kafka is (the source through SASL, its password
     from a Secret), both directions, and the image: the locally built one, never pulled.
     The head's CPU request is lowered from 1 to 250m: the node has 2 cores, and the worker
-    (both directions: 2 x 500m + 250m), the head and the driver must fit on it."""
+    (both directions: 2 x 500m + 250m), the head and the driver must fit on it; and the
+    members get 10 s to stop, not 30, to keep the tests short."""
     values = {
         "image": {"pullPolicy": "Never"},
         "sourceKafka": {"bootstrapServers": kafka["source"]["sasl"]["bootstrapServers"],
@@ -168,6 +170,9 @@ def chart_values(kafka: dict, **extra) -> dict:
         "targetKafka": {"bootstrapServers": kafka["target"]["bootstrapServers"]},
         "replication": {"targetToSource": {"enabled": True, "topics": [{"sourceTopicName": "warehouse-events"}]}},
         "head": {"resources": {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}},
+        # 10 s instead of 30 for the members to stop: the Ray pods' preStop sleeps shrink
+        # from 35 s to 15, and so do a deleted worker's and the uninstall's waits.
+        "shutdownGracePeriodSeconds": 10,
     }
     values.update(extra)
     return values
@@ -202,6 +207,8 @@ def ray_head(node, namespace: str) -> str:
 def ray_list(node, namespace: str, what: str) -> list[dict]:
     out = node.kubectl("exec", "-n", namespace, ray_head(node, namespace), "-c", "ray-head", "--",
                        "ray", "list", what, "--format", "json", "--limit", "1000", timeout=120).stdout
+    if "[" not in out:  # the dashboard is not answering yet, say
+        raise AssertionError(f"ray list {what}: {out[-500:]}")
     return json.loads(out[out.index("["):])
 
 
@@ -219,33 +226,52 @@ def pod_memory(node, namespace: str) -> dict[str, int]:
             for p in summary["pods"] if p["podRef"]["namespace"] == namespace}
 
 
-def test_default_values_install_on_real_pods_and_replicate_both_directions(node, kafka, image):
-    namespace = "replication"
+NAMESPACE = "replication"
+
+
+def ready_pods(node, namespace: str) -> list[dict]:
+    return [p for p in node.get("pods", "-n", namespace)["items"]
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+def members_alive(node, namespace: str, names=("sourceToTarget-0", "targetToSource-0")) -> dict | None:
+    """The named members' actors if every one is ALIVE (a name's dead predecessors aside)."""
+    actors = {a["name"]: a for a in ray_list(node, namespace, "actors") if a.get("name") and a["state"] == "ALIVE"}
+    return actors if all(n in actors for n in names) else None
+
+
+@pytest.fixture(scope="module")
+def release(node, kafka, image):
+    """The chart installed once (helm install --wait) for the tests below, which run in
+    order; the last one uninstalls it."""
     for topic, (origin, _) in TOPICS.items():
         kafka_tool(node, "topic", kafka[origin]["bootstrapServers"], topic, str(PARTITIONS))
     produce_all(node, kafka, 0, RECORDS)
-
-    node.kubectl("create", "namespace", namespace)
-    node.kubectl("create", "secret", "generic", "kafka-source-credentials", "-n", namespace,
+    node.kubectl("create", "namespace", NAMESPACE)
+    node.kubectl("create", "secret", "generic", "kafka-source-credentials", "-n", NAMESPACE,
                  f"--from-literal=password={Path(kafka['source']['sasl']['passwordFile']).read_text().strip()}")
     started = time.monotonic()
-    installed = node.helm("install", RELEASE, str(CHART), "--namespace", namespace, "--values", "-",
+    installed = node.helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", "-",
                           "--wait", "--timeout", "600s", input=json.dumps(chart_values(kafka)), check=False,
                           timeout=660)
-    assert installed.returncode == 0, (installed.stderr, pod_states(node, namespace))
+    assert installed.returncode == 0, (installed.stderr, pod_states(node, NAMESPACE))
     print(f"helm install --wait: {time.monotonic() - started:.0f} s")
     # Helm waits for the driver's Deployment; the Ray pods are the operator's: wait for them.
-    def all_ready():
-        pods = node.get("pods", "-n", namespace)["items"]
-        ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                        for c in p["status"].get("conditions", []))]
-        return pods if len(pods) == 3 and len(ready) == 3 else None
     try:
-        pods = wait_for("head, worker and driver Ready", all_ready, timeout=300, every=3)
+        wait_for("head, worker and driver Ready", lambda: len(ready_pods(node, NAMESPACE)) == 3, timeout=300, every=3)
     except AssertionError:
-        raise AssertionError(f"not Ready: {pod_states(node, namespace)}") from None
+        raise AssertionError(f"not Ready: {pod_states(node, NAMESPACE)}") from None
     print(f"head, worker and driver Running and Ready {time.monotonic() - started:.0f} s after the install began")
+    state = {"installed": True, "next": RECORDS}  # the next record number per topic
+    yield state
+    if state["installed"]:
+        node.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "180s", check=False, timeout=240)
 
+
+def test_default_values_install_on_real_pods_and_replicate_both_directions(node, kafka, release):
+    namespace = NAMESPACE
+    pods = node.get("pods", "-n", namespace)["items"]
     # Head, worker and driver Running and Ready: the probes KubeRay gives the Ray containers pass.
     for pod in pods:
         conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
@@ -264,27 +290,87 @@ def test_default_values_install_on_real_pods_and_replicate_both_directions(node,
     assert worker["resources_total"].get("kafka-replicator-targetToSource") == 1, worker["resources_total"]
 
     # The driver reached the head through its Service by name and started one member per direction.
-    def members():
-        actors = {a["name"]: a for a in ray_list(node, namespace, "actors") if a.get("name")}
-        wanted = ("sourceToTarget-0", "targetToSource-0")
-        return actors if all(actors.get(n, {}).get("state") == "ALIVE" for n in wanted) else None
-    actors = wait_for("the members ALIVE", members, timeout=180, every=3)
+    actors = wait_for("the members ALIVE", lambda: members_alive(node, namespace), timeout=180, every=3)
     for name in ("sourceToTarget-0", "targetToSource-0"):
         assert actors[name]["node_id"] == worker["node_id"], (name, actors[name])
 
     # Every record written before the install, and every one written while it runs, copied.
     counted = count_all(node, kafka, 0, RECORDS)
-    produce_all(node, kafka, RECORDS, RECORDS)
-    counted_live = count_all(node, kafka, RECORDS, RECORDS, timeout=120)
+    first = release["next"]
+    produce_all(node, kafka, first, RECORDS)
+    release["next"] += RECORDS
+    counted_live = count_all(node, kafka, first, RECORDS, timeout=120)
     for topic in TOPICS:
         assert counted[topic]["lost"] == 0, (topic, counted[topic])
         assert counted_live[topic]["lost"] == 0, (topic, counted_live[topic])
     memory = pod_memory(node, namespace)
     print("pod memory (working set, MiB):", {k: round(v / 2**20) for k, v in memory.items()})
 
-    # Uninstalled: no pod, container or volume of ours left.
+
+
+STREAM_RATE = 100  # records per second and topic while a worker pod goes
+STREAM_SECONDS = 60
+
+
+def test_a_worker_pod_deleted_mid_stream_comes_back_and_nothing_is_lost(node, kafka, release):
+    """`kubectl delete pod` of the worker while records flow both ways: KubeRay makes a new
+    worker pod, the driver's members start again on it and resume from the committed offsets."""
+    namespace = NAMESPACE
+    old = node.get("pods", "-n", namespace, "-l", f"ray.io/cluster={CLUSTER},ray.io/node-type=worker")["items"]
+    assert len(old) == 1
+    old_name = old[0]["metadata"]["name"]
+    before = members_alive(node, namespace)
+    assert before, "the members are not ALIVE before the delete"
+    first, count = release["next"], STREAM_RATE * STREAM_SECONDS
+    release["next"] += count
+    producers = {topic: subprocess.Popen(node._enter([
+        sys.executable, str(TESTS / "pod_kafka.py"), "produce", kafka[origin]["bootstrapServers"], topic,
+        str(first), str(count), str(STREAM_RATE)]), stdout=subprocess.PIPE, text=True)
+        for topic, (origin, _) in TOPICS.items() if topic in ("damage", "warehouse-events")}
+    try:
+        time.sleep(5)
+        started = time.monotonic()
+        node.kubectl("delete", "pod", "-n", namespace, old_name, "--wait=false")
+
+        def replaced():
+            workers = [p for p in ready_pods(node, namespace) if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
+            return workers if workers and workers[0]["metadata"]["name"] != old_name else None
+        new = wait_for("a new worker pod Ready", replaced, timeout=300, every=2)
+        print(f"new worker pod {new[0]['metadata']['name']} Ready {time.monotonic() - started:.0f} s after the delete")
+        def moved():  # ALIVE again, on the new worker's Ray node
+            actors = members_alive(node, namespace)
+            return actors if actors and all(actors[n]["node_id"] != before[n]["node_id"] for n in actors
+                                            if n in before) else None
+        wait_for("the members ALIVE again on the new worker", moved, timeout=240, every=3)
+        print(f"members ALIVE again on the new worker {time.monotonic() - started:.0f} s after the delete")
+        for topic, producer in producers.items():
+            out, _ = producer.communicate(timeout=STREAM_SECONDS + 120)
+            assert producer.returncode == 0, (topic, out)
+            print(topic, out.strip())
+    finally:
+        for producer in producers.values():
+            if producer.poll() is None:
+                producer.kill()
+                producer.wait()
+    for topic, (_, copies) in TOPICS.items():
+        if topic not in producers:
+            continue
+        counted = kafka_tool(node, "count", kafka[copies]["bootstrapServers"], topic, str(first), str(count), "240",
+                             timeout=300)
+        print(f"{topic} on {copies}: {counted}")
+        assert counted["lost"] == 0, (topic, counted)
+        # The README's bound: about autoCommitIntervalMs (1 s by default) of the member's
+        # traffic, plus what was in flight; twice that is the limit here.
+        assert counted["duplicates"] <= 2 * STREAM_RATE, (topic, counted)
+
+
+def test_helm_uninstall_leaves_nothing(node, release):
+    namespace = NAMESPACE
+    started = time.monotonic()
     node.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "180s", timeout=240)
+    release["installed"] = False
     wait_for("the release's pods to go", lambda: not node.get("pods", "-n", namespace)["items"], timeout=180)
+    print(f"helm uninstall: every pod gone {time.monotonic() - started:.0f} s after it began")
     left = [f"{i['kind']}/{i['metadata']['name']}" for i in node.get(
         "pods,services,deployments,configmaps,rayclusters,rayjobs", "-n", namespace)["items"]
         if i["metadata"]["name"] != "kube-root-ca.crt"]
@@ -292,3 +378,59 @@ def test_default_values_install_on_real_pods_and_replicate_both_directions(node,
     wait_for("no container left on the node", lambda: not node.tasks(), timeout=60)
     volumes = list((node.node / "kubelet" / "pods").glob("*/volumes/*/*"))
     assert volumes == [], volumes
+
+
+def test_driver_kind_rayjob_runs_replicates_and_stops_gracefully(node, kafka, release):
+    """driver.kind: RayJob: KubeRay submits the driver to the head over HTTP (the head
+    Service's DNS name), the job RUNS and replicates; uninstalling deletes the RayJob, KubeRay
+    stops the Ray job, the driver stops the members gracefully (its log says so) and their
+    groups have committed everything they read."""
+    assert not release["installed"], "runs after the Deployment's release is gone"
+    namespace = "rayjob"
+    node.kubectl("create", "namespace", namespace)
+    node.kubectl("create", "secret", "generic", "kafka-source-credentials", "-n", namespace,
+                 f"--from-literal=password={Path(kafka['source']['sasl']['passwordFile']).read_text().strip()}")
+    started = time.monotonic()
+    node.helm("install", RELEASE, str(CHART), "--namespace", namespace, "--values", "-", "--wait",
+              "--timeout", "600s", input=json.dumps(chart_values(kafka, driver={"kind": "RayJob"})), timeout=660)
+    try:
+        def running():
+            jobs = node.get("rayjobs", "-n", namespace)["items"]
+            status = jobs[0].get("status", {}) if len(jobs) == 1 else {}
+            return status if status.get("jobStatus") == "RUNNING" else None
+        status = wait_for("the RayJob's Ray job RUNNING", running, timeout=300, every=3)
+        print(f"RayJob {status.get('jobDeploymentStatus')}, job {status['jobStatus']} "
+              f"{time.monotonic() - started:.0f} s after the install began")
+        wait_for("the members ALIVE", lambda: members_alive(node, namespace), timeout=240, every=3)
+        first = release["next"]
+        release["next"] += RECORDS
+        produce_all(node, kafka, first, RECORDS)
+        for topic, counted in count_all(node, kafka, first, RECORDS, timeout=120).items():
+            assert counted["lost"] == 0, (topic, counted)
+
+        # What Helm's uninstall does first: delete the RayJob. KubeRay stops its Ray job, and
+        # the driver stops the members within the grace period (its log says so).
+        job = node.get("rayjobs", "-n", namespace)["items"][0]
+        node.kubectl("delete", "rayjob", "-n", namespace, job["metadata"]["name"], "--wait=true", timeout=120)
+        head = ray_head(node, namespace)
+
+        def job_log():
+            out = node.kubectl("exec", "-n", namespace, head, "-c", "ray-head", "--", "ray", "job", "logs",
+                               "--address", "http://127.0.0.1:8265", job["status"]["jobId"], timeout=60).stdout
+            return out if "all members stopped" in out else None
+        log = wait_for("the driver's graceful stop in its job's log", job_log, timeout=90, every=3)
+        print("\n".join(line for line in log.splitlines() if "received: stopping" in line or "members stopped" in line))
+        assert "SIGTERM received: stopping the members" in log
+    finally:
+        stopping = time.monotonic()
+        node.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "180s", timeout=240)
+    wait_for("the release's pods to go", lambda: not node.get("pods", "-n", namespace)["items"], timeout=180)
+    print(f"helm uninstall: every pod gone {time.monotonic() - stopping:.0f} s after it began")
+    # Stopped gracefully: each direction's group committed up to the end of what it read.
+    for group, topic, cluster in (("kafka-replicator-s2t", "damage", "source"),
+                                  ("kafka-replicator-s2t", "events-sensor", "source"),
+                                  ("kafka-replicator-t2s", "warehouse-events", "target")):
+        lag = kafka_tool(node, "lag", kafka[cluster]["bootstrapServers"], group, topic)
+        print(group, topic, lag)
+        assert lag["lag"] == 0, (group, topic, lag)
+    assert node.get("rayjobs,rayclusters,pods", "-n", namespace)["items"] == []
