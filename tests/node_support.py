@@ -283,6 +283,16 @@ signal.pause()
 """
 
 
+def _machine_state() -> dict[str, set[str]]:
+    """Pods' network namespaces (containerd mounts them under /var/run/netns) and
+    containerd shims' sockets and runc state under /run/containerd, machine-wide."""
+    state = {}
+    for what, folder in (("network namespaces", Path("/var/run/netns")),
+                         ("containerd runtime files", Path("/run/containerd"))):
+        state[what] = {str(p) for p in folder.rglob("*")} if folder.is_dir() else set()
+    return state
+
+
 class NodePlane(ControlPlane):
     """The control plane and a real node (kubelet, containerd, kube-proxy, CoreDNS) in a
     network namespace owned by root. start(), kubectl()/helm()/run(), stop()."""
@@ -294,6 +304,7 @@ class NodePlane(ControlPlane):
         self.socket = self.containerd_dir / "containerd.sock"
         self.cgroup_name = f"kafka-replicator-node-{os.getpid()}-{int(time.time())}"
         self.stop_report: dict = {}
+        self._machine_before: dict[str, set[str]] = {}
 
     # -- the namespace: root's, with the node's address on its loopback ------------------
 
@@ -305,6 +316,8 @@ class NodePlane(ControlPlane):
         reason = missing_prerequisites()
         if reason:
             raise Missing(reason)
+        # What is there before the node starts, to tell what it leaves behind.
+        self._machine_before = _machine_state()
         self.holder = subprocess.Popen(["unshare", "-n", "--", sys.executable, "-c", _ROOT_HOLDER],
                                        stdout=subprocess.PIPE, text=True, start_new_session=True)
         if self.holder.stdout.readline().strip() != "up":
@@ -437,6 +450,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
             "registerNode": True, "volumeStatsAggPeriod": "0s",
+            # Without CAP_SYS_RESOURCE the kubelet cannot lower its own score to -999.
+            **({"oomScoreAdj": 0} if _lacks_sys_resource() else {}),
         }, indent=1))
 
     def _start_node(self) -> None:
@@ -460,7 +475,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             str(self.tools["node"] / "kubelet"), f"--config={self.node / 'kubelet.yaml'}",
             f"--kubeconfig={self.admin}", f"--root-dir={self.node / 'kubelet'}",
             f"--cert-dir={self.node / 'kubelet-pki'}", f"--hostname-override={NODE_NAME}",
-            f"--node-ip={NODE_IP}", "--v=1", *(["--oom-score-adj=0"] if _lacks_sys_resource() else [])])
+            f"--node-ip={NODE_IP}", "--v=1"])
         self._wait("the node to be Ready", lambda: self.kubectl(
             "wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout=5s", check=False).returncode == 0,
             timeout=120)
@@ -561,6 +576,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             left["processes"] = shims
         if self.holder is not None and self.holder.poll() is None:
             left["namespace holder"] = [str(self.holder.pid)]
+        for what, names in _machine_state().items():
+            new = sorted(names - self._machine_before.get(what, set()))
+            if new:
+                left[what] = new
         return left
 
 

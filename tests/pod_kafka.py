@@ -98,7 +98,7 @@ def count(bootstrap: str, name: str, first: str, count_: str, timeout: str) -> N
     lost = [n for n in wanted if n not in seen]
     print(json.dumps({
         "records": sum(seen.values()), "distinct": len(seen), "lost": len(lost), "lost_first": lost[:10],
-        "duplicates": sum(c - 1 for c in seen.values()),
+        "duplicates": sum(seen[n] - 1 for n in wanted if n in seen),
         "others": len([n for n in seen if n not in wanted]),  # records outside FIRST..FIRST+COUNT-1
     }))
 

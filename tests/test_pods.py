@@ -306,43 +306,56 @@ def test_default_values_install_on_real_pods_and_replicate_both_directions(node,
     memory = pod_memory(node, namespace)
     print("pod memory (working set, MiB):", {k: round(v / 2**20) for k, v in memory.items()})
 
+    # The worker's Prometheus endpoint (the port the scrape annotations name) serves the
+    # members' series, with the records just counted.
+    worker_pod = next(p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "worker")
+    port = worker_pod["metadata"]["annotations"]["prometheus.io/port"]
+    url = f"http://{worker_pod['status']['podIP']}:{port}/metrics"
+
+    def replicated_series():
+        text = node.run([sys.executable, "-c", f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"],
+                        timeout=30).stdout
+        lines = [line for line in text.splitlines() if line.startswith("ray_kafka_replicator_records_replicated") and "_created" not in line]
+        return lines if sum(float(line.rsplit(" ", 1)[1]) for line in lines) >= 2 * RECORDS * len(TOPICS) else None
+    series = wait_for(f"ray_kafka_replicator_records_replicated on {url}", replicated_series, timeout=90, every=5)
+    print(f"{url}:", *series[:3], sep="\n  ")
 
 
 STREAM_RATE = 100  # records per second and topic while a worker pod goes
 STREAM_SECONDS = 60
 
 
-def test_a_worker_pod_deleted_mid_stream_comes_back_and_nothing_is_lost(node, kafka, release):
-    """`kubectl delete pod` of the worker while records flow both ways: KubeRay makes a new
-    worker pod, the driver's members start again on it and resume from the committed offsets."""
+def workers(node, namespace: str) -> list[dict]:
+    return [p for p in ready_pods(node, namespace) if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
+
+
+def stream_through(node, kafka, release, fault, recovered, what: str) -> None:
+    """Records flow both ways (STREAM_RATE a second per direction) while `fault()` strikes
+    the worker; `recovered()` says when Kubernetes has a worker back; then the members must
+    be ALIVE again on a new Ray node, and every record arrive: 0 lost, duplicates within
+    twice the README's bound (what a member copied in one autoCommitIntervalMs, 1 s here,
+    plus what was in flight)."""
     namespace = NAMESPACE
-    old = node.get("pods", "-n", namespace, "-l", f"ray.io/cluster={CLUSTER},ray.io/node-type=worker")["items"]
-    assert len(old) == 1
-    old_name = old[0]["metadata"]["name"]
     before = members_alive(node, namespace)
-    assert before, "the members are not ALIVE before the delete"
+    assert before, f"the members are not ALIVE before {what}"
     first, count = release["next"], STREAM_RATE * STREAM_SECONDS
     release["next"] += count
+    streamed = ("damage", "warehouse-events")
     producers = {topic: subprocess.Popen(node._enter([
-        sys.executable, str(TESTS / "pod_kafka.py"), "produce", kafka[origin]["bootstrapServers"], topic,
-        str(first), str(count), str(STREAM_RATE)]), stdout=subprocess.PIPE, text=True)
-        for topic, (origin, _) in TOPICS.items() if topic in ("damage", "warehouse-events")}
+        sys.executable, str(TESTS / "pod_kafka.py"), "produce", kafka[TOPICS[topic][0]]["bootstrapServers"], topic,
+        str(first), str(count), str(STREAM_RATE)]), stdout=subprocess.PIPE, text=True) for topic in streamed}
     try:
         time.sleep(5)
         started = time.monotonic()
-        node.kubectl("delete", "pod", "-n", namespace, old_name, "--wait=false")
+        fault()
+        back = wait_for(f"a worker Ready again after {what}", recovered, timeout=300, every=2)
+        print(f"worker {back} Ready {time.monotonic() - started:.0f} s after {what}")
 
-        def replaced():
-            workers = [p for p in ready_pods(node, namespace) if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
-            return workers if workers and workers[0]["metadata"]["name"] != old_name else None
-        new = wait_for("a new worker pod Ready", replaced, timeout=300, every=2)
-        print(f"new worker pod {new[0]['metadata']['name']} Ready {time.monotonic() - started:.0f} s after the delete")
-        def moved():  # ALIVE again, on the new worker's Ray node
+        def moved():  # ALIVE again, on the new Ray node of the worker
             actors = members_alive(node, namespace)
-            return actors if actors and all(actors[n]["node_id"] != before[n]["node_id"] for n in actors
-                                            if n in before) else None
-        wait_for("the members ALIVE again on the new worker", moved, timeout=240, every=3)
-        print(f"members ALIVE again on the new worker {time.monotonic() - started:.0f} s after the delete")
+            return actors if actors and all(actors[n]["node_id"] != before[n]["node_id"] for n in before) else None
+        wait_for("the members ALIVE again on the new Ray node", moved, timeout=240, every=3)
+        print(f"members ALIVE again on a new Ray node {time.monotonic() - started:.0f} s after {what}")
         for topic, producer in producers.items():
             out, _ = producer.communicate(timeout=STREAM_SECONDS + 120)
             assert producer.returncode == 0, (topic, out)
@@ -352,16 +365,44 @@ def test_a_worker_pod_deleted_mid_stream_comes_back_and_nothing_is_lost(node, ka
             if producer.poll() is None:
                 producer.kill()
                 producer.wait()
-    for topic, (_, copies) in TOPICS.items():
-        if topic not in producers:
-            continue
+    for topic in streamed:
+        copies = TOPICS[topic][1]
         counted = kafka_tool(node, "count", kafka[copies]["bootstrapServers"], topic, str(first), str(count), "240",
                              timeout=300)
         print(f"{topic} on {copies}: {counted}")
         assert counted["lost"] == 0, (topic, counted)
-        # The README's bound: about autoCommitIntervalMs (1 s by default) of the member's
-        # traffic, plus what was in flight; twice that is the limit here.
         assert counted["duplicates"] <= 2 * STREAM_RATE, (topic, counted)
+
+
+def test_a_worker_pod_deleted_mid_stream_comes_back_and_nothing_is_lost(node, kafka, release):
+    """`kubectl delete pod` of the worker: KubeRay makes a new worker pod, the driver's
+    members start again on it and resume from the committed offsets."""
+    (old,) = workers(node, NAMESPACE)
+    name = old["metadata"]["name"]
+
+    def replaced():
+        new = [p["metadata"]["name"] for p in workers(node, NAMESPACE) if p["metadata"]["name"] != name]
+        return new[0] if new else None
+    stream_through(node, kafka, release, lambda: node.kubectl("delete", "pod", "-n", NAMESPACE, name, "--wait=false"),
+                   replaced, "the delete")
+
+
+def test_a_worker_container_killed_mid_stream_comes_back_and_nothing_is_lost(node, kafka, release):
+    """SIGKILL to the worker's ray-worker container (its raylet and the members with it), as
+    the OOM killer would: the kubelet restarts the container, or KubeRay replaces the pod."""
+    (old,) = workers(node, NAMESPACE)
+    name = old["metadata"]["name"]
+    status = next(c for c in old["status"]["containerStatuses"] if c["name"] == "ray-worker")
+    container_id = status["containerID"].split("://", 1)[1]
+
+    def restarted():
+        for pod in workers(node, NAMESPACE):
+            ray = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "ray-worker")
+            if pod["metadata"]["name"] != name or ray["restartCount"] > status["restartCount"]:
+                return f"{pod['metadata']['name']} (ray-worker restarts: {ray['restartCount']})"
+        return None
+    stream_through(node, kafka, release, lambda: node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id),
+                   restarted, "the SIGKILL")
 
 
 def test_helm_uninstall_leaves_nothing(node, release):
