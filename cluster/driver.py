@@ -6,9 +6,9 @@ started on this machine, else a new local one, which stops with the driver. Star
 actor per group member (cluster.plan), supervises them until SIGTERM or SIGINT, then
 stops them within shutdownGracePeriodSeconds and exits. It reads the config file again when
 it changes, and on SIGHUP: a new replicaCount starts or stops members (cluster.reload). As
-a Ray job:
+a Ray job (README, "Ray"; ray-job.yaml installs the dependencies on the nodes):
 
-    ray job submit --working-dir . -- python -m cluster.driver --config FILE
+    ray job submit --no-wait --working-dir . --runtime-env ray-job.yaml -- python -m cluster.driver --config FILE
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from pathlib import Path
 import ray
 from kafka.errors import KafkaError
 
-from replicator.cli import EXIT_ERROR, setup_logging
+from replicator.cli import add_log_level, setup_logging
 from replicator.config import load_config
-from replicator.errors import ReplicatorError
+from replicator.errors import ClusterError, ConfigError, ReplicatorError
 from replicator.offsets import describe_groups
 
-from .cli import PROGRESS_SECONDS, add_run_arguments
 from .loopback import is_loopback, stay_on_loopback
+from .options import PROGRESS_SECONDS, add_run_arguments
 from .owners import CHECK_SECONDS, OwnerWatch
 from .plan import NAMESPACE, MemberPlan, plan
 from .reload import ConfigFile
@@ -44,8 +44,11 @@ POLL_SECONDS = 5.0
 
 def run(config_path: Path, address: str | None = None, namespace: str = NAMESPACE,
         progress_seconds: float = PROGRESS_SECONDS, log_level: str = "INFO") -> int:
-    """Replicate until SIGTERM/SIGINT; 0 after a graceful stop, EXIT_ERROR on a config error."""
+    """Replicate until SIGTERM/SIGINT; 0 after a graceful stop, ConfigError's exit code when a
+    member stopped on a config error."""
     config = load_config(config_path)
+    for warning in config.warnings():
+        log.warning("%s", warning)
     config_file = ConfigFile(Path(config_path), config)
     members = plan(config)
     grace = config.shutdown_grace_period_seconds
@@ -98,7 +101,7 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
             if supervisor.fatal:
                 for name, error in supervisor.fatal.items():
                     log.error("%s stopped on a config error: %s", name, error)
-                code = EXIT_ERROR
+                code = ConfigError.exit_code
                 break
             if time.monotonic() >= next_progress:
                 next_progress += progress_seconds
@@ -128,6 +131,8 @@ def _check_owners(owners: OwnerWatch, config, statuses) -> list[str]:
 
 class RayUnreachable(ReplicatorError):
     """The Ray cluster to join did not let the driver in."""
+
+    exit_code = ClusterError.exit_code
 
 
 def _join(address: str | None, namespace: str) -> None:
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cluster.driver",
         description="Run the replicator on Ray: one actor per group member, supervised.")
-    parser.add_argument("--log-level", default="INFO")
+    add_log_level(parser, default="INFO")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
     except ReplicatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class Change:
 
     config: ReplicatorConfig  # the running config with the file's replica counts
     scaled: list[str]  # e.g. "sourceToTarget 2 → 4 members"
-    needs_restart: list[str]  # changed fields that only a restart applies, e.g. "consumer.pollTimeoutMs"
+    needs_restart: list[str]  # changed fields that only a restart applies, e.g. "consumer.fetchMaxBytes"
 
 
 class ConfigFile:

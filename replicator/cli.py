@@ -1,4 +1,7 @@
-"""The `kafka-replicator` command line: the commands that need no Ray."""
+"""The commands of `kafka-replicator` that need no Ray: check, replicate, status and offsets,
+each with its arguments, help and handler. cluster/cli.py assembles the command line from them,
+its own `run`, and the development commands of a clone (`sandbox`, `demo`: dev/workbench).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,15 @@ import json
 import logging
 import signal
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from .config import DIRECTIONS, ReplicatorConfig, load_config
-from .errors import Fenced, ReplicatorError
+from .errors import Fenced, ProblemFound
 
 log = logging.getLogger("replicator")
 
-EXIT_ERROR = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CONFIG_HELP = "the replicator's YAML config (configs/example.yaml shows every key)"
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -28,79 +31,72 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kafka-replicator",
-        description="Copy Kafka topics between two clusters, in both directions.",
-    )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def log_level(text: str) -> str:
+    """--log-level's type: a level name, in any case."""
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
 
-    check = commands.add_parser("check", help="validate a config file (and reach its clusters)")
-    check.add_argument("--config", required=True, type=Path)
-    check.add_argument("--connect", action="store_true",
-                       help="also check that both clusters answer and the source topics exist")
-    check.set_defaults(handler=_check)
 
-    replicate = commands.add_parser(
-        "replicate", help="run one member of one direction in this process (no Ray)")
-    replicate.add_argument("--config", required=True, type=Path)
-    replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
-    replicate.add_argument("--member", help="static group member id (group.instance.id)")
-    replicate.set_defaults(handler=_replicate)
+def add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--log-level", type=log_level, default=default if default else argparse.SUPPRESS,
+                        metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default INFO)")
 
-    status = commands.add_parser(
-        "status", help="committed offset, log-end offset and lag per partition of each direction")
-    status.add_argument("--config", required=True, type=Path)
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=_status)
 
-    offsets = commands.add_parser(
-        "offsets", help="translate a consumer group's committed offsets to the other cluster")
-    offsets.add_argument("action", choices=("translate",))
-    offsets.add_argument("--config", required=True, type=Path)
-    offsets.add_argument("--group", required=True, help="the consumer group to translate")
-    offsets.add_argument("--direction", choices=DIRECTIONS,
-                         help="whose source the group reads (default: the first enabled direction)")
-    offsets.add_argument("--json", action="store_true")
-    offsets.set_defaults(handler=_offsets)
-
-    sandbox = commands.add_parser("sandbox", help="a local two-cluster Kafka for trying things out")
-    sandbox.add_argument("action", choices=("up", "down", "status"))
-    sandbox.add_argument("--state-dir", type=Path, help="where the brokers keep their data")
-    sandbox.add_argument("--sasl", action="store_true",
-                         help="also open a SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN)")
-    sandbox.add_argument("--tls", action="store_true",
-                         help="also open SSL, SASL_SSL and MTLS (client certificate required) listeners, "
-                         "with a throwaway CA and certificates in the state dir (implies --sasl)")
-    sandbox.add_argument("--json", action="store_true")
-    sandbox.set_defaults(handler=_sandbox)
+def command(commands, name: str, common: argparse.ArgumentParser, help: str, examples: str,
+            handler) -> argparse.ArgumentParser:
+    """A subcommand with its help, its examples and --log-level (accepted after it too)."""
+    parser = commands.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".",
+                                 epilog="examples:\n" + examples,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler)
     return parser
 
 
-def _version() -> str:
-    try:
-        return metadata.version("kafka-replicator")
-    except metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
-        return "(not installed)"
+def add_commands(commands, common: argparse.ArgumentParser) -> None:
+    check = command(commands, "check", common, "validate a config file, and with --connect reach its clusters", """\
+  kafka-replicator check --config my.yaml
+  kafka-replicator check --config my.yaml --connect   # both clusters answer, the source topics exist""",
+                    _check)
+    check.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    check.add_argument("--connect", action="store_true",
+                       help="also check that both clusters answer and the source topics exist")
 
+    replicate = command(commands, "replicate", common,
+                        "run one member of one direction in this process (no Ray) until SIGTERM", """\
+  kafka-replicator replicate --config my.yaml --direction sourceToTarget
+  kafka-replicator replicate --config my.yaml --direction targetToSource --member targetToSource-1""",
+                        _replicate)
+    replicate.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
+    replicate.add_argument("--member", help="static group member id (group.instance.id)")
 
-def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    args = (parser or build_parser()).parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        return args.handler(args) or 0
-    except ReplicatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+    status = command(commands, "status", common,
+                     "committed offset, log-end offset, lag and owner per partition of each direction", """\
+  kafka-replicator status --config my.yaml
+  kafka-replicator status --config my.yaml --json""", _status)
+    status.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    status.add_argument("--json", action="store_true", help="one JSON object per partition and synced group")
+
+    offsets = command(commands, "offsets", common,
+                      "translate a consumer group's committed offsets to the other cluster", """\
+  kafka-replicator offsets translate --config my.yaml --group dashboard
+  kafka-replicator offsets translate --config my.yaml --group dashboard --direction targetToSource --json""",
+                      _offsets)
+    offsets.add_argument("action", choices=("translate",))
+    offsets.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    offsets.add_argument("--group", required=True, help="the consumer group to translate")
+    offsets.add_argument("--direction", choices=DIRECTIONS,
+                         help="whose source the group reads (default: the first enabled direction)")
+    offsets.add_argument("--json", action="store_true", help="one JSON object per partition")
+
 
 
 def _check(args) -> int:
     config = load_config(args.config)
     print(f"{args.config}: valid; directions: {', '.join(_summary(config))}")
+    for warning in config.warnings():
+        print(f"warning: {warning}")
     if args.connect:
         # Each failed connection attempt is logged by kafka-python; the outcome is ours to say.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -123,6 +119,8 @@ def _replicate(args) -> int:
     from .flow import Flow
 
     config = load_config(args.config)
+    for warning in config.warnings():
+        log.warning("%s", warning)
     flow = Flow(config, args.direction, args.member)
     stopping = False
 
@@ -172,47 +170,8 @@ def _offsets(args) -> int:
         print(json.dumps([row.as_json() for row in rows], indent=2))
     else:
         print(format_table(rows))
-    return EXIT_ERROR if any(row.target_offset is None for row in rows) else 0
-
-
-def _sandbox(args) -> int:
-    from .sandbox import Sandbox
-
-    sandbox = Sandbox(args.state_dir)
-    if args.action == "up":
-        info = sandbox.up(sasl=args.sasl, tls=args.tls)
-        if args.json:
-            print(json.dumps(info.as_json(), indent=2))
-        else:
-            print(f"source cluster: {info.source.bootstrap_servers}")
-            print(f"target cluster: {info.target.bootstrap_servers}")
-            for endpoint in (info.source, info.target):
-                if endpoint.sasl:
-                    print(f"{endpoint.name} SASL_PLAINTEXT: {endpoint.sasl.bootstrap_servers} "
-                          f"user {endpoint.sasl.username}, password in {endpoint.sasl.password_file}")
-                if endpoint.tls:
-                    print(f"{endpoint.name} SSL: {endpoint.tls.ssl_bootstrap_servers}, "
-                          f"SASL_SSL: {endpoint.tls.sasl_ssl_bootstrap_servers}, "
-                          f"MTLS (client certificate required): {endpoint.tls.mtls_bootstrap_servers}")
-            if info.source.tls:
-                tls = info.source.tls
-                print(f"CA certificate {tls.ca_file}, client certificate {tls.cert_file}, its key {tls.key_file}")
-    elif args.action == "down":
-        sandbox.down()
-        print("sandbox stopped and its data removed")
-    else:
-        status = sandbox.status()
-        if args.json:
-            print(json.dumps(status, indent=2))
-        for name, state in ({} if args.json else status).items():
-            if state.get("bootstrapServers") is None:
-                print(f"{name}: not started (run `kafka-replicator sandbox up`)")
-            else:
-                print(f"{name}: {'running' if state['running'] else 'stopped'}, "
-                      f"{'answering' if state['answering'] else 'not answering'} "
-                      f"on {state['bootstrapServers']}")
+    untranslated = sum(row.target_offset is None for row in rows)
+    if untranslated:
+        raise ProblemFound(f"{untranslated} of {len(rows)} partitions of group {args.group} have no "
+                           "translated offset (see the table)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

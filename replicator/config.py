@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from . import quantity
 from .errors import ConfigError
 
 DIRECTIONS = ("sourceToTarget", "targetToSource")
@@ -56,6 +57,16 @@ class _Model(BaseModel):
     )
 
 
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+# What Kafka accepts as a topic name (and "." and ".." it refuses).
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _servers(bootstrap_servers: str) -> frozenset[str]:
+    return frozenset(part.strip().lower() for part in bootstrap_servers.split(","))
+
+
 class ClusterConfig(_Model):
     """How to reach one Kafka cluster (`sourceKafka` or `targetKafka`)."""
 
@@ -77,6 +88,16 @@ class ClusterConfig(_Model):
 
     _drop_chart_only_keys = model_validator(mode="before")(
         lambda data: _without(data, CLUSTER_CHART_ONLY_KEYS))
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _is_a_host_port_list(cls, value: str) -> str:
+        for part in value.split(","):
+            match = _HOST_PORT.match(part.strip())
+            if match is None or not 0 < int(match.group(2)) < 65536:
+                raise ValueError(f"{value!r} is not a comma-separated list of host:port; "
+                                 "e.g. kafka-0.kafka:9092,kafka-1.kafka:9092")
+        return value
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> ClusterConfig:
@@ -132,7 +153,7 @@ class GroupConfig(_Model):
     group_id: str = Field(min_length=1)
     session_timeout_ms: int = Field(45000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)
-    max_poll_records: int = Field(500, ge=1)
+    max_poll_records: int = Field(500, ge=1, description="accepted from the original chart's values; no effect")
     max_poll_interval_ms: int = Field(300000, ge=1000)
     auto_offset_reset: OffsetReset | None = Field(
         None, description="defaults to consumer.autoOffsetReset"
@@ -158,10 +179,11 @@ class GroupConfig(_Model):
 
 
 class ConsumerGroups(_Model):
-    """`consumerGroup`: a group id string or a full object per direction."""
+    """`consumerGroup`: a group id string or a full object per direction. The default ids are
+    the original chart's, whose committed offsets a deployment that kept them resumes from."""
 
-    source_to_target: GroupConfig = GroupConfig(group_id="kafka-replicator-s2t")
-    target_to_source: GroupConfig = GroupConfig(group_id="kafka-replicator-t2s")
+    source_to_target: GroupConfig = GroupConfig(group_id="kafka-replicator-s2t-v4")
+    target_to_source: GroupConfig = GroupConfig(group_id="kafka-replicator-t2s-v4")
 
     @field_validator("source_to_target", "target_to_source", mode="before")
     @classmethod
@@ -173,7 +195,6 @@ class ConsumerConfig(_Model):
     """`consumer`: settings shared by both directions' source consumers."""
 
     auto_offset_reset: OffsetReset = "earliest"
-    poll_timeout_ms: int = Field(1000, ge=1)
     fetch_max_bytes: int = Field(52428800, ge=1024)
     max_partition_fetch_bytes: int = Field(1048576, ge=1024)
 
@@ -185,11 +206,11 @@ class ProducerConfig(_Model):
     sequence numbers, so retries neither duplicate nor reorder them.
     """
 
-    linger_ms: int = Field(5, ge=0)
+    linger_ms: int = Field(5, ge=0, description="accepted from older values files; no effect")
     batch_size: int = Field(262144, ge=0)
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     max_request_size: int = Field(1048576, ge=1024)
-    delivery_timeout_ms: int = Field(120000, ge=1000)
+    delivery_timeout_ms: int = Field(120000, ge=1000, description="accepted from older values files; no effect")
 
 
 class Route(_Model):
@@ -197,6 +218,14 @@ class Route(_Model):
 
     source_topic_name: str = Field(min_length=1)
     target_topic_name: str | None = Field(None, description="defaults to sourceTopicName")
+
+    @field_validator("source_topic_name", "target_topic_name")
+    @classmethod
+    def _kafka_accepts_the_name(cls, value: str | None) -> str | None:
+        if value is not None and (not _TOPIC_NAME.match(value) or value in (".", "..")):
+            raise ValueError(f"{value!r} is not a topic name Kafka accepts: use letters, digits, "
+                             "'.', '_' and '-', at most 249 characters")
+        return value
 
     @property
     def target(self) -> str:
@@ -265,6 +294,20 @@ class ResourceAmounts(_Model):
     cpu: str | float | None = None
     memory: str | None = None
 
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_is_a_quantity(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            quantity.cpus(value)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_is_a_quantity(cls, value: str | None) -> str | None:
+        if value is not None:
+            quantity.memory_bytes(value)
+        return value
+
 
 class Resources(_Model):
     """Kubernetes-style resources; requests size each Ray actor."""
@@ -303,7 +346,42 @@ class ReplicatorConfig(_Model):
                     f"replication.{name} is enabled but lists no topics; add "
                     "topics: [{sourceTopicName: ..., targetTopicName: ...}] or set enabled: false"
                 )
+        if _servers(self.source_kafka.bootstrap_servers) == _servers(self.target_kafka.bootstrap_servers):
+            for name in self.enabled_directions():
+                for route in self.direction(name).topics:
+                    if route.target == route.source_topic_name:
+                        raise ValueError(
+                            f"replication.{name}: topic {route.source_topic_name!r} would be copied "
+                            "onto itself, since sourceKafka and targetKafka are the same cluster; "
+                            "give it another targetTopicName")
         return self
+
+    def warnings(self) -> list[str]:
+        """What is valid but likely a mistake: said by `check` and logged at start."""
+        found = [f"{key} has no effect: {why}" for key, why in self._keys_without_effect()]
+        for name in self.enabled_directions():
+            sources: dict[str, list[str]] = {}
+            for route in self.direction(name).topics:
+                sources.setdefault(route.target, []).append(route.source_topic_name)
+            for target, names in sources.items():
+                if len(names) > 1:
+                    found.append(f"replication.{name}: {' and '.join(map(repr, names))} are copied into "
+                                 f"the same target topic {target!r}, where their records mix (fine if meant)")
+        return found
+
+    def _keys_without_effect(self) -> list[tuple[str, str]]:
+        keys = []
+        for name in self.enabled_directions():
+            if "max_poll_records" in self.group(name).model_fields_set:
+                keys.append((f"consumerGroup.{name}.maxPollRecords",
+                             "the replicator fetches record batches itself, as many as "
+                             "consumer.fetchMaxBytes and consumer.maxPartitionFetchBytes let through"))
+        if "linger_ms" in self.producer.model_fields_set:
+            keys.append(("producer.lingerMs", "each fetch is written to the target as it arrives"))
+        if "delivery_timeout_ms" in self.producer.model_fields_set:
+            keys.append(("producer.deliveryTimeoutMs", "a batch is sent again until the target "
+                         "acknowledges it or the member stops, and only acknowledged offsets are committed"))
+        return keys
 
     def direction(self, name: str) -> DirectionConfig:
         return getattr(self.replication, _attr(name))

@@ -4,19 +4,30 @@
 class ReplicatorError(Exception):
     """Base of every error the replicator raises on purpose."""
 
+    exit_code = 1  # the command line's exit code for it (README, "Commands")
+
 
 class ConfigError(ReplicatorError):
     """The configuration is invalid; the message names each field and the fix."""
 
+    exit_code = 3
+
 
 class ClusterError(ReplicatorError):
     """A cluster cannot be used: unreachable, or it refused our credentials."""
+
+    exit_code = 4
 
     def __init__(self, side: str, bootstrap_servers: str, reason: str):
         self.side = side
         self.bootstrap_servers = bootstrap_servers
         self.reason = reason
         super().__init__(f"{side} cluster ({bootstrap_servers}): {reason}")
+
+
+class ProblemFound(ReplicatorError):
+    """A check found what stops replication or a switch-over: a source topic missing, an
+    offset that cannot be translated."""
 
 
 class RecordRejected(ReplicatorError):

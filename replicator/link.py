@@ -33,7 +33,7 @@ from kafka.errors import (
 
 from . import wire
 from .config import ClusterConfig, GroupConfig, ReplicatorConfig
-from .errors import ClusterError, ConfigError, ReplicatorError
+from .errors import ClusterError, ProblemFound, ReplicatorError
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def check_clusters(config: ReplicatorConfig) -> list[str]:
     """Reach both clusters and find every enabled direction's source topics.
 
     Returns one line per finding; raises ClusterError for an unreachable cluster
-    and ConfigError naming the source topics that do not exist.
+    and ProblemFound naming the source topics that do not exist.
     """
     lines = []
     topics_by_side: dict[str, set[str]] = {}
@@ -342,7 +342,7 @@ def check_clusters(config: ReplicatorConfig) -> list[str]:
             if route.source_topic_name not in topics_by_side[side]:
                 missing.append(f"{direction}: {route.source_topic_name!r} on the {side} cluster")
     if missing:
-        raise ConfigError("source topics not found: " + "; ".join(missing)
+        raise ProblemFound("source topics not found: " + "; ".join(missing)
                           + " (create them, or fix sourceTopicName)")
     lines.append("all source topics exist")
     return lines

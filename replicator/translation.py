@@ -15,7 +15,7 @@ from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailable
 
 from . import link, map_topic
 from .config import ReplicatorConfig
-from .errors import ClusterError
+from .errors import ProblemFound
 from .offset_map import Partition, PartitionMap
 from .offsets import dash, table
 
@@ -71,12 +71,12 @@ class Translator:
         """Every partition `group` committed on the source, translated to the target."""
         committed = self.committed(group) if committed is None else committed
         if not committed:
-            raise ClusterError(self._source_side, self._source.bootstrap_servers,
+            raise ProblemFound(f"{self._source_side} cluster ({self._source.bootstrap_servers}): "
                                f"consumer group {group!r} has no committed offsets there; "
                                "check the group's name (kafka-consumer-groups.sh --list)")
         replicated = [tp for tp in committed if tp.topic in self.routes]
         if not replicated:
-            raise ClusterError(self._source_side, self._source.bootstrap_servers,
+            raise ProblemFound(f"{self._source_side} cluster ({self._source.bootstrap_servers}): "
                                f"consumer group {group!r} commits no topic that "
                                f"{self.direction} replicates (it commits "
                                f"{', '.join(sorted({tp.topic for tp in committed}))})")
@@ -117,8 +117,8 @@ class Translator:
             try:
                 return map_topic.read(link.client_settings(self._target), source_cluster)
             except map_topic.MapMissing:
-                raise ClusterError(
-                    self._target_side, self._target.bootstrap_servers,
+                raise ProblemFound(
+                    f"{self._target_side} cluster ({self._target.bootstrap_servers}): "
                     f"the offset map topic {map_topic.TOPIC!r} does not exist; the replicator "
                     "has not run against this cluster yet, or the topic was deleted (offsets "
                     "copied before it was recreated cannot be translated)") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.sandbox import Sandbox
+from workbench.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 

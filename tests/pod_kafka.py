@@ -27,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def up(state: str, host: str) -> None:
-    from replicator.sandbox import Sandbox
+    from workbench.sandbox import Sandbox
 
     info = Sandbox(Path(state), host=host).up(sasl=True)
     print(json.dumps(info.as_json()))
 
 
 def down(state: str) -> None:
-    from replicator.sandbox import Sandbox
+    from workbench.sandbox import Sandbox
 
     Sandbox(Path(state)).down()
     print(json.dumps({"down": True}))

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from replicator.bench.data import ONE_PER_BATCH
-from replicator.bench.harness import main
+from workbench.bench.data import ONE_PER_BATCH
+from workbench.bench.harness import main
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 

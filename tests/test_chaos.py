@@ -1,4 +1,4 @@
-"""The chaos soak, short: `python -m cluster.chaos --minutes 2` as an operator runs it.
+"""The chaos soak, short: `python -m workbench.chaos --minutes 2` as an operator runs it.
 
 Faults from a seeded schedule of every kind (about eight fit in the two minutes), two at a
 time, under steady load, on its own sandbox (it kills brokers) and its own two-node Ray
@@ -26,7 +26,7 @@ def test_a_short_soak_loses_nothing_leaks_no_aborted_record_and_makes_no_loop(tm
     report_file = tmp_path / "chaos.json"
     with open(tmp_path / "chaos.log", "w") as out:
         soak = subprocess.Popen(
-            [sys.executable, "-m", "cluster.chaos", "--minutes", "2", "--seed", "11",
+            [sys.executable, "-m", "workbench.chaos", "--minutes", "2", "--seed", "11",
              "--rate", "400", "--gap", "3", "--warm-up", "10", "--settle", "15", "--overlap", "2",
              "--json", str(report_file), "--state-dir", str(tmp_path / "state")],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO)

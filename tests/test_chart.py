@@ -351,7 +351,7 @@ VARIATIONS = {
                 "autoCommitIntervalMs": 5000,
             },
         },
-        "consumer": {"autoOffsetReset": "latest", "pollTimeoutMs": 500},
+        "consumer": {"autoOffsetReset": "latest", "fetchMaxBytes": 10485760},
         "producer": {"lingerMs": 0, "compressionType": "zstd"},
         "shutdownGracePeriodSeconds": 60,
         "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}},
@@ -439,6 +439,10 @@ def test_config_loads_and_equals_values(variation, tmp_path):
         assert not {"saslPasswordSecret", "sslKeyPasswordSecret", "tlsSecret", "saslPassword",
                     "sslKeyPassword"} & set(rendered[side])
     assert parse_config(rendered) == parse_config(expected_config(overrides)), name
+
+
+def test_the_default_values_render_a_config_that_warns_about_nothing(helm):
+    assert parse_config(rendered_config(render(helm, {}))).warnings() == []
 
 
 def test_ray_cluster_is_sized_from_replicas_and_resources(variation):

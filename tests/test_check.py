@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kafka_support import create_topic
-from replicator.cli import main
+from cluster.cli import main
 
 pytestmark = pytest.mark.kafka
 
@@ -34,7 +34,7 @@ def test_check_connect_reaches_both_clusters_and_finds_the_source_topics(sandbox
 
 
 def test_check_connect_names_a_missing_source_topic(sandbox, name, tmp_path, capsys):
-    assert main(["check", "--connect", "--config", write(tmp_path, one_way(sandbox, name))]) == 2
+    assert main(["check", "--connect", "--config", write(tmp_path, one_way(sandbox, name))]) == 1
     assert f"sourceToTarget: '{name}' on the source cluster" in capsys.readouterr().err
 
 
@@ -43,5 +43,5 @@ def test_check_connect_names_the_unreachable_cluster(sandbox, name, tmp_path, ca
         probe.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{probe.getsockname()[1]}"
     config = one_way(sandbox, name, targetKafka={"bootstrapServers": closed})
-    assert main(["check", "--connect", "--config", write(tmp_path, config)]) == 2
+    assert main(["check", "--connect", "--config", write(tmp_path, config)]) == 4
     assert f"error: target cluster ({closed}): no broker accepted the connection" in capsys.readouterr().err

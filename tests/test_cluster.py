@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 from cluster.loopback import on_loopback
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
-from cluster.traffic import PartitionCheck, check_partition
+from workbench.traffic import PartitionCheck, check_partition
 from kafka_support import batch_bytes, committed, create_topic, read_all, set_group_offsets, wait_until
 from replicator.config import parse_config
 from replicator.offsets import describe_groups
@@ -246,7 +246,7 @@ def test_scaling_a_direction_from_one_to_three_members_spreads_the_partitions(
     member keeps copying what it keeps, and commits what it acknowledged before it hands
     a partition over; the new owner resumes there. Should that commit fail, the new owner
     replays at most one auto-commit interval (1 s): at 400 records/s over 6 partitions
-    that is under maxPollRecords (100) per moved partition, the bound asserted."""
+    that is under 100 records per moved partition, the bound asserted."""
     create_topic(sandbox.source, name, partitions=6)
     one = settings(sandbox, name, s2t=[name], replicas=1)
     supervisor = supervised(parse_config(one))
@@ -396,7 +396,7 @@ def test_with_exactly_once_a_driver_stopped_or_killed_and_restarted_duplicates_n
 
 def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
         sandbox, name, ray_cluster, tmp_path):
-    """Retrying cannot fix a config error: the driver stops every member and exits 2,
+    """Retrying cannot fix a config error: the driver stops every member and exits 3,
     naming the problem, so that the operator (or Kubernetes' CrashLoopBackOff) sees it."""
     create_topic(sandbox.source, name, partitions=1)
     config = settings(sandbox, name, s2t=[name])
@@ -407,7 +407,7 @@ def test_a_config_error_in_a_member_stops_the_driver_with_the_error(
     driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
     driver.wait(timeout=90)
     log = (tmp_path / "driver.log").read_text()
-    assert driver.returncode == 2, log
+    assert driver.returncode == 3, log
     assert "sourceToTarget-0 stopped on a config error" in log
     assert "createTopics is false" in log
 

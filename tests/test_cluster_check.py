@@ -1,6 +1,6 @@
 """The check behind the demo's proof and the failover tests: sent against arrived, per partition."""
 
-from cluster.traffic import check_partition
+from workbench.traffic import check_partition
 
 SENT = ["a", "b", "c", "d", "e"]
 

@@ -2,10 +2,11 @@
 
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from replicator.cli import main
+from cluster.cli import main
 from replicator.config import load_config, parse_config
 from replicator.errors import ConfigError
 
@@ -68,8 +69,6 @@ def test_the_existing_charts_values_load_as_they_are(tmp_path):
 
 
 def test_the_example_configs_are_valid():
-    from pathlib import Path
-
     examples = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
     assert examples
     for example in examples:
@@ -169,10 +168,10 @@ def test_the_charts_secret_references_in_a_cluster_block_are_ignored():
     assert parse_config(with_(sourceKafka=cluster)).source_kafka.bootstrap_servers == "k:9092"
 
 
-def test_check_exits_2_with_the_error_on_an_invalid_file(tmp_path, capsys):
+def test_check_exits_3_with_the_error_on_an_invalid_file(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("sourceKafka: {bootstrapServers: k:9092}\n")
-    assert main(["check", "--config", str(path)]) == 2
+    assert main(["check", "--config", str(path)]) == 3
     err = capsys.readouterr().err
     assert "targetKafka: required field is missing" in err
 
@@ -191,8 +190,6 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_the_readme_documents_every_config_key():
-    from pathlib import Path
-
     from replicator.config import ReplicatorConfig, _model_of
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
@@ -208,3 +205,68 @@ def test_the_readme_documents_every_config_key():
     missing = sorted({key for key in keys(ReplicatorConfig)
                       if not re.search(rf"[`.]{key}[`.,\[]", reference)})
     assert missing == []
+
+
+@pytest.mark.parametrize("servers", ["not a host list!!", "kafka", "kafka:99999", "kafka:9092,,k2:9092", "kafka:port"])
+def test_bootstrap_servers_must_be_a_host_port_list(servers):
+    error = error_of(with_(sourceKafka={"bootstrapServers": servers}))
+    assert f"sourceKafka.bootstrapServers: {servers!r} is not a comma-separated list of host:port" in error
+
+
+@pytest.mark.parametrize("servers", ["kafka-0.kafka:9092,kafka-1.kafka:9092", "10.0.0.1:9092", "[::1]:9092",
+                                     "kafka_1:9092, kafka_2:9093"])
+def test_bootstrap_servers_take_names_addresses_and_lists(servers):
+    assert parse_config(with_(sourceKafka={"bootstrapServers": servers})).source_kafka.bootstrap_servers == servers
+
+
+@pytest.mark.parametrize("topic", ["has space", "a/b", ".", "..", "x" * 250, "ünïcode"])
+def test_a_topic_name_kafka_refuses_is_refused_naming_its_key(topic):
+    error = error_of(with_(replication={"sourceToTarget": {"topics": [{"sourceTopicName": "ok",
+                                                                         "targetTopicName": topic}]}}))
+    assert f"replication.sourceToTarget.topics.0.targetTopicName: {topic!r} is not a topic name Kafka accepts" in error
+
+
+def test_a_topic_copied_onto_itself_on_the_same_cluster_is_refused():
+    same = {"bootstrapServers": "kafka:9092"}
+    error = error_of(with_(targetKafka={"bootstrapServers": "KAFKA:9092"}, sourceKafka=same))
+    assert "topic 'damage' would be copied onto itself" in error and "targetTopicName" in error
+    renamed = {"sourceToTarget": {"topics": [{"sourceTopicName": "damage", "targetTopicName": "damage-copy"}]}}
+    assert parse_config(with_(targetKafka=same, replication=renamed))
+
+
+def test_two_sources_copied_into_one_target_is_a_warning_not_an_error():
+    config = parse_config(with_(replication={"sourceToTarget": {"topics": [
+        {"sourceTopicName": "a", "targetTopicName": "all"}, {"sourceTopicName": "b", "targetTopicName": "all"}]}}))
+    assert config.warnings() == ["replication.sourceToTarget: 'a' and 'b' are copied into the same target "
+                                 "topic 'all', where their records mix (fine if meant)"]
+    assert parse_config(MINIMAL).warnings() == []
+
+
+def test_check_prints_the_warnings(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent("""
+        sourceKafka: {bootstrapServers: "kafka:9092"}
+        targetKafka: {bootstrapServers: "kafka-warehouse:9092"}
+        replication:
+          sourceToTarget:
+            topics: [{sourceTopicName: a, targetTopicName: all}, {sourceTopicName: b, targetTopicName: all}]
+        """))
+    assert main(["check", "--config", str(path)]) == 0
+    assert "warning: replication.sourceToTarget: 'a' and 'b' are copied into the same" in capsys.readouterr().out
+
+
+def test_keys_without_effect_are_accepted_and_warned_about_when_set():
+    config = parse_config(with_(consumerGroup={"sourceToTarget": {"groupId": "g", "maxPollRecords": 100}},
+                                producer={"lingerMs": 0, "deliveryTimeoutMs": 30000}))
+    assert [w.split(":")[0] for w in config.warnings()] == [
+        "consumerGroup.sourceToTarget.maxPollRecords has no effect", "producer.lingerMs has no effect",
+        "producer.deliveryTimeoutMs has no effect"]
+
+
+def test_poll_timeout_ms_is_gone():
+    assert "consumer.pollTimeoutMs: unknown key" in error_of(with_(consumer={"pollTimeoutMs": 500}))
+
+
+def test_the_example_configs_warn_about_nothing():
+    for example in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
+        assert load_config(example).warnings() == [], example

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kafka_support import wait_until
-from replicator.sandbox import Sandbox
+from workbench.sandbox import Sandbox
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 

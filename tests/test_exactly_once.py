@@ -48,7 +48,7 @@ class Member:
 
     def __init__(self, config: str, name: str = "sourceToTarget-0"):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "replicator.cli", "--log-level", "WARNING", "replicate",
+            [sys.executable, "-m", "cluster.cli", "--log-level", "WARNING", "replicate",
              "--config", config, "--direction", "sourceToTarget", "--member", name],
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -318,12 +318,12 @@ def test_a_target_that_refuses_transactions_stops_the_replicator_at_start_naming
             "saslPasswordEnv": "TEST_SASL_PASSWORD"}, **direction(name))
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
         replicate = subprocess.run(
-            [sys.executable, "-m", "replicator.cli", "replicate", "--config", str(tmp_path / "config.yaml"),
+            [sys.executable, "-m", "cluster.cli", "replicate", "--config", str(tmp_path / "config.yaml"),
              "--direction", "sourceToTarget"], capture_output=True, text=True, timeout=120)
     finally:
         admin.delete_acls([denied])
         admin.close()
-    assert replicate.returncode == 2, replicate.stderr[-3000:]
+    assert replicate.returncode == 4, replicate.stderr[-3000:]
     error = replicate.stderr.strip().splitlines()[-1]
     assert error.startswith(f"error: target cluster ({target.bootstrap_servers}): exactlyOnce: the target "
                             f"refused transactional id 'kafka-replicator.{name}.check'"), error

@@ -14,8 +14,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from kafka_support import committed, count, create_topic, produce, read_all, set_group_offsets, wait_until
-from replicator import cli, map_topic
-from replicator.bench.failover import values_after
+from cluster import cli
+from replicator import map_topic
+from workbench.bench.failover import values_after
 
 pytestmark = pytest.mark.kafka
 
@@ -32,7 +33,7 @@ class Member:
 
     def __init__(self, config_file):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "replicator.cli", "--log-level", "WARNING", "replicate",
+            [sys.executable, "-m", "cluster.cli", "--log-level", "WARNING", "replicate",
              "--config", str(config_file), "--direction", "sourceToTarget"])
 
     def stop(self) -> None:
@@ -160,7 +161,7 @@ def test_translating_a_group_that_does_not_exist_names_it_and_fails(sandbox, nam
     capsys.readouterr()
     code = cli.main(["offsets", "translate", "--config", str(config), "--group", f"{name}-nobody"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert f"consumer group '{name}-nobody' has no committed offsets there" in err
     assert err.startswith(f"error: source cluster ({sandbox.source})")
 
@@ -173,7 +174,7 @@ def test_translating_a_group_of_topics_not_replicated_names_them_and_fails(sandb
     capsys.readouterr()
     code = cli.main(["offsets", "translate", "--config", str(config), "--group", f"{name}-app"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert f"commits no topic that sourceToTarget replicates (it commits {name}-elsewhere)" in err
 
 
@@ -188,7 +189,7 @@ def test_a_partition_the_replicator_has_not_reached_is_not_translated(sandbox, n
     set_group_offsets(sandbox.source, f"{name}-app", {TopicPartition(name, 0): 30})
 
     code, [row] = translate(config, f"{name}-app", capsys)
-    assert code == 2
+    assert code == 1
     assert row["target_offset"] is None
     assert row["reason"] == "not copied yet (the replicator has copied up to offset 20)"
     assert row["to_copy"] == 20
@@ -206,7 +207,7 @@ def test_translating_without_the_offset_map_topic_says_it_is_missing(sandbox, na
         capsys.readouterr()
         code = cli.main(["offsets", "translate", "--config", str(config), "--group", f"{name}-app"])
         err = capsys.readouterr().err
-        assert code == 2
+        assert code == 1
         assert err.startswith(f"error: target cluster ({sandbox.target}): the offset map topic "
                               f"'{map_topic.TOPIC}' does not exist")
     finally:

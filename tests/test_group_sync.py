@@ -9,7 +9,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from kafka_support import committed, create_topic, flow_for, produce, running, set_group_offsets, wait_until
-from replicator import cli
+from cluster import cli
 from replicator.config import parse_config
 from replicator.group_sync import GroupSync
 

@@ -14,6 +14,8 @@ from image_support import REPO, BuildFailed, Missing, build_image, podman, podma
 
 pytestmark = pytest.mark.image
 
+TOOLING = ("sandbox", "certificates", "bench", "chaos", "demo", "proxy", "traffic", "workbench")
+
 
 @pytest.fixture(scope="module")
 def image():
@@ -64,6 +66,8 @@ def test_the_image_holds_the_runtime_and_nothing_else(image):
         "    if not (top.endswith('.dist-info') or f.suffix in ('.py', '.pyc') and top in ('replicator', 'cluster')"
         " or top == '..' and f.name == 'kafka-replicator'):\n"
         "        print('FOUND', f)\n"
+        f"    if set(f.with_suffix('').parts) & {set(TOOLING)!r} or f.stem.split('.')[0] in {set(TOOLING)!r}:\n"
+        "        print('FOUND tooling', f)\n"
         "for place in ('/opt', '/tmp', '/home/ray'):\n"
         "    for found in pathlib.Path(place).iterdir():\n"
         "        if found.name not in ('anaconda3', '.bashrc', '.profile', '.bash_logout', '.cache'):\n"

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from k8s_support import Missing
 from node_support import NODE_IP, NODE_NAME, PROBE_IMAGE, build_node_tools, missing_prerequisites, node_plane
@@ -468,9 +469,11 @@ def test_driver_kind_rayjob_runs_replicates_and_stops_gracefully(node, kafka, re
     wait_for("the release's pods to go", lambda: not node.get("pods", "-n", namespace)["items"], timeout=180)
     print(f"helm uninstall: every pod gone {time.monotonic() - stopping:.0f} s after it began")
     # Stopped gracefully: each direction's group committed up to the end of what it read.
-    for group, topic, cluster in (("kafka-replicator-s2t", "damage", "source"),
-                                  ("kafka-replicator-s2t", "events-sensor", "source"),
-                                  ("kafka-replicator-t2s", "warehouse-events", "target")):
+    groups = yaml.safe_load((CHART / "values.yaml").read_text())["consumerGroup"]  # the defaults'
+    groups = {d: g if isinstance(g, str) else g["groupId"] for d, g in groups.items()}
+    for group, topic, cluster in ((groups["sourceToTarget"], "damage", "source"),
+                                  (groups["sourceToTarget"], "events-sensor", "source"),
+                                  (groups["targetToSource"], "warehouse-events", "target")):
         lag = kafka_tool(node, "lag", kafka[cluster]["bootstrapServers"], group, topic)
         print(group, topic, lag)
         assert lag["lag"] == 0, (group, topic, lag)

@@ -1,4 +1,4 @@
-"""cluster.proxy, the chaos soak's TCP proxy: in front of an echo server (exact timings) and
+"""workbench.proxy, the chaos soak's TCP proxy: in front of an echo server (exact timings) and
 in front of a real broker, which advertises it (the sandbox's proxied listener)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import pytest
 from kafka import KafkaAdminClient
 
-from cluster.proxy import Proxy
+from workbench.proxy import Proxy
 
 
 class Echo(socketserver.BaseRequestHandler):

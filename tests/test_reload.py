@@ -56,12 +56,12 @@ def test_a_directions_own_replica_count_scales_that_direction_only():
 
 
 def test_any_other_changed_setting_is_named_and_left_as_it_runs():
-    wanted = with_(with_(BOTH, "consumer.pollTimeoutMs", 500), "replicaCount", 3)
+    wanted = with_(with_(BOTH, "consumer.fetchMaxBytes", 10485760), "replicaCount", 3)
 
     change = compare(parse_config(BOTH), parse_config(wanted))
 
-    assert change.needs_restart == ["consumer.pollTimeoutMs"]
-    assert change.config.consumer.poll_timeout_ms == parse_config(BOTH).consumer.poll_timeout_ms
+    assert change.needs_restart == ["consumer.fetchMaxBytes"]
+    assert change.config.consumer.fetch_max_bytes == parse_config(BOTH).consumer.fetch_max_bytes
     assert change.config.replica_count == 3
 
 

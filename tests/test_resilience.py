@@ -79,7 +79,7 @@ def write_config(path, sandbox, topic, group, mode) -> str:
 
 def start_replicator(config_path: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "replicator.cli", "replicate", "--config", config_path,
+        [sys.executable, "-m", "cluster.cli", "replicate", "--config", config_path,
          "--direction", "sourceToTarget", "--member", "sourceToTarget-0"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

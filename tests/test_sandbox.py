@@ -19,8 +19,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from cluster.cli import main
-from replicator import certificates
-from replicator.sandbox import ClusterEndpoint, Sandbox, SandboxInfo
+from workbench import certificates
+from workbench.sandbox import ClusterEndpoint, Sandbox, SandboxInfo
 
 pytestmark = pytest.mark.kafka
 

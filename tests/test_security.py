@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from kafka_support import count, create_topic, produce, running, wait_until
-from replicator import certificates
-from replicator.cli import main
+from workbench import certificates
+from cluster.cli import main
 from replicator.config import parse_config
 from replicator.errors import ClusterError
 from replicator.flow import Flow
@@ -166,11 +166,12 @@ def test_the_readmes_tls_example_replicates_from_sasl_ssl_to_mtls(sandbox, name,
 
 
 def check_fails(tmp_path, capsys, config: dict) -> str:
-    """`check --connect` on the config: exit 2, quickly, with one error line and no stack trace."""
+    """`check --connect` on the config: exit 4 (a cluster cannot be used), quickly, with one
+    error line and no stack trace."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
-    assert main(["check", "--connect", "--config", str(path)]) == 2
+    assert main(["check", "--connect", "--config", str(path)]) == 4
     # Sooner than kafka-python's bootstrap gives up: the handshake itself said what is wrong.
     assert time.monotonic() - started < ADMIN_BOOTSTRAP_TIMEOUT_MS / 1000
     output = capsys.readouterr()

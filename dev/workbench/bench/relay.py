@@ -1,7 +1,7 @@
 """A bare kafka-python relay: poll, send, nothing else (no checkpoint, no provenance,
 no commits). Used to tell kafka-python's own latency from our loop's.
 
-``python -m replicator.bench.relay SOURCE TARGET GROUP SRC=DST [SRC=DST ...]``; stops on SIGTERM.
+``python -m workbench.bench.relay SOURCE TARGET GROUP SRC=DST [SRC=DST ...]``; stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from ..config import ProducerConfig
+from replicator.config import ProducerConfig
 
 
 def relay(source: str, target: str, group: str, routes: dict[str, str]) -> None:

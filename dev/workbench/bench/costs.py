@@ -27,10 +27,10 @@ from collections import Counter, deque
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from .. import batches, flow, wire
-from ..config import ConsumerConfig, ProducerConfig
-from ..provenance import Provenance
-from ..shipping import Shipper, Target
+from replicator import batches, flow, wire
+from replicator.config import ConsumerConfig, ProducerConfig
+from replicator.provenance import Provenance
+from replicator.shipping import Shipper, Target
 from . import data
 
 REPEATS = 3

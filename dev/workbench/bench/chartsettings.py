@@ -6,7 +6,7 @@ message. kafka-python's defaults otherwise (acks=1). The one liberty taken: reco
 their source partition, so that the copy can be verified partition by partition like the
 others (the chart let the producer hash keys, which costs the same).
 
-Run as its own process: ``python -m replicator.bench.chartsettings SOURCE TARGET TOPIC
+Run as its own process: ``python -m workbench.bench.chartsettings SOURCE TARGET TOPIC
 TARGET_TOPIC RECORDS SECONDS``; it stops after RECORDS records or SECONDS seconds.
 """
 

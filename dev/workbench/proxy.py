@@ -19,7 +19,7 @@ import asyncio
 import threading
 import time
 
-from .loopback import LOOPBACK
+from cluster.loopback import LOOPBACK
 
 CHUNK = 64 * 1024
 

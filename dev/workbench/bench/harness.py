@@ -24,7 +24,7 @@ from . import failover
 from .failover import Failover
 from .measure import Copy, watch_copy
 
-log = logging.getLogger("replicator.bench")
+log = logging.getLogger("workbench.bench")
 
 OURS = list(ours.ROWS)
 REPLICATORS = [*OURS, "mirrormaker2"]
@@ -256,7 +256,7 @@ class Bench:
         data.create_topic(self.target, target_topic, dataset.partitions)
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "replicator.bench.chartsettings", self.source, self.target,
+            [sys.executable, "-m", "workbench.bench.chartsettings", self.source, self.target,
              dataset.topic, target_topic, str(dataset.records), str(self.plan.chart_seconds)],
             stdout=open(self.work / "chart.log", "wb"), stderr=subprocess.STDOUT, env=ours._env())
         try:
@@ -430,7 +430,7 @@ class Bench:
         return {
             "run_id": self.run_id,
             "mode": self.plan.name,
-            "command": "python -m replicator.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "command": "python -m workbench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "members": self.members,
             "seconds": round(time.monotonic() - self.started, 1),
             "machine": machine(),
@@ -492,7 +492,7 @@ def versions() -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m replicator.bench",
+        prog="python -m workbench.bench",
         description="Throughput, CPU cost and latency of our replicator against MirrorMaker 2.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
@@ -505,11 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", help="bootstrap servers of a running source cluster (else the sandbox)")
     parser.add_argument("--target", help="bootstrap servers of a running target cluster (else the sandbox)")
     parser.add_argument("--state-dir", type=Path, help="sandbox state directory "
-                        "(default ~/.cache/kafka-replicator/bench-sandbox)")
+                        "(default ~/.cache/kafka-dev/workbench/bench-sandbox)")
     parser.add_argument("--keep-sandbox", action="store_true",
                         help="leave the sandbox running (a re-run then reuses the pre-loaded data)")
     parser.add_argument("--work-dir", type=Path, help="logs and configs of this run")
-    parser.add_argument("--out", type=Path, help="results JSON (default: replicator/bench/results/"
+    parser.add_argument("--out", type=Path, help="results JSON (default: dev/workbench/bench/results/"
                         "bench-full.json for a full run, else in the work dir); the PNG goes next to it")
     parser.add_argument("--only", nargs="+", choices=ROWS + EXTRA_ROWS + list(ALIASES),
                         help="run these rows only (ours: ours-batch, ours-record and ours-exactly-once; with latency, "

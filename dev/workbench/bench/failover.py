@@ -21,14 +21,14 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from ..config import load_config
-from ..group_sync import GroupSync
-from ..offset_map import PartitionMap, Span
-from ..translation import Translator, coordinated
-from .. import map_topic
+from replicator.config import load_config
+from replicator.group_sync import GroupSync
+from replicator.offset_map import PartitionMap, Span
+from replicator.translation import Translator, coordinated
+from replicator import map_topic
 from . import data, mirrormaker, ours
 
-log = logging.getLogger("replicator.bench")
+log = logging.getLogger("workbench.bench")
 
 PARTITIONS = 3
 

@@ -1,6 +1,6 @@
 """Our replicator under test: one `replicate` process per consumer-group member.
 
-`python -m replicator.cli replicate --member mN` runs one member of one direction in its
+`python -m cluster.cli replicate --member mN` runs one member of one direction in its
 own process: the same Flow loop each Ray actor runs, without Ray's own processes, so
 the CPU counted is the replication loop's (plus the interpreter's). The direction runs in
 one of two modes (`replication.<direction>.mode`): `batch` copies Kafka record batches as
@@ -72,12 +72,12 @@ class Replicators:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         for member in range(self.members):
-            command = [sys.executable, "-m", "replicator.cli", "--log-level", "WARNING", "replicate",
+            command = [sys.executable, "-m", "cluster.cli", "--log-level", "WARNING", "replicate",
                        "--config", str(self.config), "--direction", "sourceToTarget",
                        "--member", f"bench-m{member}"]
             if self.profile:
                 out = self.log_dir / f"{self.label}-m{member}.prof"
-                command[1:3] = ["-m", "cProfile", "-o", str(out), "-m", "replicator.cli"]
+                command[1:3] = ["-m", "cProfile", "-o", str(out), "-m", "cluster.cli"]
             log = open(self.log_dir / f"{self.label}-m{member}.log", "wb")
             self.procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                                stdin=subprocess.DEVNULL, env=_env()))
@@ -118,10 +118,10 @@ def _env() -> dict:
 
 
 class Relay:
-    """The bare kafka-python relay (replicator.bench.relay) in its own process."""
+    """The bare kafka-python relay (workbench.bench.relay) in its own process."""
 
     def __init__(self, source: str, target: str, group: str, routes: dict[str, str], log_dir: Path):
-        self.command = [sys.executable, "-m", "replicator.bench.relay", source, target, group,
+        self.command = [sys.executable, "-m", "workbench.bench.relay", source, target, group,
                         *(f"{s}={t}" for s, t in routes.items())]
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None

@@ -15,7 +15,7 @@ are made afresh in the state dir at every start (``<state_dir>/tls``). TLS impli
 whose users the SASL_SSL listener shares.
 
 ``up(proxied=True)`` adds a PROXIED listener to each cluster that advertises another port,
-kept free for a proxy in front of the broker (cluster.proxy): clients that bootstrap through
+kept free for a proxy in front of the broker (workbench.proxy): clients that bootstrap through
 the proxy learn its address from the metadata and keep going through it.
 
 ``up(sasl=True)``, ``up(tls=True)`` or ``up(proxied=True)`` on a running sandbox that was
@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
@@ -46,9 +47,9 @@ from typing import Any, Iterator
 from kafka import KafkaAdminClient
 
 from . import certificates
-from .errors import ReplicatorError
+from replicator.errors import ReplicatorError
 
-log = logging.getLogger("replicator.sandbox")
+log = logging.getLogger("workbench.sandbox")
 
 KAFKA_VERSION = "4.4.0"
 # Kafka's own distribution ships a log4j2 backend; the Maven artifact doesn't.
@@ -62,6 +63,7 @@ SASL_USERNAME = "replicator"
 MIN_JAVA = 17
 BROKER_HEAP = ("-Xms256m", "-Xmx768m")
 STOP_GRACE_SECONDS = 20.0
+PORTS_FROM = 20000  # the brokers' ports: from here up to the ephemeral range
 MAVEN_TIMEOUT_SECONDS = 1800.0
 
 _JAVA_HINT = "install OpenJDK 17+, e.g. apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
@@ -316,12 +318,28 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Distinct free ports of ``host`` (all held open at once so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """Distinct free ports of ``host`` below the ephemeral range: any outgoing connection may take
+    an ephemeral port between this check and the broker's bind (seen with Ray busy beside)."""
+    chosen: list[int] = []
+    candidates = list(range(PORTS_FROM, _ephemeral_start()))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    raise SandboxError(f"fewer than {count} free ports of {host} from {PORTS_FROM} up")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _new_cluster_uuid() -> str:

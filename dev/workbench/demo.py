@@ -25,14 +25,14 @@ import yaml
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from cluster.loopback import on_loopback
+from cluster.plan import NAMESPACE, plan
+from cluster.supervisor import DirectionStatus, Supervisor
 from replicator.config import ReplicatorConfig, parse_config
 from replicator.errors import ReplicatorError
 from replicator.offsets import describe_groups
-from replicator.sandbox import Sandbox, SandboxInfo
 
-from .loopback import on_loopback
-from .plan import NAMESPACE, plan
-from .supervisor import DirectionStatus, Supervisor
+from .sandbox import Sandbox, SandboxInfo
 from .traffic import PartitionCheck, Stream, Traffic, check_stream
 
 MEMBERS = 2

@@ -1,6 +1,6 @@
 """Benchmarks against MirrorMaker 2: throughput, CPU cost and latency, in one run.
 
-``python -m replicator.bench [--quick]`` starts the sandbox (or uses running clusters),
+``python -m workbench.bench [--quick]`` starts the sandbox (or uses running clusters),
 pre-loads a fixed data set (100 B and 1 KiB records in large batches, and 100 B records
 one per batch, the worst case for batch mode), and measures side by side on the same
 two clusters:

@@ -1,11 +1,11 @@
-"""`python -m cluster.chaos`: a bounded soak with faults injected under steady load.
+"""`python -m workbench.chaos`: a bounded soak with faults injected under steady load.
 
 Starts its own sandbox (two one-broker Kafka clusters) and a two-node Ray cluster (a head
 and a worker, each `ray start` on 127.0.0.1), runs the replicator through the real driver
 (`python -m cluster.driver`) in both directions with two members each, and produces keyed
 traffic in which every record carries its own sequence: per-direction topics, a topic
 replicated both ways (active-active), a compacted topic, and transactions of which some
-abort. The replicator reaches the target broker through a proxy of ours (cluster.proxy) that
+abort. The replicator reaches the target broker through a proxy of ours (workbench.proxy) that
 can make it slow or unreachable. Faults come from a seeded schedule, one at a time or
 `--overlap` at once (never two on the same broker, Ray node, driver or member), each
 followed by the time the replicator took to bring its lag back under a threshold. At the
@@ -14,7 +14,7 @@ the lag goes to 0, and every record is checked on both clusters: lost, duplicate
 fault), out of order, aborted records leaked, loops. Everything runs on loopback and
 everything it started is stopped when it ends.
 
-    python -m cluster.chaos --minutes 30 --seed 7 --json chaos.json
+    python -m workbench.chaos --minutes 30 --seed 7 --json chaos.json
 """
 
 from __future__ import annotations
@@ -44,15 +44,15 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from cluster.loopback import LOOPBACK
 from replicator.config import parse_config
 from replicator.offsets import describe_groups
-from replicator.sandbox import Sandbox
 
-from .loopback import LOOPBACK
 from .proxy import Proxy
+from .sandbox import Sandbox
 from .traffic import RUN_HEADER, Stream, Traffic, arrived
 
-log = logging.getLogger("cluster.chaos")
+log = logging.getLogger("workbench.chaos")
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("member-kill", "member-freeze", "source-broker-kill", "target-broker-kill",
@@ -84,13 +84,13 @@ def say(*parts: object) -> None:
 # -- the processes the soak runs -----------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
-def _session_pids(sid: int) -> list[int]:
+def session_pids(sid: int) -> list[int]:
     """Every live process of a session: a `ray start` and all Ray started from it."""
     pids = []
     for entry in os.listdir("/proc"):
@@ -103,8 +103,8 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
-    for pid in _session_pids(sid):
+def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
+    for pid in session_pids(sid):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -117,7 +117,7 @@ class RayNodes:
     def __init__(self, directory: Path, env: dict):
         self.directory = directory
         self.env = env
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"{LOOPBACK}:{self.port}"
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
@@ -137,8 +137,8 @@ class RayNodes:
         # Short temp dirs: Ray's socket paths must stay under 108 bytes.
         self.head = self._ray_start(
             ["--head", "--port", str(self.port), "--num-cpus", str(HEAD_CPUS),
-             "--include-dashboard", "false", "--dashboard-port", str(_free_port()),
-             "--ray-client-server-port", str(_free_port()),
+             "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+             "--ray-client-server-port", str(free_port()),
              "--temp-dir", tempfile.mkdtemp(prefix="krch-", dir="/tmp")], "head")
         self._wait_nodes(1)
         self.start_worker()
@@ -151,7 +151,7 @@ class RayNodes:
 
     def kill_worker(self) -> None:
         if self.worker is not None:
-            _kill_session(self.worker.pid)
+            kill_session(self.worker.pid)
             self.worker.wait()
 
     def _wait_nodes(self, count: int, timeout: float = 90.0) -> None:
@@ -170,7 +170,7 @@ class RayNodes:
         for node, proc in (("head", self.head), ("worker", self.worker)):
             if proc is None:
                 continue
-            for pid in _session_pids(proc.pid):
+            for pid in session_pids(proc.pid):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         if f.read().startswith(b"ray::Member"):
@@ -182,7 +182,7 @@ class RayNodes:
     def stop(self) -> None:
         for proc in (self.worker, self.head):
             if proc is not None:
-                _kill_session(proc.pid)
+                kill_session(proc.pid)
                 proc.wait()
 
 
@@ -906,7 +906,7 @@ def passed(report: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.chaos", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m workbench.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--faults", nargs="+", default=list(KINDS), choices=KINDS, metavar="KIND",
