@@ -285,11 +285,12 @@ signal.pause()
 
 def _machine_state() -> dict[str, set[str]]:
     """Pods' network namespaces (containerd mounts them under /var/run/netns) and
-    containerd shims' sockets and runc state under /run/containerd, machine-wide."""
+    containerd shims' sockets and runc state under /run/containerd, machine-wide (empty
+    folders aside: the shims make /run/containerd/s and leave it)."""
     state = {}
     for what, folder in (("network namespaces", Path("/var/run/netns")),
                          ("containerd runtime files", Path("/run/containerd"))):
-        state[what] = {str(p) for p in folder.rglob("*")} if folder.is_dir() else set()
+        state[what] = {str(p) for p in folder.rglob("*") if not p.is_dir()} if folder.is_dir() else set()
     return state
 
 
