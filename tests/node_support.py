@@ -27,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -568,7 +569,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             left["cgroups"] = cgroups
         shims = []
         for proc in Path("/proc").iterdir():
-            if proc.name.isdigit() and int(proc.name) != os.getpid():
+            if proc.name.isdigit() and int(proc.name) not in (os.getpid(), os.getppid()):
                 with contextlib.suppress(OSError):
                     cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                     if str(self.socket) in cmdline or str(self.state) in cmdline:
@@ -595,3 +596,64 @@ def node_plane(state: Path, helm: str, report=print):
         yield plane
     finally:
         plane.stop()
+
+
+# ----------------------------------------------------------------------------------------
+# By hand: python tests/node_support.py up
+# ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the control plane with a real node until Ctrl-C (as root).")
+    parser.add_argument("command", choices=["up", "build"])
+    parser.add_argument("--state", type=Path, default=Path("/tmp/kafka-replicator-node"),
+                        help="folder for its certificates, data, containerd and logs (emptied first)")
+    parser.add_argument("--image", action="store_true",
+                        help="also build the replicator's image (tests/image_support.py) and import it")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(repo / "tests"))
+    if args.command == "build":
+        for folder in build_node_tools().values():
+            print(folder)
+        return 0
+    from test_chart import find_helm
+
+    shutil.rmtree(args.state, ignore_errors=True)
+    args.state.mkdir(parents=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    with node_plane(args.state, find_helm()) as plane:
+        if args.image:
+            import image_support
+
+            plane.import_image(image_support.build_image().archive())
+        bin_dir = plane.state / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        enter = f"nsenter -t {plane.holder.pid} -n --"
+        for name, command in (("kubectl", f"{plane.tools['kubernetes'] / 'kubectl'} --kubeconfig {plane.admin}"),
+                              ("helm", f"env KUBECONFIG={plane.admin} {plane.helm_bin}"),
+                              ("in-node", "")):
+            script = bin_dir / name
+            script.write_text(f'#!/bin/sh\nexec {enter} {command} "$@"\n'.replace("  ", " "))
+            script.chmod(0o755)
+        print(f"\nup: {', '.join(f'{n} (pid {p})' for n, p in plane.pids().items())}\n"
+              f"kubectl, helm and in-node (any command inside the node's network namespace):\n"
+              f"  export PATH={bin_dir}:$PATH\n"
+              f"Kafka where the pods reach it:\n"
+              f"  in-node {sys.executable} {repo / 'tests' / 'pod_kafka.py'} up {args.state / 'kafka'} {NODE_IP}\n"
+              f"  (and `... pod_kafka.py down {args.state / 'kafka'}` before Ctrl-C)\n"
+              f"logs: {plane.logs}\nCtrl-C stops it all.", flush=True)
+        while not stop:
+            time.sleep(0.5)
+        print("stopping ...", flush=True)
+    left = plane.leftovers()
+    print(f"left behind: {left}" if left else "stopped; nothing left behind")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
