@@ -462,11 +462,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         # what the kubelet makes under it can be found and removed afterwards.
         for hierarchy in _v1_controllers():
             (hierarchy / self.cgroup_name).mkdir(exist_ok=True)
-            if hierarchy.name == "cpuset":
-                # A new cpuset cgroup has no CPUs and no memory nodes: no process can join
-                # it (runc: "can't get final child's PID from pipe"). The parent's, then.
-                for key in ("cpuset.cpus", "cpuset.mems"):
-                    (hierarchy / self.cgroup_name / key).write_text((hierarchy / key).read_text())
         self._start("containerd", ["containerd", "--config", str(self.containerd_dir / "config.toml")])
         self._wait("containerd", lambda: self.ctr("version", check=False, timeout=10).returncode == 0, timeout=60)
         for image in ("pause", "probe"):
