@@ -99,19 +99,20 @@ def _module_dir(path: str, version: str, work: Path, log: Path) -> Path:
     return _gomodcache() / f"{path}@{version}"
 
 
-def _build_kubernetes(out: Path, work: Path, log: Path) -> None:
+def _build_kubernetes(out: Path, work: Path, log: Path, commands: tuple[str, ...] = K8S_COMMANDS,
+                      module: str = "kubernetes") -> None:
     go_mod = _module_dir("k8s.io/kubernetes", K8S_VERSION, work, log).joinpath("go.mod").read_text()
     staging = sorted({line.split("=>")[0].strip() for line in go_mod.splitlines()
                       if "=> ./staging/" in line})
     minor = K8S_VERSION.split(".")[1]
     patch = K8S_VERSION.split(".")[2]
-    mod = work / "kubernetes"
+    mod = work / module
     mod.mkdir(parents=True, exist_ok=True)
     (mod / "go.mod").write_text(
         "module kafka-replicator.test/kubernetes\n\ngo 1.24.0\n\ngodebug default=go1.24\n\n"
         f"require k8s.io/kubernetes {K8S_VERSION}\n\nreplace (\n"
         + "".join(f"\t{m} => {m} v0.{minor}.{patch}\n" for m in staging) + ")\n")
-    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in K8S_COMMANDS]
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in commands]
     _run_go(["get", *(f"{p}@{K8S_VERSION}" for p in packages)], mod, log)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     flags = ["-s", "-w"]
@@ -119,7 +120,7 @@ def _build_kubernetes(out: Path, work: Path, log: Path) -> None:
         flags += [f"-X {pkg}.gitVersion={K8S_VERSION}", f"-X {pkg}.gitMajor=1",
                   f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean",
                   f"-X {pkg}.buildDate={date}"]
-    for name, pkg in zip(K8S_COMMANDS, packages):
+    for name, pkg in zip(commands, packages):
         _run_go(["build", "-ldflags", " ".join(flags), "-o", str(out / name), pkg], mod, log)
 
 
@@ -220,13 +221,13 @@ COMPONENTS = {
 }
 
 
-def build_tools(report=print) -> dict[str, Path]:
+def build_tools(report=print, components: dict | None = None) -> dict[str, Path]:
     """Every component's folder in the cache, built first where missing."""
     (CACHE / ".work").mkdir(parents=True, exist_ok=True)
     found = {}
     with (CACHE / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, whoever asks
-        for folder, (builder, files) in COMPONENTS.items():
+        for folder, (builder, files) in (COMPONENTS if components is None else components).items():
             done = CACHE / folder
             if all((done / f).is_file() for f in files):
                 found[folder.rsplit("-", 1)[0]] = done
@@ -367,6 +368,25 @@ class ControlPlane:
         assert self.holder is not None
         return ["nsenter", "-t", str(self.holder.pid), "-U", "-n", "--preserve-credentials", "--", *cmd]
 
+    def _make_namespace(self) -> None:
+        """The holder of a user + network namespace with only loopback (`unshare -rn`)."""
+        if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+            raise Missing("unshare/nsenter (util-linux) are not installed")
+        probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise Missing(f"cannot make a network namespace with `unshare -rn`: {probe.stderr.strip()}")
+        self.holder = subprocess.Popen(["unshare", "-rn", "--", sys.executable, "-c", _HOLDER],
+                                       stdout=subprocess.PIPE, text=True, start_new_session=True)
+        if self.holder.stdout.readline().strip() != "up":
+            raise AssertionError("the network namespace's holder did not bring loopback up")
+        # Only loopback in there, or nothing must start.
+        links = self.run(["cat", "/proc/net/dev"]).stdout
+        interfaces = {line.split(":")[0].strip() for line in links.splitlines()[2:]}
+        assert interfaces == {"lo"}, f"the namespace has more than loopback: {interfaces}"
+
+    def _apiserver_flags(self) -> list[str]:
+        return []
+
     def run(self, cmd: list[str], *, check: bool = True, input: str | None = None,
             timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
         """A command inside the namespace."""
@@ -419,21 +439,9 @@ class ControlPlane:
     # -- start and stop -----------------------------------------------------------------
 
     def start(self) -> None:
-        if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-            raise Missing("unshare/nsenter (util-linux) are not installed")
-        probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
-        if probe.returncode != 0:
-            raise Missing(f"cannot make a network namespace with `unshare -rn`: {probe.stderr.strip()}")
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._make_namespace()
         _write_pki(self.pki)
-        self.holder = subprocess.Popen(["unshare", "-rn", "--", sys.executable, "-c", _HOLDER],
-                                       stdout=subprocess.PIPE, text=True, start_new_session=True)
-        if self.holder.stdout.readline().strip() != "up":
-            raise AssertionError("the network namespace's holder did not bring loopback up")
-        # Only loopback in there, or nothing must start.
-        links = self.run(["cat", "/proc/net/dev"]).stdout
-        interfaces = {line.split(":")[0].strip() for line in links.splitlines()[2:]}
-        assert interfaces == {"lo"}, f"the namespace has more than loopback: {interfaces}"
 
         k8s, pki = self.tools["kubernetes"], self.pki
         server = f"https://127.0.0.1:{APISERVER_PORT}"
@@ -454,7 +462,7 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
             "--allow-privileged=true", "--endpoint-reconciler-type=none",
-            f"--cert-dir={self.state / 'apiserver-certs'}"])
+            f"--cert-dir={self.state / 'apiserver-certs'}", *self._apiserver_flags()])
         self._wait("the API server", lambda: self.kubectl("get", "--raw=/readyz", check=False, timeout=10).returncode == 0,
                    timeout=90)
         kubeconfig = lambda user: str(self.state / f"{user}.kubeconfig")  # noqa: E731
@@ -481,6 +489,13 @@ class ControlPlane:
             str(self.tools["kuberay"] / "ray-operator"), "--metrics-addr=127.0.0.1:18080",
             "--health-probe-bind-address=127.0.0.1:18082", "--enable-leader-election=false"],
             env={"KUBECONFIG": str(self.admin)})
+        self._start_node()
+        self._wait("the default ServiceAccount", lambda: self.kubectl(
+            "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0)
+        self._wait("the operator", lambda: "Starting workers" in self.log("ray-operator"), timeout=60)
+
+    def _start_node(self) -> None:
+        """KWOK, and the Node it pretends to be."""
         self._start("kwok", [
             str(self.tools["kwok"] / "kwok"), f"--kubeconfig={self.admin}",
             f"--config={self.tools['kwok'] / 'stages.yaml'}", "--manage-all-nodes=false",
@@ -496,9 +511,6 @@ class ControlPlane:
         }))
         self._wait("the node to be Ready", lambda: self.kubectl(
             "wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout=5s", check=False).returncode == 0)
-        self._wait("the default ServiceAccount", lambda: self.kubectl(
-            "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0)
-        self._wait("the operator", lambda: "Starting workers" in self.log("ray-operator"), timeout=60)
 
     def stop(self) -> None:
         """Every process by its pid, the last started first: the API server before etcd

@@ -1,5 +1,8 @@
 """A local two-cluster Apache Kafka sandbox: real KRaft brokers on 127.0.0.1.
 
+``Sandbox(host=...)`` puts every listener on another address of this machine instead (the
+tests' real Kubernetes node starts one inside its network namespace, where pods reach it).
+
 Two single-node clusters, "source" and "target", run as detached JVMs so the
 sandbox outlives the Python process that started it. Their jars come once from
 Maven Central (or from ``$KAFKA_HOME/libs``); everything needed to find a running
@@ -314,8 +317,8 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no output)"
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports below the ephemeral range: any outgoing connection may take
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct free ports of ``host`` below the ephemeral range: any outgoing connection may take
     an ephemeral port between this check and the broker's bind (seen with Ray busy beside)."""
     chosen: list[int] = []
     candidates = list(range(PORTS_FROM, _ephemeral_start()))
@@ -323,13 +326,13 @@ def _free_ports(count: int) -> list[int]:
     for port in candidates:
         with socket.socket() as sock:
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind((host, port))
             except OSError:
                 continue
         chosen.append(port)
         if len(chosen) == count:
             return chosen
-    raise SandboxError(f"fewer than {count} free loopback ports from {PORTS_FROM} up")
+    raise SandboxError(f"fewer than {count} free ports of {host} from {PORTS_FROM} up")
 
 
 def _ephemeral_start() -> int:
@@ -455,10 +458,12 @@ _LOG4J2_XML = """\
 class Sandbox:
     """Start, inspect and stop the two-cluster sandbox kept in one state directory."""
 
-    def __init__(self, state_dir: Path | None = None, kafka_version: str = KAFKA_VERSION) -> None:
+    def __init__(self, state_dir: Path | None = None, kafka_version: str = KAFKA_VERSION,
+                 host: str = "127.0.0.1") -> None:
         # Absolute, because the broker's config path doubles as its process marker.
         self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
         self.kafka_version = kafka_version
+        self.host = host  # where a new sandbox listens; a running one keeps its own
         self._state_file = self.state_dir / "sandbox.json"
         self._password_file = self.state_dir / "sasl-password"
         self._tls_dir = self.state_dir / "tls"
@@ -585,33 +590,34 @@ class Sandbox:
 
     def _info(self, state: dict) -> SandboxInfo:
         endpoints = {}
+        host = state.get("host", "127.0.0.1")
         for name in CLUSTERS:
             ports = state["clusters"][name]["ports"]
             sasl = tls = proxied = None
             if state["sasl"]:
                 sasl = SaslEndpoint(
-                    bootstrap_servers=f"127.0.0.1:{ports['sasl']}",
+                    bootstrap_servers=f"{host}:{ports['sasl']}",
                     username=SASL_USERNAME,
                     password_file=Path(state["passwordFile"]),
                 )
             if state.get("tls"):
                 tls = TlsEndpoint(
-                    ssl_bootstrap_servers=f"127.0.0.1:{ports['ssl']}",
-                    sasl_ssl_bootstrap_servers=f"127.0.0.1:{ports['saslSsl']}",
-                    mtls_bootstrap_servers=f"127.0.0.1:{ports['mtls']}",
+                    ssl_bootstrap_servers=f"{host}:{ports['ssl']}",
+                    sasl_ssl_bootstrap_servers=f"{host}:{ports['saslSsl']}",
+                    mtls_bootstrap_servers=f"{host}:{ports['mtls']}",
                     ca_file=self._tls_dir / "ca.crt",
                     cert_file=self._tls_dir / "client.crt",
                     key_file=self._tls_dir / "client.key",
                 )
             if state.get("proxied"):
-                proxied = ProxiedEndpoint(bootstrap_servers=f"127.0.0.1:{ports['proxy']}",
+                proxied = ProxiedEndpoint(bootstrap_servers=f"{host}:{ports['proxy']}",
                                           proxy_port=ports["proxy"], broker_port=ports["proxied"])
             endpoints[name] = ClusterEndpoint(name, self._bootstrap(state, name), sasl, tls, proxied)
         return SandboxInfo(source=endpoints["source"], target=endpoints["target"], state_dir=self.state_dir)
 
     @staticmethod
     def _bootstrap(state: dict, name: str) -> str:
-        return f"127.0.0.1:{state['clusters'][name]['ports']['plaintext']}"
+        return f"{state.get('host', '127.0.0.1')}:{state['clusters'][name]['ports']['plaintext']}"
 
     @staticmethod
     def _alive(state: dict, name: str) -> bool:
@@ -637,6 +643,7 @@ class Sandbox:
             "passwordFile": str(self._password_file) if sasl else None,
             "tls": tls,
             "proxied": proxied,
+            "host": self.host,
             "clusters": {},
         }
         listeners = ["plaintext", "controller"]
@@ -647,7 +654,7 @@ class Sandbox:
         if proxied:
             listeners += ["proxied", "proxy"]  # the broker's port, and the one it advertises
         authority = self._new_tls_material() if tls else None
-        free_ports = iter(_free_ports(len(listeners) * len(CLUSTERS)))
+        free_ports = iter(_free_ports(len(listeners) * len(CLUSTERS), self.host))
         for name in CLUSTERS:
             cluster_dir = self.state_dir / name
             shutil.rmtree(cluster_dir, ignore_errors=True)
@@ -663,7 +670,7 @@ class Sandbox:
             }
             broker_tls = self._broker_tls(authority, name, cluster_dir) if authority else None
             _write_private(Path(cluster["config"]),
-                           _server_properties(cluster_dir / "data", ports, password, broker_tls))
+                           _server_properties(cluster_dir / "data", ports, password, broker_tls, self.host))
             state["clusters"][name] = cluster
         self._format_storage(java, libs, state, password)
         return state
@@ -681,8 +688,9 @@ class Sandbox:
         return authority
 
     def _broker_tls(self, authority: certificates.Issued, name: str, cluster_dir: Path) -> _BrokerTls:
-        """The broker's key store: its certificate for localhost and 127.0.0.1, signed by the CA."""
-        broker = certificates.issue(authority, f"{name} broker", ("localhost", "127.0.0.1"), server=True)
+        """The broker's key store: its certificate for localhost, 127.0.0.1 and its host, signed by the CA."""
+        names = ("localhost", "127.0.0.1") + ((self.host,) if self.host != "127.0.0.1" else ())
+        broker = certificates.issue(authority, f"{name} broker", names, server=True)
         password = secrets.token_hex(16)
         keystore = certificates.write(cluster_dir / "broker.p12",
                                       broker.pkcs12(password, authority), private=True)
@@ -768,27 +776,27 @@ class _BrokerTls:
 
 
 def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str,
-                       tls: _BrokerTls | None) -> str:
+                       tls: _BrokerTls | None, host: str = "127.0.0.1") -> str:
     """server.properties for a one-node combined broker+controller."""
-    listeners = [f"PLAINTEXT://127.0.0.1:{ports['plaintext']}"]
+    listeners = [f"PLAINTEXT://{host}:{ports['plaintext']}"]
     protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
     if sasl_password:
-        listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{ports['sasl']}")
+        listeners.append(f"SASL_PLAINTEXT://{host}:{ports['sasl']}")
         protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
     if tls:
-        listeners += [f"SSL://127.0.0.1:{ports['ssl']}", f"SASL_SSL://127.0.0.1:{ports['saslSsl']}",
-                      f"MTLS://127.0.0.1:{ports['mtls']}"]
+        listeners += [f"SSL://{host}:{ports['ssl']}", f"SASL_SSL://{host}:{ports['saslSsl']}",
+                      f"MTLS://{host}:{ports['mtls']}"]
         protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL", "MTLS:SSL"]
     advertised = list(listeners)
     if "proxied" in ports:
-        listeners.append(f"PROXIED://127.0.0.1:{ports['proxied']}")
-        advertised.append(f"PROXIED://127.0.0.1:{ports['proxy']}")
+        listeners.append(f"PROXIED://{host}:{ports['proxied']}")
+        advertised.append(f"PROXIED://{host}:{ports['proxy']}")
         protocols.append("PROXIED:PLAINTEXT")
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
-        f"controller.quorum.bootstrap.servers=127.0.0.1:{ports['controller']}",
-        f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{ports['controller']}",
+        f"controller.quorum.bootstrap.servers={host}:{ports['controller']}",
+        f"listeners={','.join(listeners)},CONTROLLER://{host}:{ports['controller']}",
         f"advertised.listeners={','.join(advertised)}",
         f"listener.security.protocol.map={','.join(protocols)}",
         "inter.broker.listener.name=PLAINTEXT",
