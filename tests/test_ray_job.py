@@ -166,7 +166,7 @@ def test_the_upload_holds_the_replicator_and_leaves_out_venvs_tests_caches_and_r
     files = [p.relative_to(upload) for p in upload.rglob("*") if p.is_file()]
     tops = {f.parts[0] for f in files}
     assert {"replicator", "cluster", "configs", "requirements.txt"} <= tops, tops
-    for left_out in (".venv", "tests", "charts", ".pytest_cache", "bench-results", ".git", "README.md"):
+    for left_out in (".venv", "tests", "charts", "dev", ".pytest_cache", "bench-results", ".git", "README.md"):
         assert left_out not in tops, f"{left_out} was uploaded"
     assert not [f for f in files if "__pycache__" in f.parts or "results" in f.parts], files
     size = sum((upload / f).stat().st_size for f in files)
