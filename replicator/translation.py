@@ -92,7 +92,6 @@ class Translator:
                 continue
             copied_to = replicator.get(tp)
             to_copy = None if copied_to is None else max(0, ends[tp] - copied_to)
-            row = GroupPosition(group, tp.topic, tp.partition, offset, target_topic, None, to_copy)
             if self._hashed:
                 reason = ("partitioning: hash spreads a source partition over the target's "
                           "partitions, so no single target offset matches")

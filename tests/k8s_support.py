@@ -347,6 +347,21 @@ APISERVER_PORT = 6443
 ETCD_PORT = 2379
 
 
+def wait_for(what: str, check, timeout: float = 120, every: float = 0.5):
+    """check()'s first truthy result; its last answer or error named when time runs out."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
 class ControlPlane:
     """The control plane inside its own network namespace. start(), then kubectl()/helm(),
     then stop() (which stops every process by pid, in order)."""

@@ -16,12 +16,11 @@ import json
 import re
 import shlex
 import subprocess
-import time
 
 import pytest
 import yaml
 
-from k8s_support import CACHE, KUBERAY_VERSION, Missing, build_tools, control_plane
+from k8s_support import CACHE, KUBERAY_VERSION, Missing, build_tools, control_plane, wait_for
 from test_chart import (
     ALERTS,
     BOTH_DIRECTIONS,
@@ -66,20 +65,6 @@ def k8s(tmp_path_factory):
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
-
-
-def wait_for(what: str, check, timeout: float = 120, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def install(k8s, namespace: str, values: dict, *, command: str = "install", extra: tuple = (),

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8s_support import Missing
+from k8s_support import Missing, wait_for
 from node_support import NODE_IP, NODE_NAME, PROBE_IMAGE, build_node_tools, missing_prerequisites, node_plane
 from test_chart import find_helm
 
@@ -61,20 +61,6 @@ def kafka(node, tmp_path_factory):
         yield kafka_tool(node, "up", str(state), NODE_IP)
     finally:
         node.run([sys.executable, str(TESTS / "pod_kafka.py"), "down", str(state)], check=False, timeout=120)
-
-
-def wait_for(what: str, check, timeout: float = 120, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, KeyError, IndexError, json.JSONDecodeError) as exc:
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 # ----------------------------------------------------------------------------------------
