@@ -4,7 +4,7 @@ A source offset may be committed only once the target acknowledged that record
 and every record before it in the partition. Writes are tracked in order, each
 covering a range of source offsets [first, next); the committable position of a
 partition is the start of its first unacknowledged range. It is plain Python:
-deliveries only need `is_done` and `exception` (None once succeeded).
+deliveries only need `is_done`, `exception` (None once succeeded) and `withdraw()`.
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ class Checkpoint:
         self._acked[partition] = next_offset
 
     def rewind(self, partition: Partition) -> int | None:
-        """Forget the partition's in-flight writes; return the offset to read again from."""
+        """Forget (and withdraw) the partition's in-flight writes; return the offset to read
+        again from."""
         queue = self._pending.pop(partition, None)
         if not queue:
             return self._acked.get(partition)
+        for _, _, delivery in queue:
+            if delivery is not None:
+                delivery.withdraw()
         return queue[0][0]
 
     def advance(self, partition: Partition, offset: int) -> None:

@@ -18,7 +18,9 @@ A partition (a Lane) moves through its queue in order:
 3. A batch the target rejects for good fails its Delivery; the batches queued behind
    it in that lane fail as `Superseded` (they were not written: the broker refuses
    sequences after a gap), and the lane continues from the rejected batch's
-   sequence. Other lanes are not affected.
+   sequence. Other lanes are not affected. A batch submitted after that, before the
+   flow rewound its partition, is withdrawn with the rewind and never sent: sent, it
+   would take the rejected batch's sequence and be written out of place.
 4. If the broker no longer knows our producer (its state expired), all lanes drain
    and the producer takes a new id: the only case where a retry may duplicate.
    A transactional producer never does: its transaction is over (`Fenced`), and what
@@ -71,13 +73,14 @@ class Delivery:
     It looks like a finished future to the Checkpoint: `is_done` and `exception`.
     """
 
-    __slots__ = ("parts", "is_done", "exception", "timestamp")
+    __slots__ = ("parts", "is_done", "exception", "timestamp", "withdrawn")
 
     def __init__(self, parts: int, timestamp: int):
         self.parts = parts
         self.is_done = parts == 0
         self.exception = None
         self.timestamp = timestamp
+        self.withdrawn = False
 
     def part_written(self) -> None:
         self.parts -= 1
@@ -88,6 +91,10 @@ class Delivery:
         if not self.is_done:
             self.is_done = True
             self.exception = error
+
+    def withdraw(self) -> None:
+        """The range is read again (or its partition stopped): parts not sent yet never are."""
+        self.withdrawn = True
 
 
 @dataclass(eq=False)
@@ -194,7 +201,7 @@ class BatchProducer:
                 self._resume(lane)
             if lane.hold or lane.in_flight >= lane.limit:
                 continue
-            ready = _next_queued(lane, lane.limit - lane.in_flight)
+            ready = self._next_queued(lane, lane.limit - lane.in_flight)
             if not ready:
                 continue
             node = self._wire.leader(tp)
@@ -205,6 +212,25 @@ class BatchProducer:
         for node, lanes in by_node.items():
             while self._requests.get(node, 0) < MAX_REQUESTS_PER_NODE and lanes:
                 lanes = self._send_one(node, lanes, on_answer)
+
+    def _next_queued(self, lane: Lane, limit: int) -> list[Shipment]:
+        """The lane's next unsent shipments (sent ones form a short prefix of its queue),
+        leaving out for good the withdrawn ones never sent."""
+        ready, withdrawn = [], []
+        for shipment in lane.queue:
+            if shipment.state != "queued":
+                continue
+            if shipment.sequence == -1 and shipment.delivery.withdrawn:
+                withdrawn.append(shipment)
+                continue
+            ready.append(shipment)
+            if len(ready) == limit:
+                break
+        for shipment in withdrawn:
+            shipment.state = "dropped"
+            lane.queue.remove(shipment)
+            self.unacknowledged_bytes -= shipment.size
+        return ready
 
     def _send_one(self, node, lanes, on_answer):
         """Send one request to `node` with the next batch of each lane; return lanes left."""
@@ -320,14 +346,3 @@ class BatchProducer:
             lane.acked_sequence = 0
             lane.confirmed = False
             self._resume(lane)
-
-
-def _next_queued(lane: Lane, limit: int) -> list[Shipment]:
-    """The lane's next unsent shipments; sent ones form a short prefix of its queue."""
-    ready = []
-    for shipment in lane.queue:
-        if shipment.state == "queued":
-            ready.append(shipment)
-            if len(ready) == limit:
-                break
-    return ready

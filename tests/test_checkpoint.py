@@ -141,3 +141,11 @@ def test_a_partition_with_records_in_flight_does_not_advance():
     track(checkpoint, [4])
     checkpoint.advance(P, 6)
     assert checkpoint.to_commit() == {}
+
+
+def test_rewind_withdraws_the_writes_it_forgets():
+    checkpoint = Checkpoint()
+    first, second = FakeFuture(), FakeFuture()
+    checkpoint.pending(P).extend([(4, 6, first), (6, 9, second)])
+    checkpoint.rewind(P)
+    assert first.withdrawn and second.withdrawn

@@ -211,6 +211,23 @@ def test_a_rejected_batch_fails_alone_and_supersedes_the_batches_behind_it():
     assert h.producer.unacknowledged_bytes == 0
 
 
+def test_a_batch_withdrawn_before_it_was_sent_is_never_sent():
+    """A batch submitted between a rejection and the flow's rewind would otherwise take the
+    rejected batch's sequence and be written after the record the target refused."""
+    h = Harness().confirmed(A)
+    h.ship(A, records=2)
+    [rejected] = h.pump()
+    rejected.answer({A: MessageSizeTooLargeError})
+    h.deliver()
+    late = h.ship(A, records=1)
+    late.withdraw()
+    assert h.pump() == []
+    assert not late.is_done and h.producer.unacknowledged_bytes == 0
+    h.ship(A, records=1)
+    [resent] = h.pump()
+    assert resent.sequence(A) == 1
+
+
 def test_after_a_rejection_the_partition_continues_from_the_rejected_sequence():
     h = Harness()
     h.ship(A, records=2)
