@@ -26,7 +26,7 @@ from replicator.flow import Flow, Health
 from replicator.group_sync import GroupSync
 from replicator.restarts import Restarts
 
-from .telemetry import Exporter, Totals
+from .telemetry import Totals, exporter
 
 log = logging.getLogger("cluster.member")
 
@@ -64,7 +64,7 @@ class Member:
         context = ray.get_runtime_context()
         self._incarnation = context.get_worker_id()
         self._node_id = context.get_node_id()
-        self._exporter = Exporter(direction, name)
+        self._exporter = exporter(direction, name)
         self._flow: Flow | None = None
         # A failed flow is replaced here: Ray restarts the actor only when its process dies.
         self._flows = Restarts(self._next_flow, restart_on_errors=True)

@@ -65,11 +65,16 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     replicate = command(commands, "replicate", common,
                         "run one member of one direction in this process (no Ray) until SIGTERM", """\
   kafka-replicator replicate --config my.yaml --direction sourceToTarget
-  kafka-replicator replicate --config my.yaml --direction targetToSource --member targetToSource-1""",
+  kafka-replicator replicate --config my.yaml --direction targetToSource --member targetToSource-1
+  kafka-replicator replicate --config my.yaml --direction sourceToTarget --metrics-port 9400""",
                         _replicate)
     replicate.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
     replicate.add_argument("--member", help="static group member id (group.instance.id)")
+    replicate.add_argument("--metrics-port", type=_port, metavar="PORT",
+                           help="serve /metrics (kafka_replicator_*), /healthz and /readyz on this port")
+    replicate.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                           help="address to serve them on (default 127.0.0.1; 0.0.0.0 in a container)")
 
     status = command(commands, "status", common,
                      "committed offset, log-end offset, lag and owner per partition of each direction", """\
@@ -123,6 +128,11 @@ def _replicate(args) -> int:
     for warning in config.warnings():
         log.warning("%s", warning)
     flows = Restarts(lambda: Flow(config, args.direction, args.member), restart_on_errors=False)
+    probes = None
+    if args.metrics_port is not None:
+        from .probes import MemberProbes
+
+        probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port)
 
     def stop(signum, _frame):
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -130,8 +140,19 @@ def _replicate(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    flows.run()
+    try:
+        flows.run()
+    finally:
+        if probes is not None:
+            probes.close()
     return 0
+
+
+def _port(text: str) -> int:
+    """--metrics-port's type: 0 (any free port) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    return int(text)
 
 
 def _status(args) -> int:

@@ -846,14 +846,15 @@ ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorEr
 
 
 def exported_metrics() -> set[str]:
-    """The Prometheus names of the metrics cluster/telemetry.py defines: Ray prefixes ray_,
-    counters end in _total, histograms come as _bucket, _sum and _count."""
-    source = (REPO / "cluster" / "telemetry.py").read_text()
+    """The Prometheus names of the series replicator/export.py defines, as Ray exports them:
+    prefixed ray_, counters end in _total, histograms come as _bucket, _sum and _count."""
+    from replicator.export import SERIES
+
     names = set()
-    for kind, name in re.findall(r'\b(Counter|Gauge|Histogram)\("(kafka_replicator_\w+)"', source):
-        base = f"ray_{name}"
-        names |= {"Counter": {f"{base}_total"}, "Gauge": {base},
-                  "Histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[kind]
+    for series in SERIES.values():
+        base = f"ray_{series.name}"
+        names |= {"counter": {f"{base}_total"}, "gauge": {base},
+                  "histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[series.kind]
     return names
 
 
