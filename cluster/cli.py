@@ -15,7 +15,7 @@ from importlib import metadata
 from replicator import cli
 from replicator.errors import ReplicatorError
 
-from .options import add_run_arguments
+from .options import add_run_arguments, health_address
 
 COMMANDS_GROUP = "kafka_replicator.commands"  # entry points: callables(commands, common) adding one
 
@@ -87,7 +87,8 @@ def _run(args) -> int:
     require_ray("run")
     from .driver import run
 
-    return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
+    return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level,
+               health_address(args))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ray.exceptions import RayActorError
 
 from replicator.config import ReplicatorConfig
 from replicator.errors import ReplicatorError
+from replicator.health import not_ready
 from replicator.metrics import percentile
 
 from .member import Member, MemberStats
@@ -67,6 +68,7 @@ class _Watched:
     last: MemberStats | None = None
     trouble: str | None = None  # the last problem logged, so that it is logged once
     gone: bool = False
+    answering: bool = False  # it answered the last poll
     reported: set[str] = field(default_factory=set)  # stopped partitions already logged
 
     def replicated(self) -> int:
@@ -113,6 +115,7 @@ class Supervisor:
         running: dict[str, MemberStats] = {}
         for name, ref in asked.items():
             watched = self._members[name]
+            watched.answering = False
             if ref not in answered:
                 self._trouble(watched, f"{name} is not answering within {CALL_TIMEOUT_SECONDS:.0f}s")
                 continue
@@ -128,6 +131,20 @@ class Supervisor:
             if stats.health.state == "running":
                 running[name] = stats
         return self._statuses(running)
+
+    def not_ready(self, members: list[MemberPlan]) -> list[str]:
+        """Why the planned members are not all replicating, as of the last poll: each must
+        answer (its actor ALIVE), have its assignment and have committed within the bound."""
+        problems = []
+        for member in members:
+            watched = self._members.get(member.name)
+            if watched is None or watched.gone:
+                problems.append(f"{member.name}: not running")
+            elif not watched.answering or watched.last is None:
+                problems.append(watched.trouble or f"{member.name}: has not answered yet")
+            else:
+                problems += not_ready(watched.last.health)
+        return problems
 
     def rejoin(self, direction: str) -> None:
         """Ask every member of `direction` to join its group again; its leader's join makes
@@ -201,8 +218,16 @@ class Supervisor:
             log.warning("%s was restarted by Ray (%d restarts in %s so far)", name,
                         self.restarts[watched.plan.direction], watched.plan.direction)
         watched.incarnation = stats.incarnation
+        before = watched.last.health.generation if watched.last else -1
         watched.last = stats
+        watched.answering = True
         health = stats.health
+        if health.generation != before and health.generation >= 0:
+            # The members log each rebalance too; this line is the driver's own, so that its
+            # output has it whatever Ray forwards of theirs.
+            log.info("%s: rebalance: group %s generation %d, partition assignment now %s", name,
+                     self.config.group(watched.plan.direction).group_id, health.generation,
+                     health.assigned)
         if stats.fatal:
             self.fatal[name] = health.error or "config error"
         elif health.state == "failed":

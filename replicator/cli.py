@@ -71,7 +71,7 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     replicate.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
     replicate.add_argument("--member", help="static group member id (group.instance.id)")
-    replicate.add_argument("--metrics-port", type=_port, metavar="PORT",
+    replicate.add_argument("--metrics-port", type=port, metavar="PORT",
                            help="serve /metrics (kafka_replicator_*), /healthz and /readyz on this port")
     replicate.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                            help="address to serve them on (default 127.0.0.1; 0.0.0.0 in a container)")
@@ -148,8 +148,8 @@ def _replicate(args) -> int:
     return 0
 
 
-def _port(text: str) -> int:
-    """--metrics-port's type: 0 (any free port) to 65535."""
+def port(text: str) -> int:
+    """--metrics-port's and --health-port's type: 0 (any free port) to 65535."""
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
     return int(text)

@@ -625,7 +625,8 @@ def test_the_driver_connects_to_the_cluster_head(helm):
     assert driver["spec"]["replicas"] == 1
     assert driver["spec"]["strategy"]["type"] == "Recreate", "old actors stop before new ones start"
     container = driver["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "cluster.driver", "--config", "/etc/kafka-replicator/config.yaml"]
+    assert container["command"] == ["python", "-m", "cluster.driver", "--config", "/etc/kafka-replicator/config.yaml",
+                                    "--health-port", "8081", "--health-host", "0.0.0.0"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     client_port = cluster["spec"]["headGroupSpec"]["rayStartParams"]["ray-client-server-port"]
     assert env["RAY_ADDRESS"] == f"ray://{cluster['metadata']['name']}-head-svc:{client_port}"
@@ -634,6 +635,29 @@ def test_the_driver_connects_to_the_cluster_head(helm):
     assert head_ports["dashboard"] == 8265 and head_ports["metrics"] == 8080
     dashboard = one(docs, "Service", "-dashboard")
     assert dashboard["spec"]["selector"] == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+
+
+def test_the_driver_pod_is_probed_on_its_health_port_readiness_for_replicating(helm):
+    container = one(render(helm), "Deployment", "-driver")["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "health", "containerPort": 8081}]
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert live["httpGet"] == {"path": "/healthz", "port": "health"}
+    # A rebalance or a member Ray restarts makes the pod unready, never restarted: liveness
+    # gives a stuck loop minutes, readiness reacts within half a minute.
+    assert live["periodSeconds"] * live["failureThreshold"] >= 120
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= 30
+
+
+def test_the_driver_probes_follow_the_values_and_can_be_turned_off(helm):
+    docs = render(helm, {"driver": {"health": {"port": 9000, "readinessProbe": {"failureThreshold": 5}}}})
+    container = one(docs, "Deployment", "-driver")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-4:] == ["--health-port", "9000", "--health-host", "0.0.0.0"]
+    assert container["readinessProbe"]["failureThreshold"] == 5
+    off = one(render(helm, {"driver": {"health": {"enabled": False}}}), "Deployment", "-driver")
+    container = off["spec"]["template"]["spec"]["containers"][0]
+    assert "--health-port" not in container["command"]
+    assert not {"ports", "readinessProbe", "livenessProbe"} & set(container)
 
 
 def test_config_change_rolls_only_the_driver(helm):

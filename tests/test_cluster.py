@@ -8,12 +8,16 @@ died before committing what it had copied, and are bounded by exactly that.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
+from dataclasses import dataclass
 
 import pytest
 import ray
@@ -546,6 +550,75 @@ def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(s
         what="the group's offsets on the target")
 
 
+@dataclass
+class LostMember:
+    """One driver run with --health-port: its members replicating, then one killed for good."""
+
+    ready_before: tuple[int, str]
+    ready_after: tuple[int, str]
+    alive_after: tuple[int, str]
+    log: str
+
+
+@pytest.fixture(scope="module")
+def member_lost_for_good(sandbox, ray_cluster, tmp_path_factory) -> LostMember:
+    tmp = tmp_path_factory.mktemp("lost-member")
+    name = f"lost-member-{uuid.uuid4().hex[:6]}"
+    create_topic(sandbox.source, name, partitions=4)
+    settings_ = settings(sandbox, name, s2t=[name], sessionTimeoutMs=6000, autoCommitIntervalMs=500)
+    config_file = tmp / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings_))
+    log_file = tmp / "driver.log"
+    driver = _driver(config_file, ray_cluster, log_file, "--health-port", "0")
+    try:
+        base = wait_until(lambda: re.search(r"serving /healthz, /readyz on (http://127\.0\.0\.1:\d+)",
+                                            log_file.read_text()), 60, what="the driver's probes").group(1)
+        ready_before = wait_until(lambda: (lambda a: a if a[0] == 200 else None)(_get(f"{base}/readyz")),
+                                  90, interval=1, what="the driver ready")
+        before = _survivor_rebalances(log_file.read_text())
+        ray.kill(ray.get_actor("sourceToTarget-1", namespace=NAMESPACE), no_restart=True)
+        wait_until(lambda: all(after > earlier for after, earlier in
+                               zip(_survivor_rebalances(log_file.read_text()), before)),
+                   60, interval=1, what="the survivor's rebalance in the driver's output")
+        ready_after, alive_after = _get(f"{base}/readyz"), _get(f"{base}/healthz")
+    finally:
+        _terminate(driver)
+    return LostMember(ready_before, ready_after, alive_after, log_file.read_text())
+
+
+def test_the_driver_is_ready_once_every_member_replicates(member_lost_for_good):
+    assert member_lost_for_good.ready_before == (200, "ok\n"), member_lost_for_good.log
+
+
+def test_the_driver_is_not_ready_but_alive_while_a_planned_member_is_gone(member_lost_for_good):
+    status, text = member_lost_for_good.ready_after
+    assert status == 503 and "sourceToTarget-1: not running" in text, (text, member_lost_for_good.log)
+    assert member_lost_for_good.alive_after == (200, "ok\n")
+
+
+def _survivor_rebalances(log: str) -> tuple[int, int]:
+    """sourceToTarget-0's rebalance lines in the driver's output: its own, as Ray forwards them
+    ("(sourceToTarget-0 pid=...) ..."), and the driver's."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines()  # Ray colours the prefix
+    return (sum(line.startswith("(sourceToTarget-0 ") and "rebalance complete" in line for line in lines),
+            sum("cluster.supervisor: sourceToTarget-0: rebalance: group" in line for line in lines))
+
+
+def test_a_survivors_rebalance_reaches_the_driver_output_from_the_member_and_the_driver(
+        member_lost_for_good):
+    """The fixture waited for both to grow after the kill; the grep finds them."""
+    found = [line for line in member_lost_for_good.log.splitlines() if re.search("(?i)rebalance", line)]
+    assert all(_survivor_rebalances("\n".join(found))), found
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
 def _owners(config) -> set[str]:
     """The members that own a partition, once every partition has an owner."""
     try:
@@ -560,13 +633,13 @@ def _member_stats(supervisor: Supervisor):
     return ray.get([supervisor.actor(n).stats.remote() for n in names], timeout=30)
 
 
-def _driver(config_file, ray_cluster, log_file) -> subprocess.Popen:
+def _driver(config_file, ray_cluster, log_file, *options: str) -> subprocess.Popen:
     """The driver as operators run it, joining this test's Ray cluster as its own job."""
     env = {**os.environ, "PYTHONPATH": REPO}
     with open(log_file, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "cluster.driver", "--config", str(config_file),
-             "--address", ray_cluster.address_info["gcs_address"], "--progress-seconds", "5"],
+             "--address", ray_cluster.address_info["gcs_address"], "--progress-seconds", "5", *options],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
