@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log_level)
+    cli.setup_logging(args.log_level, args.log_format)
     try:
         return args.handler(args) or 0
     except ReplicatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.report_error(exc, args.log_format)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -88,7 +88,7 @@ def _run(args) -> int:
     from .driver import run
 
     return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level,
-               health_address(args))
+               health_address(args), args.log_format)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import ray
 from kafka.errors import KafkaError
 
-from replicator.cli import add_log_level, setup_logging
+from replicator.cli import add_log_level, report_error, setup_logging
 from replicator.config import load_config
 from replicator.errors import ClusterError, ConfigError, ReplicatorError
 from replicator.offsets import describe_groups
@@ -46,7 +46,7 @@ POLL_SECONDS = 5.0
 
 def run(config_path: Path, address: str | None = None, namespace: str = NAMESPACE,
         progress_seconds: float = PROGRESS_SECONDS, log_level: str = "INFO",
-        health: tuple[str, int] | None = None) -> int:
+        health: tuple[str, int] | None = None, log_format: str = "text") -> int:
     """Replicate until SIGTERM/SIGINT; 0 after a graceful stop, ConfigError's exit code when a
     member stopped on a config error. `health`: (host, port) of /healthz and /readyz."""
     config = load_config(config_path)
@@ -59,7 +59,7 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
     probes = None if health is None else DriverProbes(*health, loop_bound=_loop_bound(grace))
     try:
         return _run(config, config_path, config_file, members, address, namespace,
-                    progress_seconds, log_level, probes)
+                    progress_seconds, log_level, log_format, probes)
     finally:
         if probes is not None:
             probes.close()
@@ -72,7 +72,7 @@ def _loop_bound(grace: float) -> float:
 
 def _run(config, config_path: Path, config_file: ConfigFile, members: list[MemberPlan],
          address: str | None, namespace: str, progress_seconds: float, log_level: str,
-         probes: DriverProbes | None) -> int:
+         log_format: str, probes: DriverProbes | None) -> int:
     grace = config.shutdown_grace_period_seconds
     _join(address, namespace)
     _warn_if_too_small(members)
@@ -94,7 +94,7 @@ def _run(config, config_path: Path, config_file: ConfigFile, members: list[Membe
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hang_up)
-    supervisor = Supervisor(config, namespace, log_level)
+    supervisor = Supervisor(config, namespace, log_level, log_format)
     owners = OwnerWatch(config)
     code = 0
     try:
@@ -206,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     add_log_level(parser, default="INFO")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level,
-                   health_address(args))
+                   health_address(args), args.log_format)
     except ReplicatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc, args.log_format)
         return exc.exit_code
 
 

@@ -83,10 +83,11 @@ class Supervisor:
     """The members of one replicator config, as Ray actors in one namespace."""
 
     def __init__(self, config: ReplicatorConfig, namespace: str = NAMESPACE,
-                 log_level: str = "INFO"):
+                 log_level: str = "INFO", log_format: str = "text"):
         self.config = config
         self.namespace = namespace
         self.log_level = log_level
+        self.log_format = log_format
         self.restarts: Counter[str] = Counter()
         self.fatal: dict[str, str] = {}  # member → the config error that stopped it
         self._members: dict[str, _Watched] = {}
@@ -174,7 +175,7 @@ class Supervisor:
         while True:
             try:
                 actor = Member.options(**options).remote(
-                    self.config, member.direction, member.name, self.log_level)
+                    self.config, member.direction, member.name, self.log_level, self.log_format)
                 break
             except ValueError as exc:  # the name is taken
                 if time.monotonic() > deadline:

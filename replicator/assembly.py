@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import link, map_topic, registry, wire
+from . import link, logs, map_topic, registry, wire
 from .committer import Committer, MapCommitter, TransactionalCommitter
 from .fetcher import Fetcher
 from .group_member import GroupMember, source_consumer
@@ -186,5 +186,5 @@ def _fallbacks(direction: str):
         if (tp, reason) not in logged:
             logged.add((tp, reason))
             log.info("%s: %s[%d]: records re-encoded instead of copied as a batch: %s",
-                     direction, tp.topic, tp.partition, reason)
+                     direction, tp.topic, tp.partition, reason, extra=logs.at(tp.topic, tp.partition))
     return fallback

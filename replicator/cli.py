@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import logs
 from .config import DIRECTIONS, ReplicatorConfig, load_config
 from .errors import ProblemFound
 
@@ -21,14 +22,16 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_HELP = "the replicator's YAML config (configs/example.yaml shows every key)"
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # kafka-python's INFO lines repeat ours; its warnings and errors still show.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
+    logs.configure(level, log_format)
+
+
+def report_error(exc: Exception, log_format: str) -> None:
+    """The error a command stops on: `error: ...` on stderr, or a JSON line as its others."""
+    if log_format == "json":
+        log.error("error: %s", exc)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
 
 
 def log_level(text: str) -> str:
@@ -39,8 +42,14 @@ def log_level(text: str) -> str:
 
 
 def add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--log-level and --log-format; `default` None: taken after a command too, where the
+    top parser's defaults stand unless given."""
     parser.add_argument("--log-level", type=log_level, default=default if default else argparse.SUPPRESS,
                         metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default INFO)")
+    parser.add_argument("--log-format", choices=logs.FORMATS,
+                        default=logs.FORMATS[0] if default else argparse.SUPPRESS,
+                        help="text (default) or json: one object per line with time, level, logger, "
+                        "direction, member, message, and topic, partition and offset where there are some")
 
 
 def command(commands, name: str, common: argparse.ArgumentParser, help: str, examples: str,
@@ -124,6 +133,7 @@ def _replicate(args) -> int:
     from .flow import Flow
     from .restarts import Restarts
 
+    logs.set_member(args.direction, args.member)
     config = load_config(args.config)
     for warning in config.warnings():
         log.warning("%s", warning)

@@ -25,7 +25,7 @@ from typing import Callable
 from kafka.errors import KafkaError, OffsetOutOfRangeError, TopicAuthorizationFailedError
 from kafka.structs import TopicPartition
 
-from . import batches
+from . import batches, logs
 from .assembly import Parts, assemble
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
@@ -430,7 +430,8 @@ class Flow:
         tp, offset, error = failure.partition, failure.offset, failure.error
         if getattr(error, "retriable", False):
             log.warning("%s: %s[%d]@%d not acknowledged by the target (%s); fetching it again",
-                        self.direction, tp.topic, tp.partition, offset, type(error).__name__)
+                        self.direction, tp.topic, tp.partition, offset, type(error).__name__,
+                        extra=logs.at(tp.topic, tp.partition, offset))
             self.metrics.failed()
             self._rewind(tp)
             return
@@ -439,19 +440,21 @@ class Flow:
             # A whole batch was refused: find the record, so that onError applies to it alone.
             log.warning("%s: the target refused %s[%d]@%d-%d (%s); sending those records one "
                         "per batch to find the one it refuses", self.direction, tp.topic,
-                        tp.partition, offset, failure.next_offset - 1, reason)
+                        tp.partition, offset, failure.next_offset - 1, reason,
+                        extra=logs.at(tp.topic, tp.partition, offset))
             self._singles[tp] = failure.next_offset
             self._rewind(tp)
             return
         if self._settings.on_error == "skip":
             log.error("%s: skipping %s[%d]@%d, rejected by the target: %s (onError: skip)",
-                      self.direction, tp.topic, tp.partition, offset, reason)
+                      self.direction, tp.topic, tp.partition, offset, reason,
+                      extra=logs.at(tp.topic, tp.partition, offset))
             self.metrics.skipped(tp.topic)
             self._checkpoint.skip_failed(tp)
             self._settle()
             return
         rejected = RecordRejected(tp.topic, tp.partition, offset, reason)
-        log.error("%s: %s", self.direction, rejected)
+        log.error("%s: %s", self.direction, rejected, extra=logs.at(tp.topic, tp.partition, offset))
         self.metrics.failed()
         self._stopped[tp] = rejected
         self._checkpoint.rewind(tp)
@@ -469,7 +472,8 @@ class Flow:
             offset = self._group.reset_offset(tp, reset)
             log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
                         "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
-                        self._fetcher.position(tp), reset, offset)
+                        self._fetcher.position(tp), reset, offset,
+                        extra=logs.at(tp.topic, tp.partition, self._fetcher.position(tp)))
             self._checkpoint.rewind(tp)
             self._fetcher.seek(tp, offset)
             self._checkpoint.advance(tp, offset)
@@ -480,7 +484,7 @@ class Flow:
                                f"not authorized to read topic {tp.topic!r}; grant the replicator's "
                                "principal Read on it")
         log.warning("%s: fetching %s[%d] failed (%s); trying again", self.direction, tp.topic,
-                    tp.partition, error.__name__)
+                    tp.partition, error.__name__, extra=logs.at(tp.topic, tp.partition))
 
     # Rebalance callbacks (group_member.Listener): the consumer runs them on its IO thread
     # while the flow's own thread waits in poll(), so they never run beside the loop.
