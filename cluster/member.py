@@ -143,8 +143,9 @@ class Member:
         flow = self._flow
         if self._group_sync is not None:
             self._exporter.publish_sync(self._group_sync.figures)
+        health = flow.health()
         return self._exporter.publish(flow.metrics.snapshot(), flow.metrics.drain_latencies(),
-                                      len(flow.health().assigned))
+                                      len(health.assigned), list(health.stopped))
 
 
 def _reconstructed(context) -> bool:

@@ -51,6 +51,8 @@ SERIES = {series.name: series for series in (
     Series("counter", "kafka_replicator_rebalances", "Partition assignments received by the member", MEMBER),
     Series("counter", "kafka_replicator_actor_restarts", "Times Ray restarted the member's actor", MEMBER),
     Series("gauge", "kafka_replicator_assigned_partitions", "Partitions the member owns", MEMBER),
+    Series("gauge", "kafka_replicator_partition_stopped",
+           "1 while the partition is stopped by a record the target rejected (onError: fail)", PARTITION),
     Series("counter", "kafka_replicator_group_offsets_synced",
            "Offsets of consumer groups written on the target by the group offset sync", GROUP),
     Series("gauge", "kafka_replicator_group_sync_behind",
@@ -99,6 +101,7 @@ class Exporter:
         self._tags = {"direction": direction, "member": member}
         self._previous: Snapshot | None = None
         self._lagging: set[str] = set()
+        self._stopped: set[str] = set()
         self._totals = Totals()
         self._synced: dict[str, int] = {}
         self._metrics = {name: backend.metric(series) for name, series in SERIES.items()}
@@ -113,8 +116,10 @@ class Exporter:
         """The next snapshots come from a new flow, counting from zero."""
         self._previous = None
 
-    def publish(self, snapshot: Snapshot, latencies: list[float], assigned: int) -> Totals:
-        """Export what changed since the previous snapshot; return the running totals."""
+    def publish(self, snapshot: Snapshot, latencies: list[float], assigned: int,
+                stopped: list[str] = ()) -> Totals:
+        """Export what changed since the previous snapshot, and the partitions (`topic[p]`)
+        stopped by an error now; return the running totals."""
         before = self._previous or _NOTHING
         self._previous = snapshot
         totals = self._totals
@@ -135,6 +140,7 @@ class Exporter:
         for sample in latencies:
             latency.observe(max(0.0, sample), self._tags)
         self._export_lag(snapshot.lag)
+        self._export_stopped(set(stopped))
         self._metric("assigned_partitions").set(assigned, self._tags)
         return replace(totals)
 
@@ -155,6 +161,15 @@ class Exporter:
         for name in self._lagging - lag.keys():
             gauge.set(0, self._partition(name))
         self._lagging = set(lag)
+
+    def _export_stopped(self, stopped: set[str]) -> None:
+        gauge = self._metric("partition_stopped")
+        for name in stopped:
+            gauge.set(1, self._partition(name))
+        # Restarted, or moved to another member: stopped no more here.
+        for name in self._stopped - stopped:
+            gauge.set(0, self._partition(name))
+        self._stopped = stopped
 
     def _partition(self, name: str) -> dict[str, str]:
         topic, _, partition = name.rpartition("[")

@@ -51,5 +51,6 @@ class MemberProbes:
             return self._metrics.exposition()
 
     def _publish(self, flow: Flow) -> None:
+        health = flow.health()
         self._exporter.publish(flow.metrics.snapshot(), flow.metrics.drain_latencies(),
-                               len(flow.health().assigned))
+                               len(health.assigned), list(health.stopped))

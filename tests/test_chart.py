@@ -866,7 +866,7 @@ def test_readme_commands_name_rendered_objects(helm):
 # ----------------------------------------------------------------------------------------
 
 ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorErrors",
-          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing"}
+          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing", "KafkaReplicatorPartitionStopped"}
 
 
 def exported_metrics() -> set[str]:
@@ -927,13 +927,16 @@ def test_alerts_and_dashboard_use_only_the_metrics_the_replicator_exports(helm):
 def test_alert_thresholds_come_from_the_values(helm):
     docs = render(helm, {"metrics": {"prometheusRule": {
         "enabled": True, "lagThreshold": 500, "lagFor": "3m", "stalledFor": "20m", "restartsPerHour": 7,
-        "errorsPer10m": 2, "rebalancesPerHour": 30, "severity": "page", "selector": 'job="ray"'}}})
+        "errorsPer10m": 2, "rebalancesPerHour": 30, "stoppedFor": "5m", "severity": "page",
+        "selector": 'job="ray"'}}})
     rules = {r["alert"]: r for r in alert_rules(docs)}
     assert rules["KafkaReplicatorHighLag"]["expr"].endswith("> 500") and rules["KafkaReplicatorHighLag"]["for"] == "3m"
     assert "[20m]" in rules["KafkaReplicatorStalled"]["expr"]
     assert rules["KafkaReplicatorMemberRestarts"]["expr"].endswith("> 7")
     assert rules["KafkaReplicatorErrors"]["expr"].endswith("> 2")
     assert rules["KafkaReplicatorRebalancing"]["expr"].endswith("> 30")
+    assert rules["KafkaReplicatorPartitionStopped"]["for"] == "5m"
+    assert rules["KafkaReplicatorPartitionStopped"]["labels"]["severity"] == "page"
     assert rules["KafkaReplicatorHighLag"]["labels"]["severity"] == "page"
     assert all(re.findall(r"\{([^}]*)\}", r["expr"]) and set(re.findall(r"\{([^}]*)\}", r["expr"])) == {'job="ray"'}
                for r in rules.values())

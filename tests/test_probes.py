@@ -186,6 +186,28 @@ def test_a_replicated_record_shows_in_metrics_of_an_in_process_member(sandbox, n
         probes.close()
 
 
+@pytest.mark.kafka
+def test_a_partition_stopped_by_a_rejected_record_shows_in_its_gauge(sandbox, name):
+    create_topic(sandbox.source, name, partitions=2)
+    create_topic(sandbox.target, name, partitions=2, configs={"max.message.bytes": "4000"})
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    probes = probes_for(flow)
+    metrics = f"http://127.0.0.1:{probes.endpoint.port}/metrics"
+
+    def stopped() -> dict[str, float]:
+        return {line.split("partition=\"")[1].split("\"")[0]: float(line.rsplit(" ", 1)[1])
+                for line in get(metrics)[1].splitlines()
+                if line.startswith("kafka_replicator_partition_stopped{")}
+    try:
+        with running(flow):
+            produce(sandbox.source, name, [(0, b"big", b"x" * 20000, [], None), (1, b"k", b"small", [], None)])
+            wait_until(lambda: flow.health().stopped, 60, what="partition 0 to stop")
+            assert wait_until(lambda: stopped() or None, 10, what="the gauge") == {"0": 1.0}
+    finally:
+        probes.close()
+
+
 def running_health(**fields) -> Health:
     values = dict(direction="sourceToTarget", member="sourceToTarget-0", state="running", generation=3,
                   since_commit=1.0, commit_bound=6.0, poll_bound=300.0, last_poll=time.time())
