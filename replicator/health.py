@@ -28,7 +28,8 @@ class Health:
     last_poll: float = 0.0  # wall-clock time of the loop's last group poll
     error: str | None = None
     generation: int = -1  # of the group at this member's last completed join; -1: none yet
-    rebalancing: bool = False  # from a rebalance's start to the first commit after it
+    # From a join's start (or a lost coordinator) to the first commit after it.
+    rebalancing: bool = False
     evicted: bool = False  # no heartbeat answered for a session
     since_commit: float = 0.0  # seconds since the last commit went through (or had nothing to do)
     commit_bound: float = 0.0  # seconds without a commit after which it is not ready
@@ -58,7 +59,7 @@ def not_ready(health: Health) -> list[str]:
     if health.generation < 0:
         problems.append(f"{name}: no partition assignment yet")
     elif health.rebalancing:
-        problems.append(f"{name}: its group is rebalancing")
+        problems.append(f"{name}: its group is rebalancing (a join, or its coordinator being found)")
     if health.evicted:
         problems.append(f"{name}: no heartbeat answered for a session")
     if health.since_commit > health.commit_bound:

@@ -7,6 +7,7 @@ died before committing what it had copied, and are bounded by exactly that.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -532,6 +533,29 @@ def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, 
     assert metrics["ray_kafka_replicator_replication_latency_ms_count"] > 0
     assert metrics["ray_kafka_replicator_commits_total"] > 0
     assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
+
+
+def test_members_log_json_lines_with_their_direction_and_member_when_asked(sandbox, name, ray_cluster, capfd):
+    """--log-format json reaches the actors: Ray forwards their lines to this process."""
+    create_topic(sandbox.source, name, partitions=1)
+    supervisor = Supervisor(parse_config(settings(sandbox, name, s2t=[name], replicas=1)), log_format="json")
+    try:
+        supervisor.apply(plan(supervisor.config))
+
+        def logged() -> list[dict]:
+            found = []
+            for line in re.sub(r"\x1b\[[0-9;]*m", "", capfd.readouterr().err).splitlines():
+                _, brace, rest = line.partition("{")  # behind Ray's "(sourceToTarget-0 pid=...) "
+                if brace and '"logger": "replicator.' in rest:
+                    found.append(json.loads(brace + rest))
+            seen.extend(found)
+            return [line for line in seen if "partition assignment" in line["message"]]
+
+        seen: list[dict] = []
+        line = wait_until(logged, 60, interval=1, what="the member's assignment as a JSON line")[0]
+        assert (line["direction"], line["member"], line["level"]) == ("sourceToTarget", "sourceToTarget-0", "INFO")
+    finally:
+        supervisor.stop(GRACE)
 
 
 def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(sandbox, name, supervised):

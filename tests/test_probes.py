@@ -220,7 +220,7 @@ def test_a_member_with_its_assignment_and_a_recent_commit_is_ready():
 
 @pytest.mark.parametrize("fields, reason", [
     ({"generation": -1}, "sourceToTarget-0: no partition assignment yet"),
-    ({"rebalancing": True}, "sourceToTarget-0: its group is rebalancing"),
+    ({"rebalancing": True}, "sourceToTarget-0: its group is rebalancing (a join, or its coordinator being found)"),
     ({"evicted": True}, "sourceToTarget-0: no heartbeat answered for a session"),
     ({"since_commit": 7.0}, "sourceToTarget-0: no commit went through for 7s (bound 6s)"),
     ({"state": "starting"}, "sourceToTarget-0: starting"),
