@@ -15,7 +15,7 @@ from importlib import metadata
 from replicator import cli
 from replicator.errors import ReplicatorError
 
-from .options import add_run_arguments
+from .options import add_run_arguments, health_address
 
 COMMANDS_GROUP = "kafka_replicator.commands"  # entry points: callables(commands, common) adding one
 
@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log_level)
+    cli.setup_logging(args.log_level, args.log_format)
     try:
         return args.handler(args) or 0
     except ReplicatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.report_error(exc, args.log_format)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -87,7 +87,8 @@ def _run(args) -> int:
     require_ray("run")
     from .driver import run
 
-    return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
+    return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level,
+               health_address(args), args.log_format)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,19 @@ from pathlib import Path
 import ray
 from kafka.errors import KafkaError
 
-from replicator.cli import add_log_level, setup_logging
+from replicator.cli import add_log_level, report_error, setup_logging
 from replicator.config import load_config
 from replicator.errors import ClusterError, ConfigError, ReplicatorError
 from replicator.offsets import describe_groups
 
 from . import ray_internals
 from .loopback import is_loopback, stay_on_loopback
-from .options import PROGRESS_SECONDS, add_run_arguments
+from .options import PROGRESS_SECONDS, add_run_arguments, health_address
 from .owners import CHECK_SECONDS, OwnerWatch
 from .plan import NAMESPACE, MemberPlan, plan
+from .probes import DriverProbes
 from .reload import ConfigFile
-from .supervisor import Supervisor
+from .supervisor import CALL_TIMEOUT_SECONDS, Supervisor
 
 log = logging.getLogger("cluster.driver")
 
@@ -44,14 +45,34 @@ POLL_SECONDS = 5.0
 
 
 def run(config_path: Path, address: str | None = None, namespace: str = NAMESPACE,
-        progress_seconds: float = PROGRESS_SECONDS, log_level: str = "INFO") -> int:
+        progress_seconds: float = PROGRESS_SECONDS, log_level: str = "INFO",
+        health: tuple[str, int] | None = None, log_format: str = "text") -> int:
     """Replicate until SIGTERM/SIGINT; 0 after a graceful stop, ConfigError's exit code when a
-    member stopped on a config error."""
+    member stopped on a config error. `health`: (host, port) of /healthz and /readyz."""
     config = load_config(config_path)
     for warning in config.warnings():
         log.warning("%s", warning)
     config_file = ConfigFile(Path(config_path), config)
     members = plan(config)
+    grace = config.shutdown_grace_period_seconds
+    # Served before Ray is joined, so that a probe can tell a driver that is starting.
+    probes = None if health is None else DriverProbes(*health, loop_bound=_loop_bound(grace))
+    try:
+        return _run(config, config_path, config_file, members, address, namespace,
+                    progress_seconds, log_level, log_format, probes)
+    finally:
+        if probes is not None:
+            probes.close()
+
+
+def _loop_bound(grace: float) -> float:
+    """The longest a round of the loop takes: the wait, a poll, and a scale-down's stop."""
+    return 2 * (POLL_SECONDS + CALL_TIMEOUT_SECONDS) + grace + 60
+
+
+def _run(config, config_path: Path, config_file: ConfigFile, members: list[MemberPlan],
+         address: str | None, namespace: str, progress_seconds: float, log_level: str,
+         log_format: str, probes: DriverProbes | None) -> int:
     grace = config.shutdown_grace_period_seconds
     _join(address, namespace)
     _warn_if_too_small(members)
@@ -73,7 +94,7 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hang_up)
-    supervisor = Supervisor(config, namespace, log_level)
+    supervisor = Supervisor(config, namespace, log_level, log_format)
     owners = OwnerWatch(config)
     code = 0
     try:
@@ -99,6 +120,8 @@ def run(config_path: Path, address: str | None = None, namespace: str = NAMESPAC
             except ReplicatorError as exc:
                 log.error("%s; trying again at the next poll", exc)
             statuses = supervisor.poll()
+            if probes is not None:
+                probes.looped(supervisor.not_ready(members))
             if supervisor.fatal:
                 for name, error in supervisor.fatal.items():
                     log.error("%s stopped on a config error: %s", name, error)
@@ -136,9 +159,14 @@ class RayUnreachable(ReplicatorError):
     exit_code = ClusterError.exit_code
 
 
+# The lines the chart's runbook greps the driver's output for (README, "Logs an operator can grep").
+RUNBOOK_LINES = r"(?i:rebalanc|assignment|Auto commit|AUTO_OFFSET_RESET)"
+
+
 def _join(address: str | None, namespace: str) -> None:
     if _on_this_machine(address):
         stay_on_loopback()
+    ray_internals.never_deduplicate(RUNBOOK_LINES)
     try:
         ray.init(address=address, namespace=namespace, log_to_driver=True)
     except ConnectionError as exc:
@@ -178,11 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     add_log_level(parser, default="INFO")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
-        return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level)
+        return run(args.config, args.address, args.namespace, args.progress_seconds, args.log_level,
+                   health_address(args), args.log_format)
     except ReplicatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc, args.log_format)
         return exc.exit_code
 
 

@@ -12,21 +12,20 @@ actor: keep passwords in saslPasswordEnv so that only the variable's name travel
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
 
 import ray
 
-from replicator import wire
+from replicator import logs, wire
 from replicator.config import ReplicatorConfig
 from replicator.errors import ConfigError
 from replicator.flow import Flow, Health
 from replicator.group_sync import GroupSync
 from replicator.restarts import Restarts
 
-from .telemetry import Exporter, Totals
+from .telemetry import Totals, exporter
 
 log = logging.getLogger("cluster.member")
 
@@ -53,8 +52,9 @@ class Member:
     """Replicates one direction as one member of its consumer group."""
 
     def __init__(self, config: ReplicatorConfig, direction: str, name: str,
-                 log_level: str = "INFO"):
-        _log_to_stderr(log_level)
+                 log_level: str = "INFO", log_format: str = "text"):
+        _log_to_stderr(log_level, log_format)
+        logs.set_member(direction, name)
         self._config = config
         self._direction = direction
         self._name = name
@@ -64,7 +64,7 @@ class Member:
         context = ray.get_runtime_context()
         self._incarnation = context.get_worker_id()
         self._node_id = context.get_node_id()
-        self._exporter = Exporter(direction, name)
+        self._exporter = exporter(direction, name)
         self._flow: Flow | None = None
         # A failed flow is replaced here: Ray restarts the actor only when its process dies.
         self._flows = Restarts(self._next_flow, restart_on_errors=True)
@@ -143,8 +143,9 @@ class Member:
         flow = self._flow
         if self._group_sync is not None:
             self._exporter.publish_sync(self._group_sync.figures)
+        health = flow.health()
         return self._exporter.publish(flow.metrics.snapshot(), flow.metrics.drain_latencies(),
-                                      len(flow.health().assigned))
+                                      len(health.assigned), list(health.stopped))
 
 
 def _reconstructed(context) -> bool:
@@ -154,14 +155,8 @@ def _reconstructed(context) -> bool:
         return bool(context.was_current_actor_reconstructed)
 
 
-def _log_to_stderr(level: str) -> None:
+def _log_to_stderr(level: str, log_format: str) -> None:
     """The replicator's lines on the worker's stderr, which Ray forwards to the driver."""
-    root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers = [handler]
-    root.setLevel(level.upper())
-    # kafka-python's INFO lines repeat ours; its warnings and errors still show, except
-    # its event loop's "task ran for over 100 ms", which a busy small node logs all the time.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger(wire.SELECTOR_LOGGER).setLevel(max(logging.ERROR, root.level))
+    logs.configure(level, log_format, replace=True)
+    # Its event loop's "task ran for over 100 ms": a busy small node logs it all the time.
+    logging.getLogger(wire.SELECTOR_LOGGER).setLevel(max(logging.ERROR, logging.getLogger().level))

@@ -10,11 +10,14 @@ the `ray` extra and of the chart):
 - `ray.scripts.scripts.ray_constants`: the module `ray start` reads that flag from, swapped
   for a copy so that the CLI allows worker nodes on loopback;
 - `ray._private.services.find_bootstrap_address(temp_dir)`: the address of the cluster that
-  the last `ray start` on this machine recorded.
+  the last `ray start` on this machine recorded;
+- `ray._private.ray_logging.stdout_deduplicator` and `stderr_deduplicator`, and their
+  `allow_re`: the lines the driver prints of its actors' output however alike they are.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -51,3 +54,15 @@ def recorded_address() -> str | None:
     from ray._private import services
 
     return services.find_bootstrap_address(None)
+
+
+def never_deduplicate(pattern: str) -> None:
+    """Print every actor line matching `pattern` in this driver's output. Ray folds lines that
+    differ only in words with digits ("sourceToTarget-1: rebalance ...") from several actors
+    into one, or leaves them out, unless they match its allow pattern
+    (RAY_DEDUP_LOGS_ALLOW_REGEX, read when Ray is imported): `pattern` is added to it."""
+    from ray._private import ray_logging
+
+    for deduplicator in (ray_logging.stdout_deduplicator, ray_logging.stderr_deduplicator):
+        allowed = deduplicator.allow_re.pattern if deduplicator.allow_re else None
+        deduplicator.allow_re = re.compile(f"(?:{allowed})|(?:{pattern})" if allowed else pattern)

@@ -17,6 +17,7 @@ from ray.exceptions import RayActorError
 
 from replicator.config import ReplicatorConfig
 from replicator.errors import ReplicatorError
+from replicator.health import not_ready
 from replicator.metrics import percentile
 
 from .member import Member, MemberStats
@@ -67,6 +68,7 @@ class _Watched:
     last: MemberStats | None = None
     trouble: str | None = None  # the last problem logged, so that it is logged once
     gone: bool = False
+    answering: bool = False  # it answered the last poll
     reported: set[str] = field(default_factory=set)  # stopped partitions already logged
 
     def replicated(self) -> int:
@@ -81,10 +83,11 @@ class Supervisor:
     """The members of one replicator config, as Ray actors in one namespace."""
 
     def __init__(self, config: ReplicatorConfig, namespace: str = NAMESPACE,
-                 log_level: str = "INFO"):
+                 log_level: str = "INFO", log_format: str = "text"):
         self.config = config
         self.namespace = namespace
         self.log_level = log_level
+        self.log_format = log_format
         self.restarts: Counter[str] = Counter()
         self.fatal: dict[str, str] = {}  # member → the config error that stopped it
         self._members: dict[str, _Watched] = {}
@@ -113,6 +116,7 @@ class Supervisor:
         running: dict[str, MemberStats] = {}
         for name, ref in asked.items():
             watched = self._members[name]
+            watched.answering = False
             if ref not in answered:
                 self._trouble(watched, f"{name} is not answering within {CALL_TIMEOUT_SECONDS:.0f}s")
                 continue
@@ -128,6 +132,20 @@ class Supervisor:
             if stats.health.state == "running":
                 running[name] = stats
         return self._statuses(running)
+
+    def not_ready(self, members: list[MemberPlan]) -> list[str]:
+        """Why the planned members are not all replicating, as of the last poll: each must
+        answer (its actor ALIVE), have its assignment and have committed within the bound."""
+        problems = []
+        for member in members:
+            watched = self._members.get(member.name)
+            if watched is None or watched.gone:
+                problems.append(f"{member.name}: not running")
+            elif not watched.answering or watched.last is None:
+                problems.append(watched.trouble or f"{member.name}: has not answered yet")
+            else:
+                problems += not_ready(watched.last.health)
+        return problems
 
     def rejoin(self, direction: str) -> None:
         """Ask every member of `direction` to join its group again; its leader's join makes
@@ -157,7 +175,7 @@ class Supervisor:
         while True:
             try:
                 actor = Member.options(**options).remote(
-                    self.config, member.direction, member.name, self.log_level)
+                    self.config, member.direction, member.name, self.log_level, self.log_format)
                 break
             except ValueError as exc:  # the name is taken
                 if time.monotonic() > deadline:
@@ -201,8 +219,16 @@ class Supervisor:
             log.warning("%s was restarted by Ray (%d restarts in %s so far)", name,
                         self.restarts[watched.plan.direction], watched.plan.direction)
         watched.incarnation = stats.incarnation
+        before = watched.last.health.generation if watched.last else -1
         watched.last = stats
+        watched.answering = True
         health = stats.health
+        if health.generation != before and health.generation >= 0:
+            # The members log each rebalance too; this line is the driver's own, so that its
+            # output has it whatever Ray forwards of theirs.
+            log.info("%s: rebalance: group %s generation %d, partition assignment now %s", name,
+                     self.config.group(watched.plan.direction).group_id, health.generation,
+                     health.assigned)
         if stats.fatal:
             self.fatal[name] = health.error or "config error"
         elif health.state == "failed":

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import link, map_topic, registry, wire
+from . import link, logs, map_topic, registry, wire
 from .committer import Committer, MapCommitter, TransactionalCommitter
 from .fetcher import Fetcher
 from .group_member import GroupMember, source_consumer
+from .health import commit_bound
 from .offset_map import Journal
 from .producer import BatchProducer, Shipment
 from .provenance import Provenance
@@ -149,8 +150,7 @@ def _assemble(flow, opened: list) -> Parts:
                                             producer_config.max_request_size,
                                             target_wire.request_timeout_ms, written)
             writer = map_topic.MapWriter(journal, target_producer.submit, map_slow)
-            patience = max(5 * group.auto_commit_interval_ms, group.session_timeout_ms) / 1000
-            committer = MapCommitter(writer, (target_side, target), patience,
+            committer = MapCommitter(writer, (target_side, target), commit_bound(config, direction),
                                      commit_each_acknowledgement=not group.enable_auto_commit)
     member_of_group = GroupMember(source_consumer(config, direction, member), list(routes), direction,
                                   member, group.group_id, group.session_timeout_ms)
@@ -164,6 +164,9 @@ def _assemble(flow, opened: list) -> Parts:
                  "next offset are committed in one transaction on the %s cluster; consumers "
                  "of the target must read with isolation.level=read_committed to see each "
                  "record once", direction, group.auto_commit_interval_ms, target_side)
+        # The runbook greps `Auto commit` to see that offsets are committed, in every mode.
+        log.info("%s: Auto commit enabled (transaction): the source offsets are committed with "
+                 "each transaction, every %d ms", direction, group.auto_commit_interval_ms)
     elif group.enable_auto_commit:
         log.info("%s: Auto commit enabled: acknowledged offsets are committed every %d ms",
                  direction, group.auto_commit_interval_ms)
@@ -183,5 +186,5 @@ def _fallbacks(direction: str):
         if (tp, reason) not in logged:
             logged.add((tp, reason))
             log.info("%s: %s[%d]: records re-encoded instead of copied as a batch: %s",
-                     direction, tp.topic, tp.partition, reason)
+                     direction, tp.topic, tp.partition, reason, extra=logs.at(tp.topic, tp.partition))
     return fallback

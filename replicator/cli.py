@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import logs
 from .config import DIRECTIONS, ReplicatorConfig, load_config
 from .errors import ProblemFound
 
@@ -21,14 +22,16 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONFIG_HELP = "the replicator's YAML config (configs/example.yaml shows every key)"
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # kafka-python's INFO lines repeat ours; its warnings and errors still show.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
+    logs.configure(level, log_format)
+
+
+def report_error(exc: Exception, log_format: str) -> None:
+    """The error a command stops on: `error: ...` on stderr, or a JSON line as its others."""
+    if log_format == "json":
+        log.error("error: %s", exc)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
 
 
 def log_level(text: str) -> str:
@@ -39,8 +42,14 @@ def log_level(text: str) -> str:
 
 
 def add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--log-level and --log-format; `default` None: taken after a command too, where the
+    top parser's defaults stand unless given."""
     parser.add_argument("--log-level", type=log_level, default=default if default else argparse.SUPPRESS,
                         metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default INFO)")
+    parser.add_argument("--log-format", choices=logs.FORMATS,
+                        default=logs.FORMATS[0] if default else argparse.SUPPRESS,
+                        help="text (default) or json: one object per line with time, level, logger, "
+                        "direction, member, message, and topic, partition and offset where there are some")
 
 
 def command(commands, name: str, common: argparse.ArgumentParser, help: str, examples: str,
@@ -65,11 +74,16 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     replicate = command(commands, "replicate", common,
                         "run one member of one direction in this process (no Ray) until SIGTERM", """\
   kafka-replicator replicate --config my.yaml --direction sourceToTarget
-  kafka-replicator replicate --config my.yaml --direction targetToSource --member targetToSource-1""",
+  kafka-replicator replicate --config my.yaml --direction targetToSource --member targetToSource-1
+  kafka-replicator replicate --config my.yaml --direction sourceToTarget --metrics-port 9400""",
                         _replicate)
     replicate.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
     replicate.add_argument("--member", help="static group member id (group.instance.id)")
+    replicate.add_argument("--metrics-port", type=port, metavar="PORT",
+                           help="serve /metrics (kafka_replicator_*), /healthz and /readyz on this port")
+    replicate.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                           help="address to serve them on (default 127.0.0.1; 0.0.0.0 in a container)")
 
     status = command(commands, "status", common,
                      "committed offset, log-end offset, lag and owner per partition of each direction", """\
@@ -119,10 +133,16 @@ def _replicate(args) -> int:
     from .flow import Flow
     from .restarts import Restarts
 
+    logs.set_member(args.direction, args.member)
     config = load_config(args.config)
     for warning in config.warnings():
         log.warning("%s", warning)
     flows = Restarts(lambda: Flow(config, args.direction, args.member), restart_on_errors=False)
+    probes = None
+    if args.metrics_port is not None:
+        from .probes import MemberProbes
+
+        probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port)
 
     def stop(signum, _frame):
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -130,8 +150,19 @@ def _replicate(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    flows.run()
+    try:
+        flows.run()
+    finally:
+        if probes is not None:
+            probes.close()
     return 0
+
+
+def port(text: str) -> int:
+    """--metrics-port's and --health-port's type: 0 (any free port) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    return int(text)
 
 
 def _status(args) -> int:

@@ -57,3 +57,13 @@ class Fenced(ReplicatorError):
             "most likely owns its partition now; nothing of the open transaction is visible to "
             "read_committed readers, and the flow starts again from the positions the target "
             "committed")
+
+
+class PortUnavailable(ReplicatorError):
+    """The probes' and metrics' port cannot be bound here (taken, or a host not of this machine)."""
+
+    def __init__(self, host: str, port: int, reason: str):
+        self.host = host
+        self.port = port
+        super().__init__(f"cannot serve probes and metrics on {host}:{port}: {reason}; choose "
+                         "another port or host")

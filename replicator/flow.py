@@ -20,19 +20,19 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from kafka.errors import KafkaError, OffsetOutOfRangeError, TopicAuthorizationFailedError
 from kafka.structs import TopicPartition
 
-from . import batches
+from . import batches, logs
 from .assembly import Parts, assemble
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
 from .errors import ClusterError, ConfigError, Fenced, RecordRejected
 from .fetcher import FetchAnswer
 from .group_member import Refused
+from .health import Health, commit_bound, poll_bound
 from .metrics import FlowMetrics
 from .shipping import Step, Target
 from .topics import Layout
@@ -46,6 +46,9 @@ GROUP_POLL_MS = 100
 GROUP_POLL_INTERVAL_SECONDS = 0.2
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
+# The runbook greps `Auto commit` to see commits happen: the first is logged, then a summary
+# at most this often, not a line a second.
+COMMIT_LOG_SECONDS = 60.0
 
 
 class State(str, enum.Enum):
@@ -54,20 +57,6 @@ class State(str, enum.Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
-
-
-@dataclass
-class Health:
-    """What an operator (or a supervisor) probes."""
-
-    direction: str
-    member: str | None
-    state: str = State.STARTING.value
-    assigned: list[str] = field(default_factory=list)
-    stopped: dict[str, str] = field(default_factory=dict)
-    in_flight: int = 0
-    last_poll: float = 0.0
-    error: str | None = None
 
 
 class Flow:
@@ -88,7 +77,10 @@ class Flow:
         self._stopping = threading.Event()
         self._leave_group = False
         self._rejoin = threading.Event()
-        self._health = Health(direction, member)
+        self._health = Health(direction, member, commit_bound=commit_bound(config, direction),
+                              poll_bound=poll_bound(config, direction))
+        self._commits_unlogged = 0
+        self._next_commit_log = 0.0
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._layouts: dict[str, Layout] = {}
         self._targets: dict[TopicPartition, Target] = {}
@@ -142,6 +134,8 @@ class Flow:
     def health(self) -> Health:
         health = self._health
         health.in_flight = self._checkpoint.in_flight()
+        if health.state == State.RUNNING.value:
+            health.since_commit = time.monotonic() - self._committed_at
         health.stopped = {f"{tp.topic}[{tp.partition}]": str(err) for tp, err in self._stopped.items()}
         return health
 
@@ -154,7 +148,11 @@ class Flow:
         if self._rejoin.is_set():
             self._rejoin.clear()
             self._group.rejoin()
-        busy = evicted or self._group.needs_time()
+        joining = self._group.needs_time()
+        busy = evicted or joining
+        self._health.evicted = evicted
+        if joining:
+            self._health.rebalancing = True  # until a commit goes through after it
         if busy or time.monotonic() >= self._next_group_poll:
             self._poll_group(busy)
         if (not evicted and not self._commits_overdue()
@@ -357,7 +355,7 @@ class Flow:
         if positions is None:
             return False
         if not positions:
-            self._committed_at = time.monotonic()
+            self._commit_went_through()
             return True
         started = time.monotonic()
         refusal = self._group.commit(positions)
@@ -373,15 +371,35 @@ class Flow:
                        refusal.reason)
             return False
         self._checkpoint.committed(positions)
-        self._committed_at = time.monotonic()
+        self._commit_went_through(positions)
         self.metrics.committed(time.monotonic() - started)
         self._rebalancing_since = None
         self._committer.committed(self)
         return True
 
+    def _commit_went_through(self, positions: dict | None = None) -> None:
+        now = time.monotonic()
+        self._committed_at = now
+        if not self._group.needs_time():
+            self._health.rebalancing = False
+        if not positions:
+            return
+        self._commits_unlogged += 1
+        if now >= self._next_commit_log:
+            self._next_commit_log = now + COMMIT_LOG_SECONDS
+            how = " (transaction)" if self._settings.exactly_once else ""
+            shown = ", ".join(f"{tp.topic}[{tp.partition}]@{offset}"
+                              for tp, offset in sorted(positions.items())[:5])
+            more = f" and {len(positions) - 5} more" if len(positions) > 5 else ""
+            log.info("%s %s: Auto commit of offsets%s: %d commit%s since the last such line; "
+                     "the last: %s%s", self.direction, self.member or "-", how,
+                     self._commits_unlogged, "" if self._commits_unlogged == 1 else "s", shown, more)
+            self._commits_unlogged = 0
+
     def _commit_waits(self) -> None:
         """A commit refused while the group rebalances is normal; one refused for long is not."""
         now = time.monotonic()
+        self._health.rebalancing = True
         if self._rebalancing_since is None:
             self._rebalancing_since = now
             self._next_rebalance_warning = now + REBALANCE_PATIENCE_SECONDS
@@ -412,7 +430,8 @@ class Flow:
         tp, offset, error = failure.partition, failure.offset, failure.error
         if getattr(error, "retriable", False):
             log.warning("%s: %s[%d]@%d not acknowledged by the target (%s); fetching it again",
-                        self.direction, tp.topic, tp.partition, offset, type(error).__name__)
+                        self.direction, tp.topic, tp.partition, offset, type(error).__name__,
+                        extra=logs.at(tp.topic, tp.partition, offset))
             self.metrics.failed()
             self._rewind(tp)
             return
@@ -421,19 +440,21 @@ class Flow:
             # A whole batch was refused: find the record, so that onError applies to it alone.
             log.warning("%s: the target refused %s[%d]@%d-%d (%s); sending those records one "
                         "per batch to find the one it refuses", self.direction, tp.topic,
-                        tp.partition, offset, failure.next_offset - 1, reason)
+                        tp.partition, offset, failure.next_offset - 1, reason,
+                        extra=logs.at(tp.topic, tp.partition, offset))
             self._singles[tp] = failure.next_offset
             self._rewind(tp)
             return
         if self._settings.on_error == "skip":
             log.error("%s: skipping %s[%d]@%d, rejected by the target: %s (onError: skip)",
-                      self.direction, tp.topic, tp.partition, offset, reason)
+                      self.direction, tp.topic, tp.partition, offset, reason,
+                      extra=logs.at(tp.topic, tp.partition, offset))
             self.metrics.skipped(tp.topic)
             self._checkpoint.skip_failed(tp)
             self._settle()
             return
         rejected = RecordRejected(tp.topic, tp.partition, offset, reason)
-        log.error("%s: %s", self.direction, rejected)
+        log.error("%s: %s", self.direction, rejected, extra=logs.at(tp.topic, tp.partition, offset))
         self.metrics.failed()
         self._stopped[tp] = rejected
         self._checkpoint.rewind(tp)
@@ -451,7 +472,8 @@ class Flow:
             offset = self._group.reset_offset(tp, reset)
             log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
                         "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
-                        self._fetcher.position(tp), reset, offset)
+                        self._fetcher.position(tp), reset, offset,
+                        extra=logs.at(tp.topic, tp.partition, self._fetcher.position(tp)))
             self._checkpoint.rewind(tp)
             self._fetcher.seek(tp, offset)
             self._checkpoint.advance(tp, offset)
@@ -462,13 +484,14 @@ class Flow:
                                f"not authorized to read topic {tp.topic!r}; grant the replicator's "
                                "principal Read on it")
         log.warning("%s: fetching %s[%d] failed (%s); trying again", self.direction, tp.topic,
-                    tp.partition, error.__name__)
+                    tp.partition, error.__name__, extra=logs.at(tp.topic, tp.partition))
 
     # Rebalance callbacks (group_member.Listener): the consumer runs them on its IO thread
     # while the flow's own thread waits in poll(), so they never run beside the loop.
 
     def revoked(self, partitions) -> dict:
         """Wait for the target's answers on revoked partitions; return what to commit."""
+        self._health.rebalancing = True
         log.info("%s %s: rebalance: partitions revoked: %s", self.direction, self.member or "-",
                  _names(partitions))
         patience = min(10.0, self._group_config.session_timeout_ms / 3000.0)
@@ -486,6 +509,13 @@ class Flow:
         self._checkpoint.committed(positions)
         self._committed_at = time.monotonic()
         self.metrics.committed(0.0)
+
+    def rebalanced(self, generation: int, owned: list) -> None:
+        # Logged by every member that lives through a rebalance: the runbook greps for it.
+        self._health.generation = generation
+        log.info("%s %s: rebalance complete (group %s, generation %d): partition assignment "
+                 "now %s", self.direction, self.member or "-", self._group_config.group_id,
+                 generation, _names(owned))
 
     def assigned(self, added: list, owned: list) -> None:
         self.metrics.rebalanced()

@@ -70,6 +70,9 @@ class Listener(Protocol):
 
     def assigned(self, added: list, owned: list) -> None: ...
 
+    def rebalanced(self, generation: int, owned: list) -> None:
+        """A join completed (every rebalance the member lives through), changed or not."""
+
     def forget(self, partitions) -> None:
         """The partitions are someone else's now (revoked, or lost with the membership)."""
 
@@ -109,6 +112,8 @@ class GroupMember:
             self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe(self._topics, listener=_Rebalance(self._consumer, self._label,
                                                                   self._direction, listener))
+        wire.on_join_complete(self._consumer, lambda generation: listener.rebalanced(
+            generation, sorted(self._consumer.assignment())))
 
     def needs_time(self) -> bool:
         """Whether a poll must wait for group work (a join, finding the coordinator)."""

@@ -23,6 +23,8 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   listener, which runs on the consumer's IO thread where `commit()` would deadlock);
 - `KafkaConsumer._coordinator.need_rejoin/join_group_async`, `_join_task` and `state`,
   wrapped so that a join finished between two polls is taken, not lost (`complete_joins`);
+- `KafkaConsumer._coordinator._on_join_complete_async`, wrapped to tell of every completed
+  join (`on_join_complete`): the rebalance listener hears only of partitions added or revoked;
 - the logger `kafka.net.selector` (`SELECTOR_LOGGER`), which a busy node floods;
 - for the benchmark's tools: `KafkaProducer._accumulator.append` and `_sender.wakeup`
   (`unchecked_send`), and `kafka.record.default_records.DefaultRecordBatchBuilder`'s
@@ -376,6 +378,19 @@ def complete_joins(consumer) -> None:
 
     coordinator.need_rejoin = pending_or_needed
     coordinator.join_group_async = join_group_async
+
+
+def on_join_complete(consumer, callback: Callable[[int], None]) -> None:
+    """Call `callback(generation)` after each join the consumer completes, whether or not its
+    assignment changed (a cooperative rebalance calls the listener only for changes)."""
+    coordinator = consumer._coordinator
+    complete = coordinator._on_join_complete_async
+
+    async def on_join_complete_async(generation, member_id, protocol, member_assignment_bytes):
+        await complete(generation, member_id, protocol, member_assignment_bytes)
+        callback(generation)
+
+    coordinator._on_join_complete_async = on_join_complete_async
 
 
 class _Finished:

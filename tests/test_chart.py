@@ -625,7 +625,8 @@ def test_the_driver_connects_to_the_cluster_head(helm):
     assert driver["spec"]["replicas"] == 1
     assert driver["spec"]["strategy"]["type"] == "Recreate", "old actors stop before new ones start"
     container = driver["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "cluster.driver", "--config", "/etc/kafka-replicator/config.yaml"]
+    assert container["command"] == ["python", "-m", "cluster.driver", "--config", "/etc/kafka-replicator/config.yaml",
+                                    "--health-port", "8081", "--health-host", "0.0.0.0"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     client_port = cluster["spec"]["headGroupSpec"]["rayStartParams"]["ray-client-server-port"]
     assert env["RAY_ADDRESS"] == f"ray://{cluster['metadata']['name']}-head-svc:{client_port}"
@@ -634,6 +635,29 @@ def test_the_driver_connects_to_the_cluster_head(helm):
     assert head_ports["dashboard"] == 8265 and head_ports["metrics"] == 8080
     dashboard = one(docs, "Service", "-dashboard")
     assert dashboard["spec"]["selector"] == {"ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+
+
+def test_the_driver_pod_is_probed_on_its_health_port_readiness_for_replicating(helm):
+    container = one(render(helm), "Deployment", "-driver")["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "health", "containerPort": 8081}]
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert live["httpGet"] == {"path": "/healthz", "port": "health"}
+    # A rebalance or a member Ray restarts makes the pod unready, never restarted: liveness
+    # gives a stuck loop minutes, readiness reacts within half a minute.
+    assert live["periodSeconds"] * live["failureThreshold"] >= 120
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= 30
+
+
+def test_the_driver_probes_follow_the_values_and_can_be_turned_off(helm):
+    docs = render(helm, {"driver": {"health": {"port": 9000, "readinessProbe": {"failureThreshold": 5}}}})
+    container = one(docs, "Deployment", "-driver")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-4:] == ["--health-port", "9000", "--health-host", "0.0.0.0"]
+    assert container["readinessProbe"]["failureThreshold"] == 5
+    off = one(render(helm, {"driver": {"health": {"enabled": False}}}), "Deployment", "-driver")
+    container = off["spec"]["template"]["spec"]["containers"][0]
+    assert "--health-port" not in container["command"]
+    assert not {"ports", "readinessProbe", "livenessProbe"} & set(container)
 
 
 def test_config_change_rolls_only_the_driver(helm):
@@ -842,18 +866,19 @@ def test_readme_commands_name_rendered_objects(helm):
 # ----------------------------------------------------------------------------------------
 
 ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorErrors",
-          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing"}
+          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing", "KafkaReplicatorPartitionStopped"}
 
 
 def exported_metrics() -> set[str]:
-    """The Prometheus names of the metrics cluster/telemetry.py defines: Ray prefixes ray_,
-    counters end in _total, histograms come as _bucket, _sum and _count."""
-    source = (REPO / "cluster" / "telemetry.py").read_text()
+    """The Prometheus names of the series replicator/export.py defines, as Ray exports them:
+    prefixed ray_, counters end in _total, histograms come as _bucket, _sum and _count."""
+    from replicator.export import SERIES
+
     names = set()
-    for kind, name in re.findall(r'\b(Counter|Gauge|Histogram)\("(kafka_replicator_\w+)"', source):
-        base = f"ray_{name}"
-        names |= {"Counter": {f"{base}_total"}, "Gauge": {base},
-                  "Histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[kind]
+    for series in SERIES.values():
+        base = f"ray_{series.name}"
+        names |= {"counter": {f"{base}_total"}, "gauge": {base},
+                  "histogram": {f"{base}_bucket", f"{base}_sum", f"{base}_count"}}[series.kind]
     return names
 
 
@@ -902,13 +927,16 @@ def test_alerts_and_dashboard_use_only_the_metrics_the_replicator_exports(helm):
 def test_alert_thresholds_come_from_the_values(helm):
     docs = render(helm, {"metrics": {"prometheusRule": {
         "enabled": True, "lagThreshold": 500, "lagFor": "3m", "stalledFor": "20m", "restartsPerHour": 7,
-        "errorsPer10m": 2, "rebalancesPerHour": 30, "severity": "page", "selector": 'job="ray"'}}})
+        "errorsPer10m": 2, "rebalancesPerHour": 30, "stoppedFor": "5m", "severity": "page",
+        "selector": 'job="ray"'}}})
     rules = {r["alert"]: r for r in alert_rules(docs)}
     assert rules["KafkaReplicatorHighLag"]["expr"].endswith("> 500") and rules["KafkaReplicatorHighLag"]["for"] == "3m"
     assert "[20m]" in rules["KafkaReplicatorStalled"]["expr"]
     assert rules["KafkaReplicatorMemberRestarts"]["expr"].endswith("> 7")
     assert rules["KafkaReplicatorErrors"]["expr"].endswith("> 2")
     assert rules["KafkaReplicatorRebalancing"]["expr"].endswith("> 30")
+    assert rules["KafkaReplicatorPartitionStopped"]["for"] == "5m"
+    assert rules["KafkaReplicatorPartitionStopped"]["labels"]["severity"] == "page"
     assert rules["KafkaReplicatorHighLag"]["labels"]["severity"] == "page"
     assert all(re.findall(r"\{([^}]*)\}", r["expr"]) and set(re.findall(r"\{([^}]*)\}", r["expr"])) == {'job="ray"'}
                for r in rules.values())

@@ -1,11 +1,18 @@
 """The command line: help with examples, --version, --log-level anywhere, exit codes, and no
 traceback for a wrong argument or a missing extra."""
 
+import json
+import logging
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cluster import cli
+from replicator import logs
+
+REPO = Path(__file__).resolve().parent.parent
 
 COMMANDS = ("check", "replicate", "status", "offsets", "sandbox", "run", "demo")
 
@@ -43,12 +50,69 @@ def test_the_top_help_lists_the_exit_codes(capsys):
 
 def test_log_level_is_taken_before_or_after_the_command(capsys, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(cli.cli, "setup_logging", seen.append)
+    monkeypatch.setattr(cli.cli, "setup_logging", lambda level, log_format: seen.append(level))
     config = tmp_path / "missing.yaml"
     run(capsys, "--log-level", "debug", "check", "--config", str(config))
     run(capsys, "check", "--config", str(config), "--log-level", "warning")
     run(capsys, "check", "--config", str(config))
     assert seen == ["DEBUG", "WARNING", "INFO"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_takes_log_format_json_before_or_after_it(capsys, monkeypatch, command):
+    seen = []
+    monkeypatch.setattr(cli.cli, "setup_logging", lambda level, log_format: seen.append(log_format))
+    monkeypatch.setattr(cli, "_run", lambda args: 0)
+    parser = cli.build_parser()
+    rest = {"check": ["--config", "c.yaml"], "replicate": ["--config", "c.yaml", "--direction", "sourceToTarget"],
+            "status": ["--config", "c.yaml"], "offsets": ["translate", "--config", "c.yaml", "--group", "g"],
+            "sandbox": ["status"], "run": ["--config", "c.yaml"], "demo": []}[command]
+    assert parser.parse_args(["--log-format", "json", command, *rest]).log_format == "json"
+    assert parser.parse_args([command, *rest, "--log-format", "json"]).log_format == "json"
+    assert parser.parse_args([command, *rest]).log_format == "text"
+
+
+def test_a_json_log_line_is_one_object_with_the_member_and_the_record_position():
+    logs.set_member("sourceToTarget", "sourceToTarget-0")
+    try:
+        record = logging.LogRecord("replicator.flow", logging.ERROR, __file__, 1, "%s: rejected %s",
+                                   ("sourceToTarget", "x"), None)
+        record.__dict__.update(logs.at("orders", 2, 1200))
+        line = logs.JsonFormatter().format(record)
+    finally:
+        logs.set_member(None, None)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed.pop("time").endswith("+00:00")
+    assert parsed == {"level": "ERROR", "logger": "replicator.flow", "direction": "sourceToTarget",
+                      "member": "sourceToTarget-0", "message": "sourceToTarget: rejected x",
+                      "topic": "orders", "partition": 2, "offset": 1200}
+
+
+def test_json_is_what_a_command_writes_on_stderr_with_log_format_json(tmp_path):
+    """A real process: its lines parse as JSON, with its direction and member (here a config
+    warning, logged before it connects; it is stopped there)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("sourceKafka: {bootstrapServers: 'localhost:1'}\ntargetKafka: {bootstrapServers: 'localhost:2'}\n"
+                      "producer: {lingerMs: 5}\nreplication: {sourceToTarget: {topics: [{sourceTopicName: a}]}}\n")
+    process = subprocess.Popen([sys.executable, "-m", "cluster.cli", "--log-format", "json", "replicate", "--config",
+                                str(config), "--direction", "sourceToTarget", "--member", "m-0"],
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = json.loads(process.stderr.readline())
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert (line["level"], line["direction"], line["member"]) == ("WARNING", "sourceToTarget", "m-0"), line
+    assert "lingerMs" in line["message"]
+
+
+def test_the_error_a_command_stops_on_is_a_json_line_too(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "cluster.cli", "check", "--config", str(tmp_path / "missing.yaml"),
+                           "--log-format", "json"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 3
+    line = json.loads(done.stderr)
+    assert line["level"] == "ERROR" and line["message"].startswith("error: cannot read config file"), line
 
 
 def test_a_bad_log_level_is_a_usage_error_without_a_traceback(capsys):

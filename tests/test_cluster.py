@@ -7,13 +7,18 @@ died before committing what it had copied, and are bounded by exactly that.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+import uuid
+from dataclasses import dataclass
 
 import pytest
 import ray
@@ -530,6 +535,29 @@ def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, 
     assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
 
 
+def test_members_log_json_lines_with_their_direction_and_member_when_asked(sandbox, name, ray_cluster, capfd):
+    """--log-format json reaches the actors: Ray forwards their lines to this process."""
+    create_topic(sandbox.source, name, partitions=1)
+    supervisor = Supervisor(parse_config(settings(sandbox, name, s2t=[name], replicas=1)), log_format="json")
+    try:
+        supervisor.apply(plan(supervisor.config))
+
+        def logged() -> list[dict]:
+            found = []
+            for line in re.sub(r"\x1b\[[0-9;]*m", "", capfd.readouterr().err).splitlines():
+                _, brace, rest = line.partition("{")  # behind Ray's "(sourceToTarget-0 pid=...) "
+                if brace and '"logger": "replicator.' in rest:
+                    found.append(json.loads(brace + rest))
+            seen.extend(found)
+            return [line for line in seen if "partition assignment" in line["message"]]
+
+        seen: list[dict] = []
+        line = wait_until(logged, 60, interval=1, what="the member's assignment as a JSON line")[0]
+        assert (line["direction"], line["member"], line["level"]) == ("sourceToTarget", "sourceToTarget-0", "INFO")
+    finally:
+        supervisor.stop(GRACE)
+
+
 def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(sandbox, name, supervised):
     create_topic(sandbox.source, name, partitions=2)
     Feed(sandbox.source, name, 2, total=200, rate=1000).join()
@@ -546,6 +574,75 @@ def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(s
         what="the group's offsets on the target")
 
 
+@dataclass
+class LostMember:
+    """One driver run with --health-port: its members replicating, then one killed for good."""
+
+    ready_before: tuple[int, str]
+    ready_after: tuple[int, str]
+    alive_after: tuple[int, str]
+    log: str
+
+
+@pytest.fixture(scope="module")
+def member_lost_for_good(sandbox, ray_cluster, tmp_path_factory) -> LostMember:
+    tmp = tmp_path_factory.mktemp("lost-member")
+    name = f"lost-member-{uuid.uuid4().hex[:6]}"
+    create_topic(sandbox.source, name, partitions=4)
+    settings_ = settings(sandbox, name, s2t=[name], sessionTimeoutMs=6000, autoCommitIntervalMs=500)
+    config_file = tmp / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings_))
+    log_file = tmp / "driver.log"
+    driver = _driver(config_file, ray_cluster, log_file, "--health-port", "0")
+    try:
+        base = wait_until(lambda: re.search(r"serving /healthz, /readyz on (http://127\.0\.0\.1:\d+)",
+                                            log_file.read_text()), 60, what="the driver's probes").group(1)
+        ready_before = wait_until(lambda: (lambda a: a if a[0] == 200 else None)(_get(f"{base}/readyz")),
+                                  90, interval=1, what="the driver ready")
+        before = _survivor_rebalances(log_file.read_text())
+        ray.kill(ray.get_actor("sourceToTarget-1", namespace=NAMESPACE), no_restart=True)
+        wait_until(lambda: all(after > earlier for after, earlier in
+                               zip(_survivor_rebalances(log_file.read_text()), before)),
+                   60, interval=1, what="the survivor's rebalance in the driver's output")
+        ready_after, alive_after = _get(f"{base}/readyz"), _get(f"{base}/healthz")
+    finally:
+        _terminate(driver)
+    return LostMember(ready_before, ready_after, alive_after, log_file.read_text())
+
+
+def test_the_driver_is_ready_once_every_member_replicates(member_lost_for_good):
+    assert member_lost_for_good.ready_before == (200, "ok\n"), member_lost_for_good.log
+
+
+def test_the_driver_is_not_ready_but_alive_while_a_planned_member_is_gone(member_lost_for_good):
+    status, text = member_lost_for_good.ready_after
+    assert status == 503 and "sourceToTarget-1: not running" in text, (text, member_lost_for_good.log)
+    assert member_lost_for_good.alive_after == (200, "ok\n")
+
+
+def _survivor_rebalances(log: str) -> tuple[int, int]:
+    """sourceToTarget-0's rebalance lines in the driver's output: its own, as Ray forwards them
+    ("(sourceToTarget-0 pid=...) ..."), and the driver's."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", log).splitlines()  # Ray colours the prefix
+    return (sum(line.startswith("(sourceToTarget-0 ") and "rebalance complete" in line for line in lines),
+            sum("cluster.supervisor: sourceToTarget-0: rebalance: group" in line for line in lines))
+
+
+def test_a_survivors_rebalance_reaches_the_driver_output_from_the_member_and_the_driver(
+        member_lost_for_good):
+    """The fixture waited for both to grow after the kill; the grep finds them."""
+    found = [line for line in member_lost_for_good.log.splitlines() if re.search("(?i)rebalance", line)]
+    assert all(_survivor_rebalances("\n".join(found))), found
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
 def _owners(config) -> set[str]:
     """The members that own a partition, once every partition has an owner."""
     try:
@@ -560,13 +657,13 @@ def _member_stats(supervisor: Supervisor):
     return ray.get([supervisor.actor(n).stats.remote() for n in names], timeout=30)
 
 
-def _driver(config_file, ray_cluster, log_file) -> subprocess.Popen:
+def _driver(config_file, ray_cluster, log_file, *options: str) -> subprocess.Popen:
     """The driver as operators run it, joining this test's Ray cluster as its own job."""
     env = {**os.environ, "PYTHONPATH": REPO}
     with open(log_file, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "cluster.driver", "--config", str(config_file),
-             "--address", ray_cluster.address_info["gcs_address"], "--progress-seconds", "5"],
+             "--address", ray_cluster.address_info["gcs_address"], "--progress-seconds", "5", *options],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
