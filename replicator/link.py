@@ -51,6 +51,10 @@ def client_settings(cluster: ClusterConfig) -> dict:
         "bootstrap_servers": [s.strip() for s in cluster.bootstrap_servers.split(",") if s.strip()],
         "security_protocol": cluster.security_protocol,
         "client_id": cluster.client_id,
+        # kafka-python 3 backs off up to 30 s between attempts to reach a broker (Kafka's Java
+        # clients: 1 s), so after a broker restart the group member could wait half a minute
+        # per try to find its coordinator again; its bootstrap then gave up.
+        "reconnect_backoff_max_ms": 1000,
     }
     if cluster.security_protocol.startswith("SASL"):
         settings["sasl_mechanism"] = cluster.sasl_mechanism
