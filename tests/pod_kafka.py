@@ -121,6 +121,25 @@ def lag(bootstrap: str, group: str, name: str) -> None:
                       "lag": sum(end[p] - committed.get(p, 0) for p in end)}))
 
 
+def members(bootstrap: str, group: str) -> None:
+    """The group's members (their instance ids) and the partitions each is assigned."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    owned = {}
+    for member in described.get("members") or []:
+        assignment = member.get("member_assignment") or {}
+        name = member.get("group_instance_id") or member["member_id"]
+        owned[name] = sorted(f"{tp['topic']}-{p}" for tp in assignment.get("assigned_partitions", [])
+                             for p in tp["partitions"])
+    print(json.dumps({"state": described.get("group_state"), "members": owned}))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"up": up, "down": down, "topic": topic, "produce": produce, "count": count, "lag": lag}[command](*args)
+    {"up": up, "down": down, "topic": topic, "produce": produce, "count": count, "lag": lag,
+     "members": members}[command](*args)

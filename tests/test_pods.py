@@ -22,7 +22,9 @@ from k8s_support import Missing, wait_for
 from node_support import NODE_IP, NODE_NAME, PROBE_IMAGE, build_node_tools, missing_prerequisites, node_plane
 from test_chart import find_helm
 
-pytestmark = [pytest.mark.pods, pytest.mark.timeout(1800)]
+# The first test of a cold machine builds the control plane, the node and the images inside
+# its timeout: more than 30 minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.pods, pytest.mark.timeout(3600)]
 
 TESTS = Path(__file__).resolve().parent
 
@@ -145,9 +147,10 @@ def image(node):
 def chart_values(kafka: dict, **extra) -> dict:
     """The chart's defaults, but for where Kafka is (the source through SASL, its password
     from a Secret), both directions, and the image: the locally built one, never pulled.
-    The head's CPU request is lowered from 1 to 250m: the node has 2 cores, and the worker
-    (both directions: 2 x 500m + 250m), the head and the driver must fit on it; and the
-    members get 10 s to stop, not 30, to keep the tests short."""
+    CPU requests are lowered (the head's from 500m to 250m, each member's from 500m to 100m):
+    the node has 2 cores, and the head, the driver and three workers (both directions: 2 x
+    100m + 250m each, after the upgrade to three replicas) must fit on it; and the members
+    get 10 s to stop, not 30, to keep the tests short."""
     values = {
         "image": {"pullPolicy": "Never"},
         "sourceKafka": {"bootstrapServers": kafka["source"]["sasl"]["bootstrapServers"],
@@ -156,7 +159,8 @@ def chart_values(kafka: dict, **extra) -> dict:
                         "saslPasswordSecret": {"name": "kafka-source-credentials", "key": "password"}},
         "targetKafka": {"bootstrapServers": kafka["target"]["bootstrapServers"]},
         "replication": {"targetToSource": {"enabled": True, "topics": [{"sourceTopicName": "warehouse-events"}]}},
-        "head": {"resources": {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}},
+        "head": {"resources": {"requests": {"cpu": "250m"}}},
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         # 10 s instead of 30 for the members to stop: the Ray pods' preStop sleeps shrink
         # from 35 s to 15, and so do a deleted worker's and the uninstall's waits.
         "shutdownGracePeriodSeconds": 10,
@@ -206,10 +210,11 @@ def pod_states(node, namespace: str) -> dict:
             for p in node.get("pods", "-n", namespace)["items"]}
 
 
-def pod_memory(node, namespace: str) -> dict[str, int]:
-    """Working-set bytes per pod, from the kubelet's summary (what `kubectl top` reads)."""
+def pod_usage(node, namespace: str) -> dict[str, str]:
+    """Working set and CPU per pod, from the kubelet's summary (what `kubectl top` reads)."""
     summary = json.loads(node.kubectl("get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary").stdout)
-    return {p["podRef"]["name"]: p.get("memory", {}).get("workingSetBytes", 0)
+    return {p["podRef"]["name"]: f"{p.get('memory', {}).get('workingSetBytes', 0) / 2**20:.0f} MiB, "
+                                 f"{p.get('cpu', {}).get('usageNanoCores', 0) / 1e6:.0f}m CPU"
             for p in summary["pods"] if p["podRef"]["namespace"] == namespace}
 
 
@@ -290,8 +295,7 @@ def test_default_values_install_on_real_pods_and_replicate_both_directions(node,
     for topic in TOPICS:
         assert counted[topic]["lost"] == 0, (topic, counted[topic])
         assert counted_live[topic]["lost"] == 0, (topic, counted_live[topic])
-    memory = pod_memory(node, namespace)
-    print("pod memory (working set, MiB):", {k: round(v / 2**20) for k, v in memory.items()})
+    print("pod usage:", pod_usage(node, namespace))
 
     # The worker's Prometheus endpoint (the port the scrape annotations name) serves the
     # members' series, with the records just counted.
@@ -317,14 +321,11 @@ def workers(node, namespace: str) -> list[dict]:
 
 
 def stream_through(node, kafka, release, fault, recovered, what: str) -> None:
-    """Records flow both ways (STREAM_RATE a second per direction) while `fault()` strikes
-    the worker; `recovered()` says when Kubernetes has a worker back; then the members must
-    be ALIVE again on a new Ray node, and every record arrive: 0 lost, duplicates within
-    twice the README's bound (what a member copied in one autoCommitIntervalMs, 1 s here,
-    plus what was in flight)."""
-    namespace = NAMESPACE
-    before = members_alive(node, namespace)
-    assert before, f"the members are not ALIVE before {what}"
+    """Records flow both ways (STREAM_RATE a second per direction) while `fault()` strikes;
+    `recovered()` says when the cluster has taken it in (its members ALIVE where they
+    should be); then every record must arrive: 0 lost, duplicates within twice the README's
+    bound (what a member copied in one autoCommitIntervalMs, 1 s here, plus what was in
+    flight)."""
     first, count = release["next"], STREAM_RATE * STREAM_SECONDS
     release["next"] += count
     streamed = ("damage", "warehouse-events")
@@ -335,14 +336,8 @@ def stream_through(node, kafka, release, fault, recovered, what: str) -> None:
         time.sleep(5)
         started = time.monotonic()
         fault()
-        back = wait_for(f"a worker Ready again after {what}", recovered, timeout=300, every=2)
-        print(f"worker {back} Ready {time.monotonic() - started:.0f} s after {what}")
-
-        def moved():  # ALIVE again, on the new Ray node of the worker
-            actors = members_alive(node, namespace)
-            return actors if actors and all(actors[n]["node_id"] != before[n]["node_id"] for n in before) else None
-        wait_for("the members ALIVE again on the new Ray node", moved, timeout=240, every=3)
-        print(f"members ALIVE again on a new Ray node {time.monotonic() - started:.0f} s after {what}")
+        wait_for(f"the members running again after {what}", recovered, timeout=480, every=3)
+        print(f"members running again {time.monotonic() - started:.0f} s after {what}")
         for topic, producer in producers.items():
             out, _ = producer.communicate(timeout=STREAM_SECONDS + 120)
             assert producer.returncode == 0, (topic, out)
@@ -361,6 +356,26 @@ def stream_through(node, kafka, release, fault, recovered, what: str) -> None:
         assert counted["duplicates"] <= 2 * STREAM_RATE, (topic, counted)
 
 
+def moved_to_a_new_worker(node, replaced, what: str):
+    """`recovered` for a worker struck: `replaced()` names the worker back (Ready), then the
+    members must be ALIVE again on its new Ray node."""
+    before = members_alive(node, NAMESPACE)
+    assert before, f"the members are not ALIVE before {what}"
+    started, back = [], []
+
+    def recovered():  # first called right after the fault
+        started.append(time.monotonic())
+        if not back:
+            worker = replaced()
+            if not worker:
+                return None
+            back.append(worker)
+            print(f"worker {worker} Ready {time.monotonic() - started[0]:.0f} s after {what}")
+        actors = members_alive(node, NAMESPACE)
+        return actors if actors and all(actors[n]["node_id"] != before[n]["node_id"] for n in before) else None
+    return recovered
+
+
 def test_a_worker_pod_deleted_mid_stream_comes_back_and_nothing_is_lost(node, kafka, release):
     """`kubectl delete pod` of the worker: KubeRay makes a new worker pod, the driver's
     members start again on it and resume from the committed offsets."""
@@ -371,7 +386,7 @@ def test_a_worker_pod_deleted_mid_stream_comes_back_and_nothing_is_lost(node, ka
         new = [p["metadata"]["name"] for p in workers(node, NAMESPACE) if p["metadata"]["name"] != name]
         return new[0] if new else None
     stream_through(node, kafka, release, lambda: node.kubectl("delete", "pod", "-n", NAMESPACE, name, "--wait=false"),
-                   replaced, "the delete")
+                   moved_to_a_new_worker(node, replaced, "the delete"), "the delete")
 
 
 def test_a_worker_container_killed_mid_stream_comes_back_and_nothing_is_lost(node, kafka, release):
@@ -389,7 +404,43 @@ def test_a_worker_container_killed_mid_stream_comes_back_and_nothing_is_lost(nod
                 return f"{pod['metadata']['name']} (ray-worker restarts: {ray['restartCount']})"
         return None
     stream_through(node, kafka, release, lambda: node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id),
-                   restarted, "the SIGKILL")
+                   moved_to_a_new_worker(node, restarted, "the SIGKILL"), "the SIGKILL")
+
+
+def group_members(node, kafka, direction: str) -> dict[str, list[str]]:
+    """Each member of the direction's group and the partitions it is assigned."""
+    groups = yaml.safe_load((CHART / "values.yaml").read_text())["consumerGroup"]
+    group = groups[direction] if isinstance(groups[direction], str) else groups[direction]["groupId"]
+    cluster = "source" if direction == "sourceToTarget" else "target"
+    return kafka_tool(node, "members", kafka[cluster]["bootstrapServers"], group)["members"]
+
+
+def test_helm_upgrade_to_three_replicas_spreads_the_partitions_and_loses_nothing(node, kafka, release):
+    """`helm upgrade --reuse-values --set replicaCount=3` while records flow: KubeRay adds two
+    worker pods, the driver restarts with the new config and starts three members per
+    direction, one per worker, and each direction's group spreads its partitions over the
+    three; the old members stop gracefully, so nothing is lost."""
+    names = [f"{d}-{i}" for d in ("sourceToTarget", "targetToSource") for i in range(3)]
+
+    def spread():
+        if len(workers(node, NAMESPACE)) != 3:
+            return None
+        actors = members_alive(node, NAMESPACE, names)
+        if actors is None or len({actors[n]["node_id"] for n in names}) != 3:
+            return None
+        owned = {d: group_members(node, kafka, d) for d in ("sourceToTarget", "targetToSource")}
+        return owned if all(len(m) == 3 and all(m.values()) for m in owned.values()) else None
+
+    def upgrade():
+        upgraded = node.helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+                             "--set", "replicaCount=3", check=False, timeout=300)
+        assert upgraded.returncode == 0, upgraded.stderr
+    stream_through(node, kafka, release, upgrade, spread, "helm upgrade --set replicaCount=3")
+    for direction in ("sourceToTarget", "targetToSource"):
+        owned = group_members(node, kafka, direction)
+        print(direction, owned)
+        assert len(owned) == 3 and all(owned.values()), (direction, owned)
+    print("pod usage:", pod_usage(node, NAMESPACE))
 
 
 def test_helm_uninstall_leaves_nothing(node, release):
