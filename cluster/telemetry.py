@@ -55,6 +55,9 @@ class Exporter:
                                     "Records not copied back to the cluster they came from", TOPIC)
         self.error_skipped = Counter("kafka_replicator_records_error_skipped",
                                      "Records the target rejected and onError: skip skipped", TOPIC)
+        self.lost_upstream = Counter("kafka_replicator_records_lost_upstream",
+                                     "Records the source deleted (retention, DeleteRecords) before "
+                                     "they were copied", TOPIC)
         self.errors = Counter("kafka_replicator_errors",
                               "Failed sends and rejected records", MEMBER)
         self.latency = Histogram("kafka_replicator_replication_latency_ms",
@@ -100,6 +103,9 @@ class Exporter:
             totals.loop_skipped += _add(self.loop_skipped, snapshot.loop_skipped,
                                         before.loop_skipped, topic, tags)
             _add(self.error_skipped, snapshot.error_skipped, before.error_skipped, topic, tags)
+        for topic in snapshot.lost_upstream:
+            _add(self.lost_upstream, snapshot.lost_upstream, before.lost_upstream, topic,
+                 {**self._tags, "topic": topic})
         totals.errors += _increase(self.errors, snapshot.errors - before.errors, self._tags)
         totals.commits += _increase(self.commits, snapshot.commits - before.commits, self._tags)
         _increase(self.commit_seconds, snapshot.commit_seconds - before.commit_seconds, self._tags)

@@ -23,6 +23,9 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   listener, which runs on the consumer's IO thread where `commit()` would deadlock);
 - `KafkaConsumer._coordinator.need_rejoin/join_group_async`, `_join_task` and `state`,
   wrapped so that a join finished between two polls is taken, not lost (`complete_joins`);
+- `ClusterMetadata._topics` (`track_only`) and `KafkaConsumer._cluster` and
+  `_subscription.reset_group_subscription()` (`track_subscription_only`): metadata for the
+  topics copied now, without a topic deleted at the source;
 - the logger `kafka.net.selector` (`SELECTOR_LOGGER`), which a busy node floods;
 - for the benchmark's tools: `KafkaProducer._accumulator.append` and `_sender.wakeup`
   (`unchecked_send`), and `kafka.record.default_records.DefaultRecordBatchBuilder`'s
@@ -107,8 +110,8 @@ class Wire:
         self._manager.bootstrap(timeout_ms)
 
     def track(self, topics) -> None:
-        """Keep metadata (leaders) for these topics."""
-        self._manager.cluster.set_topics(list(topics))
+        """Keep metadata (leaders) for these topics, and for no others."""
+        track_only(self._manager.cluster, topics)
 
     def refresh(self) -> None:
         self._manager.cluster.request_update()
@@ -286,6 +289,21 @@ def transaction_ended(response) -> type | None:
 
 
 # The group consumer --------------------------------------------------------------------
+
+def track_only(cluster, topics) -> None:
+    """Make a kafka-python ClusterMetadata ask for exactly these topics. Its set_topics() only
+    ever adds: a topic deleted at the source would be asked for at every refresh, which its
+    answer makes ten a second, each logged as an error."""
+    cluster.set_topics(list(topics))
+    cluster._topics = set(topics)
+
+
+def track_subscription_only(consumer) -> None:
+    """After a new subscription: the consumer's metadata covers it and no topic it left. A
+    group leader adds the other members' topics again at its next assignment."""
+    consumer._subscription.reset_group_subscription()
+    track_only(consumer._cluster, consumer._subscription.group_subscription())
+
 
 def fetch_position(consumer, tp) -> int | None:
     """The consumer's position in a partition, if known, without any I/O.

@@ -842,7 +842,8 @@ def test_readme_commands_name_rendered_objects(helm):
 # ----------------------------------------------------------------------------------------
 
 ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorErrors",
-          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing"}
+          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing",
+          "KafkaReplicatorRecordsLostUpstream"}
 
 
 def exported_metrics() -> set[str]:
