@@ -1,5 +1,6 @@
 """Topics chosen by pattern and followed live, against two real Kafka clusters: new ones are
-picked up, excluded ones never copied, deleted ones dropped, recreated ones refused."""
+picked up, excluded ones never copied, deleted ones dropped, recreated ones refused; and
+records the source deleted before they were copied, never passed over in silence."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ import re
 import time
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
-from kafka_support import count, create_topic, essence, flow_for, produce, read_all, running, wait_until
+from kafka_support import (
+    committed,
+    count,
+    create_topic,
+    essence,
+    flow_for,
+    produce,
+    read_all,
+    running,
+    set_group_offsets,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -159,3 +171,27 @@ def test_a_source_topic_deleted_and_created_again_is_refused(sandbox, name, capl
     assert f"delete target topic '{topic}'" in stopped[topic]
     assert "deleted and created again" in caplog.text
     assert [r.value for r in read_all(sandbox.target, topic)[0]] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+
+
+def test_records_deleted_at_the_source_before_they_were_copied_are_logged_counted_and_passed(sandbox, name,
+                                                                                               caplog):
+    caplog.set_level("INFO", logger="replicator")
+    create_topic(sandbox.source, name, partitions=1)
+    produce(sandbox.source, name, records(10))
+    tp = TopicPartition(name, 0)
+    set_group_offsets(sandbox.source, name, {tp: 3})  # the replicator had copied 0-2
+    admin = KafkaAdminClient(bootstrap_servers=sandbox.source)
+    try:
+        admin.delete_records({tp: 7})  # kafka-delete-records.sh, or retention
+    finally:
+        admin.close()
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
+                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+
+    with running(flow):
+        wait_until(lambda: committed(sandbox.source, name).get(tp) == 10, 60, what="the commit past the gap")
+
+    assert (f"records lost upstream: {name}[0] offsets 3-6 (4 records) were deleted at the source "
+            "before they were copied") in caplog.text
+    assert flow.metrics.snapshot().lost_upstream == {name: 4}
+    assert [r.value for r in read_all(sandbox.target, name)[0]] == [b"v7", b"v8", b"v9"]
