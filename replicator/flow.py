@@ -69,7 +69,7 @@ class Health:
     member: str | None
     state: str = State.STARTING.value
     assigned: list[str] = field(default_factory=list)
-    stopped: dict[str, str] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)  # "topic[p]" or a refused "topic" → why
     in_flight: int = 0
     last_poll: float = 0.0
     error: str | None = None
@@ -348,8 +348,12 @@ class Flow:
                             self.direction, target, layout.target_partitions,
                             layout.source_partitions, source)
         if layouts != self._layouts:
+            grew = any(layout.source_partitions > self._layouts[source].source_partitions
+                       for source, layout in layouts.items() if source in self._layouts)
             self._layouts = layouts
             self._targets.clear()
+            if grew and self._parts is not None:
+                self._group.topics_grew()
 
     def _check_identities(self, synced: Synced) -> None:
         """Refuse a source topic whose topic id changed: it was deleted and created again.

@@ -135,6 +135,12 @@ class GroupMember:
     def _joined(self) -> bool:
         return bool(self._consumer.subscription())
 
+    def topics_grew(self) -> None:
+        """Source topics have new partitions: the group assigns them once its leader's
+        metadata shows them, so that is refreshed now."""
+        if self._joined:
+            wire.refresh_group_metadata(self._consumer)
+
     def needs_time(self) -> bool:
         """Whether a poll must wait for group work (a join, finding the coordinator)."""
         return self._joined and wire.group_needs_time(self._consumer)

@@ -25,7 +25,8 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   wrapped so that a join finished between two polls is taken, not lost (`complete_joins`);
 - `ClusterMetadata._topics` (`track_only`) and `KafkaConsumer._cluster` and
   `_subscription.reset_group_subscription()` (`track_subscription_only`): metadata for the
-  topics copied now, without a topic deleted at the source;
+  topics copied now, without a topic deleted at the source, and `request_update()` on it
+  (`refresh_group_metadata`) when a source topic grew;
 - the logger `kafka.net.selector` (`SELECTOR_LOGGER`), which a busy node floods;
 - for the benchmark's tools: `KafkaProducer._accumulator.append` and `_sender.wakeup`
   (`unchecked_send`), and `kafka.record.default_records.DefaultRecordBatchBuilder`'s
@@ -303,6 +304,12 @@ def track_subscription_only(consumer) -> None:
     group leader adds the other members' topics again at its next assignment."""
     consumer._subscription.reset_group_subscription()
     track_only(consumer._cluster, consumer._subscription.group_subscription())
+
+
+def refresh_group_metadata(consumer) -> None:
+    """Have the consumer's metadata refreshed now, not at metadata_max_age_ms (5 min): a group
+    leader that sees a topic's new partitions rebalances the group so that they are assigned."""
+    consumer._cluster.request_update()
 
 
 def fetch_position(consumer, tp) -> int | None:

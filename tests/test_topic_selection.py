@@ -195,3 +195,21 @@ def test_records_deleted_at_the_source_before_they_were_copied_are_logged_counte
             "before they were copied") in caplog.text
     assert flow.metrics.snapshot().lost_upstream == {name: 4}
     assert [r.value for r in read_all(sandbox.target, name)[0]] == [b"v7", b"v8", b"v9"]
+
+
+def test_a_pattern_selected_topic_that_grows_is_copied_into_its_grown_target(sandbox, name):
+    topic = f"{name}-a"
+    create_topic(sandbox.source, topic, partitions=1)
+    produce(sandbox.source, topic, records(5))
+
+    with running(by_pattern(sandbox, name)):
+        wait_until(lambda: count(sandbox.target, topic) == 5, 60, what="the copy")
+        admin = KafkaAdminClient(bootstrap_servers=sandbox.source)
+        try:
+            admin.create_partitions({topic: 3})
+        finally:
+            admin.close()
+        produce(sandbox.source, topic, [(p, f"g{p}".encode(), b"grown", [], None) for p in (1, 2)])
+        wait_until(lambda: count(sandbox.target, topic) == 7, 30, what="the new partitions' copies")
+
+    assert same_records(sandbox, topic) and sorted(read_all(sandbox.target, topic)) == [0, 1, 2]
