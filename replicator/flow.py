@@ -40,7 +40,7 @@ from .fetcher import FetchAnswer
 from .group_member import Refused
 from .metrics import FlowMetrics
 from .shipping import Step, Target
-from .topics import Layout, Synced
+from .topics import Identities, Layout, Synced
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,9 @@ class Health:
 
 class Flow:
     def __init__(self, config: ReplicatorConfig, direction: str, member: str | None = None,
-                 assemble: Callable[[Flow], Parts] = assemble):
-        """`assemble(flow)` builds the collaborators when the flow starts; tests give fakes."""
+                 assemble: Callable[[Flow], Parts] = assemble, identities: Identities | None = None):
+        """`assemble(flow)` builds the collaborators when the flow starts; tests give fakes.
+        `identities`: the source topics' ids the member's earlier flows saw."""
         self.config = config
         self.direction = direction
         self.member = member
@@ -87,8 +88,8 @@ class Flow:
         self._settings = config.direction(direction)
         self._group_config = config.group(direction)
         self._routes = {route.source_topic_name: route.target for route in self._settings.topics}
-        self._topic_ids: dict[str, str] = {}  # of every source topic copied, also once deleted
-        self._refused: dict[str, TopicRecreated] = {}
+        self._identities = identities or Identities()
+        self._refused = self._identities.refused
         self._unknown: set[TopicPartition] = set()  # the source said no such topic at the last fetch
         self._checkpoint = Checkpoint()
         self._parts: Parts | None = None  # its fetcher, shipper, producer, committer and group, from run()
@@ -359,11 +360,10 @@ class Flow:
         """Refuse a source topic whose topic id changed: it was deleted and created again.
 
         Its offsets start over, so copying on would mix the new topic's records into the old
-        one's target, and a committed position might skip new records. The ids are those this
-        flow has seen: a topic recreated while no member ran is not recognised.
+        one's target, and a committed position might skip new records.
         """
         for topic, topic_id in synced.ids.items():
-            known = self._topic_ids.setdefault(topic, topic_id) if topic_id else None
+            known = self._identities.ids.setdefault(topic, topic_id) if topic_id else None
             if known is not None and known != topic_id and topic not in self._refused:
                 refused = TopicRecreated(self.direction, topic, synced.routes[topic], known, topic_id)
                 log.error("%s: %s", self.direction, refused)
@@ -373,7 +373,8 @@ class Flow:
     def _drop_topic(self, topic: str) -> None:
         """Stop fetching and committing a source topic; nothing of it is committed again (a
         deleted topic's offsets are gone with it, a refused one's belong to the old topic)."""
-        self.forget([tp for tp in self._fetcher.owned() if tp.topic == topic] if self._parts else [])
+        if self._parts is not None:  # else found by the first sync, before anything is fetched
+            self.forget([tp for tp in self._fetcher.owned() if tp.topic == topic])
         self._layouts.pop(topic, None)
 
     # Acknowledgements -------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
+from .errors import TopicRecreated
 from .selection import Selection
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,20 @@ class Synced:
     routes: dict[str, str]
     layouts: dict[str, Layout]
     ids: dict[str, str | None]
+
+
+@dataclass
+class Identities:
+    """The topic id of every source topic a member copied, and the topics it refused since.
+
+    A member keeps one across the Flows it runs, so that a Flow started again after a failure
+    still refuses a topic that was deleted and created again. It lives in memory: a topic
+    recreated while no member of the direction ran is not recognised (Kafka deletes a
+    topic's committed offsets with it, so nothing of the old topic's is left to compare).
+    """
+
+    ids: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, TopicRecreated] = field(default_factory=dict)
 
 
 # A broker without topic ids (before Kafka 2.8) answers with the zero UUID.

@@ -23,6 +23,9 @@ from kafka_support import (
     set_group_offsets,
     wait_until,
 )
+from replicator.config import parse_config
+from replicator.flow import Flow
+from replicator.topics import Identities
 
 pytestmark = pytest.mark.kafka
 
@@ -56,6 +59,14 @@ def delete_topic(bootstrap: str, topic: str) -> None:
     finally:
         admin.close()
     wait_until(lambda: topic not in topics_on(bootstrap), 30, what=f"{topic} to be deleted")
+
+
+def recreated(sandbox, topic) -> bool:
+    try:
+        create_topic(sandbox.source, topic, partitions=1)
+    except TopicAlreadyExistsError:  # still being deleted
+        return False
+    return True
 
 
 def same_records(sandbox, topic) -> bool:
@@ -154,14 +165,7 @@ def test_a_source_topic_deleted_and_created_again_is_refused(sandbox, name, capl
         wait_until(lambda: count(sandbox.target, topic) == 5, 60, what="the copy")
         delete_topic(sandbox.source, topic)
 
-        def created_again():
-            try:
-                create_topic(sandbox.source, topic, partitions=1)
-            except TopicAlreadyExistsError:  # still being deleted
-                return False
-            return True
-
-        wait_until(created_again, 30, what=f"{topic} to be created again")
+        wait_until(lambda: recreated(sandbox, topic), 30, what=f"{topic} to be created again")
         produce(sandbox.source, topic, [(0, b"new", b"new", [], None)] * 3)
         stopped = wait_until(lambda: flow.health().stopped, 10 * REFRESH_SECONDS, what="the refusal")
         time.sleep(3 * REFRESH_SECONDS)
@@ -170,6 +174,30 @@ def test_a_source_topic_deleted_and_created_again_is_refused(sandbox, name, capl
     assert f"source topic '{topic}' was deleted and created again while replicated" in stopped[topic]
     assert f"delete target topic '{topic}'" in stopped[topic]
     assert "deleted and created again" in caplog.text
+    assert [r.value for r in read_all(sandbox.target, topic)[0]] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
+
+
+def test_a_topic_recreated_between_two_flows_of_one_member_is_refused_by_the_second(sandbox, name):
+    topic = f"{name}-a"
+    create_topic(sandbox.source, topic, partitions=1)
+    produce(sandbox.source, topic, records(5))
+    identities = Identities()  # what the Ray member and `replicate` keep across the flows they run
+
+    def flow() -> Flow:
+        return Flow(parse_config(sandbox.config(consumerGroup={"sourceToTarget": name}, replication={
+            "sourceToTarget": {"include": [f"{re.escape(name)}-.*"], "topicRefreshSeconds": REFRESH_SECONDS}})),
+            "sourceToTarget", identities=identities)
+
+    with running(flow()):
+        wait_until(lambda: count(sandbox.target, topic) == 5, 60, what="the copy")
+    delete_topic(sandbox.source, topic)
+    wait_until(lambda: recreated(sandbox, topic), 30, what=f"{topic} to be created again")
+    produce(sandbox.source, topic, [(0, b"new", b"new", [], None)] * 3)
+
+    with running(flow()) as second:
+        time.sleep(3 * REFRESH_SECONDS)
+        assert "deleted and created again" in second.health().stopped[topic]
+
     assert [r.value for r in read_all(sandbox.target, topic)[0]] == [b"v0", b"v1", b"v2", b"v3", b"v4"]
 
 
