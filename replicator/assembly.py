@@ -14,6 +14,7 @@ from typing import Callable
 
 from . import link, map_topic, registry, wire
 from .committer import Committer, MapCommitter, TransactionalCommitter
+from .config_sync import ConfigSync
 from .fetcher import Fetcher
 from .group_member import GroupMember, source_consumer
 from .offset_map import Journal
@@ -79,8 +80,10 @@ def _assemble(flow, opened: list) -> Parts:
     target_id = link.cluster_id(target_admin, target_side, target)
     with link.reaching(target_side, target):
         registry.ensure_topic(target_admin)
+    configs = (ConfigSync(source_admin, target_admin, settings.sync_topic_configs.exclude)
+               if settings.sync_topic_configs.enabled else None)
     flow.topics_from(TopicSync(source_admin, target_admin, Selection.of(settings),
-                               manage=settings.create_topics))
+                               manage=settings.create_topics, configs=configs))
     routes = flow.routes
     with link.reaching(target_side, target):
         map_topic.ensure_topic(target_admin, map_topic.longest_retention(source_admin, routes))

@@ -258,6 +258,29 @@ class SyncGroupOffsets(_Model):
         return self
 
 
+class SyncTopicConfigs(_Model):
+    """`replication.<direction>.syncTopicConfigs`: source topics' config changes followed."""
+
+    enabled: bool = False
+    exclude: list[str] = Field(default_factory=list,
+                               description="config names, or regular expressions matching whole names, never synced")
+
+    @field_validator("exclude")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        return _compiled(patterns)
+
+
+def _compiled(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression ({exc}); "
+                             "escape special characters with \\") from None
+    return patterns
+
+
 class DirectionConfig(_Model):
     """`replication.<direction>`."""
 
@@ -279,6 +302,7 @@ class DirectionConfig(_Model):
         "with provenance headers",
     )
     sync_group_offsets: SyncGroupOffsets = SyncGroupOffsets()
+    sync_topic_configs: SyncTopicConfigs = SyncTopicConfigs()
     exactly_once: bool = Field(
         False,
         description="commit the copies and the next source offsets together in transactions "
@@ -288,13 +312,7 @@ class DirectionConfig(_Model):
     @field_validator("include", "exclude")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a valid regular expression ({exc}); "
-                                 "escape special characters with \\") from None
-        return patterns
+        return _compiled(patterns)
 
     @field_validator("target_topic_prefix")
     @classmethod
@@ -311,6 +329,9 @@ class DirectionConfig(_Model):
             if route.source_topic_name in seen:
                 raise ValueError(f"sourceTopicName {route.source_topic_name!r} is listed twice")
             seen[route.source_topic_name] = route.target
+        if self.sync_topic_configs.enabled and not self.create_topics:
+            raise ValueError("syncTopicConfigs.enabled needs createTopics: true (with createTopics: "
+                             "false the replicator never changes a target topic)")
         return self
 
 

@@ -8,24 +8,11 @@ from dataclasses import dataclass, field
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
+from .config_sync import NOT_COPIED, ConfigSync
 from .errors import TopicRecreated
 from .selection import Selection
 
 log = logging.getLogger(__name__)
-
-# Configs that describe the source cluster's brokers rather than the data, as
-# MirrorMaker 2 leaves them out too. message.timestamp.type stays out so the
-# target keeps each record's CreateTime.
-NOT_COPIED = frozenset(
-    {
-        "follower.replication.throttled.replicas",
-        "leader.replication.throttled.replicas",
-        "message.timestamp.difference.max.ms",
-        "message.timestamp.type",
-        "unclean.leader.election.enable",
-        "min.insync.replicas",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -103,11 +90,14 @@ class TopicSync:
     off, nothing is changed: routes to a narrower target fall back to hashing (the flow warns).
     """
 
-    def __init__(self, source_admin, target_admin, selection: Selection, manage: bool):
+    def __init__(self, source_admin, target_admin, selection: Selection, manage: bool,
+                 configs: ConfigSync | None = None):
+        """`configs`: keeps the targets' configs like their sources' too (syncTopicConfigs)."""
         self._source_admin = source_admin
         self._target_admin = target_admin
         self._selection = selection
         self._manage = manage
+        self._configs = configs
         self._missing: set[str] = set()  # explicit topics said to be missing, said once
         self._routes: dict[str, str] = {}
 
@@ -126,6 +116,8 @@ class TopicSync:
         if self._manage:
             targets.update(self._create_missing(sources, targets))
             targets.update(self._grow(sources, targets))
+        if self._configs is not None:
+            self._configs.sync({source: routes[source] for source in sources if targets.get(routes[source])})
         layouts = {source: Layout(count, targets.get(routes[source], 0)) for source, count in sources.items()}
         return Synced(routes, layouts, {topic: found[topic][1] for topic in sources})
 

@@ -318,3 +318,13 @@ def test_an_explicit_topic_also_excluded_is_warned_about():
 
 def test_the_topic_refresh_must_be_positive():
     assert "replication.sourceToTarget.topicRefreshSeconds" in error_of(with_patterns(include=["a"], topicRefreshSeconds=0))
+
+
+def test_a_topic_config_exclusion_that_is_not_a_regular_expression_is_named():
+    message = error_of(with_patterns(include=["a"], syncTopicConfigs={"enabled": True, "exclude": ["segment.("]}))
+    assert "replication.sourceToTarget.syncTopicConfigs.exclude: 'segment.(' is not a valid regular expression" in message
+
+
+def test_topic_configs_are_synced_only_where_the_replicator_may_change_target_topics():
+    message = error_of(with_patterns(include=["a"], createTopics=False, syncTopicConfigs={"enabled": True}))
+    assert "syncTopicConfigs.enabled needs createTopics: true" in message

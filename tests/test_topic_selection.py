@@ -1,6 +1,7 @@
 """Topics chosen by pattern and followed live, against two real Kafka clusters: new ones are
 picked up, excluded ones never copied, deleted ones dropped, recreated ones refused; and
-records the source deleted before they were copied, never passed over in silence."""
+records the source deleted before they were copied, never passed over in silence; and
+topic configs kept in step."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
 from kafka_support import (
@@ -24,6 +26,7 @@ from kafka_support import (
     wait_until,
 )
 from replicator.config import parse_config
+from replicator.config_sync import TOPIC_OVERRIDE, described
 from replicator.flow import Flow
 from replicator.topics import Identities
 
@@ -241,3 +244,46 @@ def test_a_pattern_selected_topic_that_grows_is_copied_into_its_grown_target(san
         wait_until(lambda: count(sandbox.target, topic) == 7, 30, what="the new partitions' copies")
 
     assert same_records(sandbox, topic) and sorted(read_all(sandbox.target, topic)) == [0, 1, 2]
+
+
+def test_a_source_topic_config_change_reaches_its_target_within_the_refresh_time(sandbox, name, caplog):
+    caplog.set_level("INFO", logger="replicator")
+    topic = f"{name}-a"
+    create_topic(sandbox.source, topic, partitions=1, configs={"retention.ms": "3600000"})
+    produce(sandbox.source, topic, records(1))
+    flow = by_pattern(sandbox, name, syncTopicConfigs={"enabled": True, "exclude": ["segment\\..*"]})
+
+    with running(flow):
+        wait_until(lambda: count(sandbox.target, topic) == 1, 60, what="the copy")
+        alter(sandbox.target, topic, {"segment.ms": "600000", "cleanup.policy": "compact"})  # by hand
+        alter(sandbox.source, topic, {"retention.ms": "7200000", "min.insync.replicas": "1"})
+        changed = time.monotonic()
+        wait_until(lambda: configs_of(sandbox.target, topic).get("retention.ms") == "7200000",
+                   REFRESH_SECONDS + 2, interval=0.1, what="the new retention on the target")
+        print(f"config change followed {time.monotonic() - changed:.1f}s after it was made")
+        wait_until(lambda: "cleanup.policy" not in configs_of(sandbox.target, topic), REFRESH_SECONDS + 2,
+                   interval=0.1, what="the hand-set cleanup.policy reset like the source's")
+
+    target = configs_of(sandbox.target, topic)
+    assert target["segment.ms"] == "600000"  # excluded: left as set by hand
+    assert "min.insync.replicas" not in target  # never copied
+    assert (f"target topic '{topic}' config retention.ms: 3600000 → 7200000, as on source topic '{topic}'"
+            in caplog.text)
+
+
+def alter(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        admin.close()
+
+
+def configs_of(bootstrap: str, topic: str) -> dict[str, str]:
+    """The configs set on the topic itself."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return {name: value for name, (value, where) in described(admin, [topic])[topic].items()
+                if where == TOPIC_OVERRIDE}
+    finally:
+        admin.close()
