@@ -248,7 +248,7 @@ class Flow:
         if patience is None:
             return False
         # Nothing acknowledged waiting: a loop held up (in a long join, say) has nothing to replay.
-        overdue = time.monotonic() - self._committed_at > patience and bool(self.acknowledged())
+        overdue = time.monotonic() - self._committed_at > patience and bool(self._for_group(self.acknowledged()))
         if overdue != self._overdue:
             self._overdue = overdue
             if overdue:
@@ -402,9 +402,13 @@ class Flow:
             self._settle()
 
     def acknowledged(self) -> dict:
-        # A partition whose topic the source no longer knows waits for the sync to say why:
-        # the group refuses its commit, and kafka-python retries such a refusal for long.
-        return {tp: offset for tp, offset in self._checkpoint.to_commit().items() if tp not in self._unknown}
+        return self._checkpoint.to_commit()
+
+    def _for_group(self, positions: dict) -> dict:
+        """What the group may be given now. A partition whose topic the source no longer knows
+        waits for the topic sync to say why: the group refuses its commit, and kafka-python
+        retries that for long. (The offset map and transactions still get its positions.)"""
+        return {tp: offset for tp, offset in positions.items() if tp not in self._unknown}
 
     def quiet(self) -> bool:
         return not self._checkpoint.in_flight() and not self._fetcher.waiting
@@ -423,6 +427,7 @@ class Flow:
         positions = self._committer.ready(self)
         if positions is None:
             return False
+        positions = self._for_group(positions)
         if not positions:
             self._committed_at = time.monotonic()
             return True
@@ -568,7 +573,7 @@ class Flow:
             log.error("%s: %s; the revoked partitions are not committed", self.direction, exc)
             self._failure = exc  # the map's or the transactions' state is unknown: start again
             return {}
-        return {tp: pos for tp, pos in positions.items() if tp in partitions}
+        return {tp: pos for tp, pos in self._for_group(positions).items() if tp in partitions}
 
     def committed(self, positions: dict) -> None:
         self._checkpoint.committed(positions)
@@ -623,7 +628,7 @@ class Flow:
         deadline = time.monotonic() + seconds
         report = log.warning
         # A commit may cover what was mapped before the last answers came: go on until all is.
-        while (not self._commit(report) or self.acknowledged()) and time.monotonic() < deadline:
+        while (not self._commit(report) or self._for_group(self.acknowledged())) and time.monotonic() < deadline:
             report = log.debug  # the first refusal said it all
             if not self._committer.wait_for_write(self):
                 self._group.poll(200)

@@ -13,14 +13,14 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .config import OWN_TOPICS, DirectionConfig
+from .config import DirectionConfig
 
 INTERNAL_PREFIXES = ("__", "kafka-replicator-")
 
 
 def internal(topic: str) -> bool:
     """Kafka's topics and the replicator's own: never copied by a pattern."""
-    return topic.startswith(INTERNAL_PREFIXES) or topic in OWN_TOPICS
+    return topic.startswith(INTERNAL_PREFIXES)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from .config_sync import NOT_COPIED, ConfigSync
 from .errors import TopicRecreated
@@ -52,12 +52,19 @@ _NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
 
 
 def source_topics(admin, topics: list[str] | None) -> dict[str, tuple[int, str | None]]:
-    """Partition count and topic id of each of `topics` that exists (None: every topic)."""
+    """Partition count and topic id of each of `topics` that exists (None: every topic).
+
+    Raises a retriable error of a topic the cluster cannot describe now (a leader being
+    elected, a broker restarting): taken for missing, the topic would be dropped as if deleted."""
     found = {}
     for topic in admin.describe_topics(topics):
-        if topic["error_code"] == 0:
-            topic_id = str(topic.get("topic_id")) if topic.get("topic_id") is not None else None
-            found[topic["name"]] = (len(topic["partitions"]), None if topic_id == _NO_TOPIC_ID else topic_id)
+        error = for_code(topic["error_code"]) if topic["error_code"] else None
+        if error is not None:
+            if error.retriable and error is not UnknownTopicOrPartitionError:
+                raise error(f"describing source topic {topic['name']!r}")
+            continue
+        topic_id = str(topic.get("topic_id")) if topic.get("topic_id") is not None else None
+        found[topic["name"]] = (len(topic["partitions"]), None if topic_id == _NO_TOPIC_ID else topic_id)
     return found
 
 

@@ -1,7 +1,8 @@
 """Which source topics a direction copies, and their names on the target."""
 
-from replicator.config import parse_config
-from replicator.selection import Selection
+from replicator import map_topic, registry
+from replicator.config import OWN_TOPICS, parse_config
+from replicator.selection import Selection, internal
 
 CLUSTERS = {"sourceKafka": {"bootstrapServers": "kafka:9092"},
             "targetKafka": {"bootstrapServers": "kafka-warehouse:9092"}}
@@ -36,3 +37,8 @@ def test_the_prefix_names_only_pattern_selected_topics_and_explicit_routes_win()
 
 def test_explicit_topics_are_routed_before_they_exist():
     assert selection(topics=[{"sourceTopicName": "later"}]).routes([]) == {"later": "later"}
+
+
+def test_the_config_knows_the_replicators_own_topics_by_their_names():
+    assert set(OWN_TOPICS) == {registry.TOPIC, map_topic.TOPIC}
+    assert all(internal(topic) for topic in OWN_TOPICS)
