@@ -348,6 +348,9 @@ class Flow:
                             "its records are partitioned by key hash, not by source partition",
                             self.direction, target, layout.target_partitions,
                             layout.source_partitions, source)
+        for tp in self._unknown:
+            if tp.topic in layouts:
+                self._fetcher.resume(tp)
         if layouts != self._layouts:
             grew = any(layout.source_partitions > self._layouts[source].source_partitions
                        for source, layout in layouts.items() if source in self._layouts)
@@ -536,6 +539,11 @@ class Flow:
             if position is not None and position < start:
                 self._lost_upstream(tp, position, start)
                 return
+            # A topic deleted and created again starts its offsets over: it is refused by the
+            # sync, rather than copied from a reset position into the old topic's target.
+            self._sync_topics()
+            if tp.topic not in self._layouts:
+                return
             reset = self.config.offset_reset(self.direction)
             offset = self._group.reset_offset(tp, reset)
             log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
@@ -546,7 +554,10 @@ class Flow:
             self._checkpoint.advance(tp, offset)
             return
         if error is UnknownTopicOrPartitionError:
+            # Deleted at the source, and perhaps created again already: nothing more is fetched
+            # from it until the topic sync says which (the same topic resumes).
             self._unknown.add(tp)
+            self._fetcher.pause(tp)
             self._next_sync = min(self._next_sync, time.monotonic() + UNKNOWN_TOPIC_SYNC_SECONDS)
             return
         if error is TopicAuthorizationFailedError:
