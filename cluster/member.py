@@ -24,6 +24,7 @@ from replicator.errors import ConfigError
 from replicator.flow import Flow, Health
 from replicator.group_sync import GroupSync
 from replicator.restarts import Restarts
+from replicator.topics import Identities
 
 from .telemetry import Totals, exporter
 
@@ -66,6 +67,7 @@ class Member:
         self._node_id = context.get_node_id()
         self._exporter = exporter(direction, name)
         self._flow: Flow | None = None
+        self._identities = Identities()  # kept across the flows, until Ray restarts the actor
         # A failed flow is replaced here: Ray restarts the actor only when its process dies.
         self._flows = Restarts(self._next_flow, restart_on_errors=True)
         if _reconstructed(context):
@@ -128,7 +130,7 @@ class Member:
             if self._flow is not None:  # a restart
                 self._export_locked()  # the failed flow's last counts
                 self._exporter.new_flow()
-            self._flow = Flow(self._config, self._direction, self._name)
+            self._flow = Flow(self._config, self._direction, self._name, identities=self._identities)
             return self._flow
 
     def _export_periodically(self) -> None:

@@ -69,7 +69,7 @@ class _Watched:
     trouble: str | None = None  # the last problem logged, so that it is logged once
     gone: bool = False
     answering: bool = False  # it answered the last poll
-    reported: set[str] = field(default_factory=set)  # stopped partitions already logged
+    reported: set[str] = field(default_factory=set)  # stopped partitions and topics already logged
 
     def replicated(self) -> int:
         return self.counted + (self.last.totals.records if self.last else 0)
@@ -239,7 +239,8 @@ class Supervisor:
         for partition, error in health.stopped.items():
             if partition not in watched.reported:
                 watched.reported.add(partition)
-                log.error("%s: partition %s is stopped: %s", name, partition, error)
+                # A partition ("orders[3]"), or a whole topic the flow refused ("orders").
+                log.error("%s: %s is stopped: %s", name, partition, error)
 
     def _lost(self, watched: _Watched, exc: RayActorError) -> None:
         name = watched.plan.name

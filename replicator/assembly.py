@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from . import link, logs, map_topic, registry, wire
 from .committer import Committer, MapCommitter, TransactionalCommitter
+from .config_sync import ConfigSync
 from .fetcher import Fetcher
 from .group_member import GroupMember, source_consumer
 from .health import commit_bound
 from .offset_map import Journal
 from .producer import BatchProducer, Shipment
 from .provenance import Provenance
+from .selection import Selection
 from .shipping import Shipper
 from .topics import TopicSync
 from .transactions import Transactions
@@ -43,6 +46,8 @@ class Parts:
     committer: Committer
     group: GroupMember
     closables: list  # closed in order, after the group member
+    follow: Callable[[dict[str, str]], None] = lambda routes: None  # the routes changed
+
 
     def close(self, timeout_ms: int) -> None:
         self.group.close(timeout_ms)
@@ -65,7 +70,6 @@ def assemble(flow) -> Parts:
 def _assemble(flow, opened: list) -> Parts:
     config, direction, member = flow.config, flow.direction, flow.member
     settings, group = config.direction(direction), config.group(direction)
-    routes = {route.source_topic_name: route.target for route in settings.topics}
     (source_side, source), (target_side, target) = config.clusters(direction)
     source_admin = link.admin_client(source_side, source)
     opened.append(source_admin)
@@ -77,7 +81,11 @@ def _assemble(flow, opened: list) -> Parts:
     target_id = link.cluster_id(target_admin, target_side, target)
     with link.reaching(target_side, target):
         registry.ensure_topic(target_admin)
-    flow.topics_from(TopicSync(source_admin, target_admin, routes, manage=settings.create_topics))
+    configs = (ConfigSync(source_admin, target_admin, settings.sync_topic_configs.exclude)
+               if settings.sync_topic_configs.enabled else None)
+    flow.topics_from(TopicSync(source_admin, target_admin, Selection.of(settings),
+                               manage=settings.create_topics, configs=configs))
+    routes = flow.routes
     with link.reaching(target_side, target):
         map_topic.ensure_topic(target_admin, map_topic.longest_retention(source_admin, routes))
 
@@ -88,7 +96,7 @@ def _assemble(flow, opened: list) -> Parts:
                                 consumer.fetch_max_bytes + consumer.max_partition_fetch_bytes + 65536)
         opened.append(source_wire)
         source_wire.bootstrap(CONNECT_TIMEOUT_MS)
-    source_wire.track(routes)
+    source_wire.track(list(routes))
     with link.reaching(target_side, target):
         # Exactly-once writes through a producer per source partition, five requests each.
         target_wire = wire.Wire(target_settings, 1 << 20, max_in_flight=(
@@ -96,6 +104,12 @@ def _assemble(flow, opened: list) -> Parts:
         opened.append(target_wire)
         target_wire.bootstrap(CONNECT_TIMEOUT_MS)
     target_wire.track(set(routes.values()) | {map_topic.TOPIC})
+
+    def follow(routes: dict[str, str]) -> None:
+        """Fetch, write and take part in the group for a new set of topics."""
+        source_wire.track(list(routes))
+        target_wire.track(set(routes.values()) | {map_topic.TOPIC})
+        member_of_group.follow(list(routes))
     producer_ids = registry.Registry(source_settings)
     opened.append(producer_ids)
     with link.reaching(source_side, source):
@@ -175,7 +189,7 @@ def _assemble(flow, opened: list) -> Parts:
                  "the target acknowledges them", direction)
     member_of_group.join(flow)
     return Parts(fetcher, shipper, target_producer, committer, member_of_group,
-                 [source_wire, target_wire, producer_ids, source_admin, target_admin])
+                 [source_wire, target_wire, producer_ids, source_admin, target_admin], follow)
 
 
 def _fallbacks(direction: str):

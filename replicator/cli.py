@@ -132,12 +132,15 @@ def _summary(config: ReplicatorConfig) -> list[str]:
 def _replicate(args) -> int:
     from .flow import Flow
     from .restarts import Restarts
+    from .topics import Identities
 
     logs.set_member(args.direction, args.member)
     config = load_config(args.config)
     for warning in config.warnings():
         log.warning("%s", warning)
-    flows = Restarts(lambda: Flow(config, args.direction, args.member), restart_on_errors=False)
+    identities = Identities()
+    flows = Restarts(lambda: Flow(config, args.direction, args.member, identities=identities),
+                     restart_on_errors=False)
     probes = None
     if args.metrics_port is not None:
         from .probes import MemberProbes

@@ -28,6 +28,8 @@ from . import quantity
 from .errors import ConfigError
 
 DIRECTIONS = ("sourceToTarget", "targetToSource")
+# The replicator's own topics (registry.TOPIC, map_topic.TOPIC), kept on each cluster.
+OWN_TOPICS = ("kafka-replicator-producers", "kafka-replicator-offsets")
 Direction = Literal["sourceToTarget", "targetToSource"]
 OffsetReset = Literal["earliest", "latest"]
 
@@ -61,6 +63,8 @@ class _Model(BaseModel):
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 # What Kafka accepts as a topic name (and "." and ".." it refuses).
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Leaves room for the source topic's name behind it.
+_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 def _servers(bootstrap_servers: str) -> frozenset[str]:
@@ -254,11 +258,40 @@ class SyncGroupOffsets(_Model):
         return self
 
 
+class SyncTopicConfigs(_Model):
+    """`replication.<direction>.syncTopicConfigs`: source topics' config changes followed."""
+
+    enabled: bool = False
+    exclude: list[str] = Field(default_factory=list,
+                               description="config names, or regular expressions matching whole names, never synced")
+
+    @field_validator("exclude")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        return _compiled(patterns)
+
+
+def _compiled(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a valid regular expression ({exc}); "
+                             "escape special characters with \\") from None
+    return patterns
+
+
 class DirectionConfig(_Model):
     """`replication.<direction>`."""
 
     enabled: bool = True
     topics: list[Route] = Field(default_factory=list)
+    include: list[str] = Field(default_factory=list,
+                               description="regular expressions matching whole source topic names")
+    exclude: list[str] = Field(default_factory=list,
+                               description="regular expressions: topics left out of `include`")
+    target_topic_prefix: str = Field("", description="prepended to pattern-selected topics' names on the target")
+    topic_refresh_seconds: float = Field(10.0, ge=0.1, description="how often the source's topics are listed")
     replica_count: int | None = Field(None, ge=0, description="overrides replicaCount")
     partitioning: Literal["preserve", "hash"] = "preserve"
     create_topics: bool = True
@@ -269,11 +302,25 @@ class DirectionConfig(_Model):
         "with provenance headers",
     )
     sync_group_offsets: SyncGroupOffsets = SyncGroupOffsets()
+    sync_topic_configs: SyncTopicConfigs = SyncTopicConfigs()
     exactly_once: bool = Field(
         False,
         description="commit the copies and the next source offsets together in transactions "
         "on the target (readers need isolation.level=read_committed)",
     )
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        return _compiled(patterns)
+
+    @field_validator("target_topic_prefix")
+    @classmethod
+    def _prefix_makes_topic_names(cls, value: str) -> str:
+        if value and not _TOPIC_PREFIX.match(value):
+            raise ValueError(f"{value!r} cannot begin a topic name: use letters, digits, '.', '_' "
+                             "and '-', at most 200 characters")
+        return value
 
     @model_validator(mode="after")
     def _routes_are_distinct(self) -> DirectionConfig:
@@ -282,6 +329,9 @@ class DirectionConfig(_Model):
             if route.source_topic_name in seen:
                 raise ValueError(f"sourceTopicName {route.source_topic_name!r} is listed twice")
             seen[route.source_topic_name] = route.target
+        if self.sync_topic_configs.enabled and not self.create_topics:
+            raise ValueError("syncTopicConfigs.enabled needs createTopics: true (with createTopics: "
+                             "false the replicator never changes a target topic)")
         return self
 
 
@@ -341,14 +391,21 @@ class ReplicatorConfig(_Model):
             )
         for name in DIRECTIONS:
             direction = self.direction(name)
-            if direction.enabled and not direction.topics:
+            if direction.enabled and not direction.topics and not direction.include:
                 raise ValueError(
                     f"replication.{name} is enabled but lists no topics; add "
-                    "topics: [{sourceTopicName: ..., targetTopicName: ...}] or set enabled: false"
+                    "topics: [{sourceTopicName: ..., targetTopicName: ...}] or include: "
+                    "[regular expressions], or set enabled: false"
                 )
         if _servers(self.source_kafka.bootstrap_servers) == _servers(self.target_kafka.bootstrap_servers):
             for name in self.enabled_directions():
-                for route in self.direction(name).topics:
+                direction = self.direction(name)
+                if direction.include and not direction.target_topic_prefix:
+                    raise ValueError(
+                        f"replication.{name}: the topics include selects would be copied onto "
+                        "themselves, since sourceKafka and targetKafka are the same cluster; "
+                        "set targetTopicPrefix")
+                for route in direction.topics:
                     if route.target == route.source_topic_name:
                         raise ValueError(
                             f"replication.{name}: topic {route.source_topic_name!r} would be copied "
@@ -367,6 +424,24 @@ class ReplicatorConfig(_Model):
                 if len(names) > 1:
                     found.append(f"replication.{name}: {' and '.join(map(repr, names))} are copied into "
                                  f"the same target topic {target!r}, where their records mix (fine if meant)")
+            found.extend(self._pattern_warnings(name))
+        return found
+
+    def _pattern_warnings(self, name: str) -> list[str]:
+        direction = self.direction(name)
+        found = []
+        for pattern in direction.include:
+            matched = [topic for topic in OWN_TOPICS if re.fullmatch(pattern, topic)]
+            if matched:
+                found.append(f"replication.{name}.include: {pattern!r} matches the replicator's own "
+                             f"topics ({', '.join(matched)}); they are never replicated (each cluster "
+                             "keeps its own), nor are Kafka's internal '__' topics")
+        for pattern in direction.exclude:
+            for route in direction.topics:
+                if re.fullmatch(pattern, route.source_topic_name):
+                    found.append(f"replication.{name}.exclude: {pattern!r} matches "
+                                 f"{route.source_topic_name!r}, which topics[] lists: it is replicated "
+                                 "anyway (an explicit topic wins over patterns); remove one of the two")
         return found
 
     def _keys_without_effect(self) -> list[tuple[str, str]]:

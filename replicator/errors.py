@@ -67,3 +67,18 @@ class PortUnavailable(ReplicatorError):
         self.port = port
         super().__init__(f"cannot serve probes and metrics on {host}:{port}: {reason}; choose "
                          "another port or host")
+
+
+class TopicRecreated(ReplicatorError):
+    """A replicated source topic was deleted and created again: its offsets start over, and its
+    records would mix silently with the old topic's on the target."""
+
+    def __init__(self, direction: str, topic: str, target: str, old_id: str, new_id: str):
+        self.topic = topic
+        super().__init__(
+            f"source topic {topic!r} was deleted and created again while replicated (topic id "
+            f"{old_id} is now {new_id}); replication.{direction} stopped copying it, so that the "
+            f"new topic's records do not mix with the old one's in target topic {target!r}. To copy "
+            f"the new topic: delete target topic {target!r} (or route {topic!r} to another "
+            "targetTopicName) and restart the replicator; restarting alone would append the new "
+            "topic's records to the old ones")

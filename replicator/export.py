@@ -40,6 +40,8 @@ SERIES = {series.name: series for series in (
            "Records not copied back to the cluster they came from", TOPIC),
     Series("counter", "kafka_replicator_records_error_skipped",
            "Records the target rejected and onError: skip skipped", TOPIC),
+    Series("counter", "kafka_replicator_records_lost_upstream",
+           "Records the source deleted (retention, DeleteRecords) before they were copied", TOPIC),
     Series("counter", "kafka_replicator_errors", "Failed sends and rejected records", MEMBER),
     Series("histogram", "kafka_replicator_replication_latency_ms",
            "Target acknowledgement time minus the record's timestamp", MEMBER),
@@ -131,6 +133,9 @@ class Exporter:
             totals.loop_skipped += add("records_loop_skipped", snapshot.loop_skipped,
                                        before.loop_skipped, topic, tags)
             add("records_error_skipped", snapshot.error_skipped, before.error_skipped, topic, tags)
+        for topic in snapshot.lost_upstream:
+            add("records_lost_upstream", snapshot.lost_upstream, before.lost_upstream, topic,
+                {**self._tags, "topic": topic})
         totals.errors += self._increase("errors", snapshot.errors - before.errors, self._tags)
         totals.commits += self._increase("commits", snapshot.commits - before.commits, self._tags)
         self._increase("commit_seconds", snapshot.commit_seconds - before.commit_seconds, self._tags)

@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from kafka.errors import UnknownTopicOrPartitionError
+
 log = logging.getLogger(__name__)
 
 
@@ -121,7 +123,8 @@ class Fetcher:
             if part.error is not None:
                 if getattr(part.error, "retriable", False) or getattr(part.error, "invalid_metadata", False):
                     self._wire.refresh()
-                    continue
+                    if part.error is not UnknownTopicOrPartitionError:
+                        continue  # the flow hears of a topic gone: deleted at the source, perhaps
             else:
                 self.high_watermarks[part.tp] = part.high_watermark
             wanted.append(Fetched(part.tp, asked[0], part.records, part.aborted, part.error))

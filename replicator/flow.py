@@ -22,25 +22,30 @@ import threading
 import time
 from typing import Callable
 
-from kafka.errors import KafkaError, OffsetOutOfRangeError, TopicAuthorizationFailedError
+from kafka.errors import (
+    KafkaError,
+    OffsetOutOfRangeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from kafka.structs import TopicPartition
 
 from . import batches, logs
 from .assembly import Parts, assemble
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
-from .errors import ClusterError, ConfigError, Fenced, RecordRejected
+from .errors import ClusterError, ConfigError, Fenced, RecordRejected, TopicRecreated
 from .fetcher import FetchAnswer
 from .group_member import Refused
 from .health import Health, commit_bound, poll_bound
 from .metrics import FlowMetrics
 from .shipping import Step, Target
-from .topics import Layout
+from .topics import Identities, Layout, Synced
 
 log = logging.getLogger(__name__)
 
-TOPIC_SYNC_SECONDS = 30.0
 TOPIC_SYNC_RETRY_SECONDS = 5.0
+UNKNOWN_TOPIC_SYNC_SECONDS = 0.5  # a fetch found no such topic: sync this soon to learn why
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
 GROUP_POLL_INTERVAL_SECONDS = 0.2
@@ -61,8 +66,9 @@ class State(str, enum.Enum):
 
 class Flow:
     def __init__(self, config: ReplicatorConfig, direction: str, member: str | None = None,
-                 assemble: Callable[[Flow], Parts] = assemble):
-        """`assemble(flow)` builds the collaborators when the flow starts; tests give fakes."""
+                 assemble: Callable[[Flow], Parts] = assemble, identities: Identities | None = None):
+        """`assemble(flow)` builds the collaborators when the flow starts; tests give fakes.
+        `identities`: the source topics' ids the member's earlier flows saw."""
         self.config = config
         self.direction = direction
         self.member = member
@@ -71,6 +77,9 @@ class Flow:
         self._settings = config.direction(direction)
         self._group_config = config.group(direction)
         self._routes = {route.source_topic_name: route.target for route in self._settings.topics}
+        self._identities = identities or Identities()
+        self._refused = self._identities.refused
+        self._unknown: set[TopicPartition] = set()  # the source said no such topic at the last fetch
         self._checkpoint = Checkpoint()
         self._parts: Parts | None = None  # its fetcher, shipper, producer, committer and group, from run()
         self._topic_sync = None
@@ -131,12 +140,18 @@ class Flow:
         self._topic_sync = topic_sync
         self._sync_topics()
 
+    @property
+    def routes(self) -> dict[str, str]:
+        """Source → target of the topics copied now (explicit ones even while missing)."""
+        return dict(self._routes)
+
     def health(self) -> Health:
         health = self._health
         health.in_flight = self._checkpoint.in_flight()
         if health.state == State.RUNNING.value:
             health.since_commit = time.monotonic() - self._committed_at
         health.stopped = {f"{tp.topic}[{tp.partition}]": str(err) for tp, err in self._stopped.items()}
+        health.stopped.update({topic: str(err) for topic, err in self._refused.items()})
         return health
 
     # The loop --------------------------------------------------------------------------
@@ -183,7 +198,9 @@ class Flow:
         committer found), or where a fetch made before the pause took effect began."""
         assigned = self._group.assignment()
         owned = set(self._fetcher.owned())
-        new = [tp for tp in assigned if tp not in owned and tp not in self._stopped]
+        # A topic the last sync did not find (deleted, or not listed yet) or refused waits idle.
+        new = [tp for tp in assigned if tp not in owned and tp not in self._stopped
+               and tp.topic in self._layouts]
         if new:
             self._resume_at.update(self._committer.take_over(new))
         for tp in new:
@@ -229,7 +246,7 @@ class Flow:
         if patience is None:
             return False
         # Nothing acknowledged waiting: a loop held up (in a long join, say) has nothing to replay.
-        overdue = time.monotonic() - self._committed_at > patience and bool(self._checkpoint.to_commit())
+        overdue = time.monotonic() - self._committed_at > patience and bool(self._for_group(self.acknowledged()))
         if overdue != self._overdue:
             self._overdue = overdue
             if overdue:
@@ -249,11 +266,14 @@ class Flow:
             if part.error is not None:
                 self._fetch_failed(tp, part.error)
                 continue
+            self._unknown.discard(tp)
             fetched = batches.split(part.records)
             if not fetched:
                 continue
-            steps = self._shipper.plan(tp, self._targets.get(tp) or self._target_for(tp),
-                                       part.position, fetched, part.aborted,
+            target = self._targets.get(tp) or self._target_for(tp)
+            if target is None:
+                continue  # its topic is no longer copied: deleted or refused by the sync just made
+            steps = self._shipper.plan(tp, target, part.position, fetched, part.aborted,
                                        self._singles.get(tp, -1))
             self._stage(tp, steps)
             self._fetcher.advance(tp, fetched[-1].next_offset)
@@ -269,11 +289,13 @@ class Flow:
                 checkpoint.done(tp, step.first, step.next)
             metrics.shipped(tp.topic, step.how, step.records, step.bytes, step.loop_skipped)
 
-    def _target_for(self, tp: TopicPartition) -> Target:
+    def _target_for(self, tp: TopicPartition) -> Target | None:
         layout = self._layouts.get(tp.topic)
         if layout is None or tp.partition >= layout.source_partitions:
-            self._sync_topics()  # a topic or partition that appeared since the last sync
-            layout = self._layouts.get(tp.topic) or Layout(tp.partition + 1, tp.partition + 1)
+            self._sync_topics()  # a partition that appeared since the last sync
+            if tp.topic not in self._layouts or self._fetcher.position(tp) is None:
+                return None
+            layout = self._layouts[tp.topic]
         preserve = (self._settings.partitioning == "preserve"
                     and layout.target_partitions >= layout.source_partitions)
         target = Target(self._routes[tp.topic], layout.target_partitions,
@@ -282,15 +304,33 @@ class Flow:
         return target
 
     def _sync_topics(self) -> None:
-        self._next_sync = time.monotonic() + TOPIC_SYNC_SECONDS
+        refresh = self._settings.topic_refresh_seconds
+        self._next_sync = time.monotonic() + refresh
         try:
-            layouts = self._topic_sync.sync()
+            synced = self._topic_sync.sync()
         except KafkaError as exc:
             # A broker restarting, say: the copy goes on with the topics as last seen.
-            self._next_sync = time.monotonic() + TOPIC_SYNC_RETRY_SECONDS
+            retry = min(refresh, TOPIC_SYNC_RETRY_SECONDS)
+            self._next_sync = time.monotonic() + retry
             log.warning("%s: topic sync failed (%s: %s); trying again in %.0fs", self.direction,
-                        type(exc).__name__, exc, TOPIC_SYNC_RETRY_SECONDS)
+                        type(exc).__name__, exc, retry)
             return
+        self._check_identities(synced)
+        layouts = {source: layout for source, layout in synced.layouts.items() if source not in self._refused}
+        for topic in self._layouts.keys() - layouts.keys() - self._refused.keys():
+            log.info("%s: source topic %r no longer exists on the %s cluster: it is no longer "
+                     "copied; its target topic %r is kept", self.direction, topic,
+                     self.config.clusters(self.direction)[0][0], self._routes[topic])
+            self._drop_topic(topic)
+        routes = {source: target for source, target in synced.routes.items() if source not in self._refused}
+        if routes != self._routes:
+            added = sorted(routes.keys() - self._routes.keys())
+            if added:
+                log.info("%s: copying %s, found on the source", self.direction,
+                         ", ".join(f"{source!r} to {routes[source]!r}" for source in added))
+            self._routes = routes
+            if self._parts is not None:
+                self._parts.follow(routes)
         for source, layout in layouts.items():
             target = self._routes[source]
             if layout.target_partitions == 0:
@@ -306,9 +346,37 @@ class Flow:
                             "its records are partitioned by key hash, not by source partition",
                             self.direction, target, layout.target_partitions,
                             layout.source_partitions, source)
+        for tp in self._unknown:
+            if tp.topic in layouts:
+                self._fetcher.resume(tp)
         if layouts != self._layouts:
+            grew = any(layout.source_partitions > self._layouts[source].source_partitions
+                       for source, layout in layouts.items() if source in self._layouts)
             self._layouts = layouts
             self._targets.clear()
+            if grew and self._parts is not None:
+                self._group.topics_grew()
+
+    def _check_identities(self, synced: Synced) -> None:
+        """Refuse a source topic whose topic id changed: it was deleted and created again.
+
+        Its offsets start over, so copying on would mix the new topic's records into the old
+        one's target, and a committed position might skip new records.
+        """
+        for topic, topic_id in synced.ids.items():
+            known = self._identities.ids.setdefault(topic, topic_id) if topic_id else None
+            if known is not None and known != topic_id and topic not in self._refused:
+                refused = TopicRecreated(self.direction, topic, synced.routes[topic], known, topic_id)
+                log.error("%s: %s", self.direction, refused)
+                self._refused[topic] = refused
+                self._drop_topic(topic)
+
+    def _drop_topic(self, topic: str) -> None:
+        """Stop fetching and committing a source topic; nothing of it is committed again (a
+        deleted topic's offsets are gone with it, a refused one's belong to the old topic)."""
+        if self._parts is not None:  # else found by the first sync, before anything is fetched
+            self.forget([tp for tp in self._fetcher.owned() if tp.topic == topic])
+        self._layouts.pop(topic, None)
 
     # Acknowledgements -------------------------------------------------------------------
 
@@ -337,6 +405,12 @@ class Flow:
     def acknowledged(self) -> dict:
         return self._checkpoint.to_commit()
 
+    def _for_group(self, positions: dict) -> dict:
+        """What the group may be given now. A partition whose topic the source no longer knows
+        waits for the topic sync to say why: the group refuses its commit, and kafka-python
+        retries that for long. (The offset map and transactions still get its positions.)"""
+        return {tp: offset for tp, offset in positions.items() if tp not in self._unknown}
+
     def quiet(self) -> bool:
         return not self._checkpoint.in_flight() and not self._fetcher.waiting
 
@@ -354,6 +428,7 @@ class Flow:
         positions = self._committer.ready(self)
         if positions is None:
             return False
+        positions = self._for_group(positions)
         if not positions:
             self._commit_went_through()
             return True
@@ -460,6 +535,18 @@ class Flow:
         self._checkpoint.rewind(tp)
         self._fetcher.pause(tp)
 
+    def _lost_upstream(self, tp: TopicPartition, position: int, start: int) -> None:
+        """The source deleted records before they were copied (retention, DeleteRecords): say
+        which and how many, count them, and go on from the log's start."""
+        lost = start - position
+        log.error("%s: records lost upstream: %s[%d] offsets %d-%d (%d records) were deleted at the "
+                  "source before they were copied", self.direction, tp.topic, tp.partition,
+                  position, start - 1, lost)
+        self.metrics.lost_upstream(tp.topic, lost)
+        self._checkpoint.rewind(tp)
+        self._fetcher.seek(tp, start)
+        self._checkpoint.advance(tp, start)
+
     def _rewind(self, tp: TopicPartition) -> None:
         """Drop the partition's in-flight writes and fetch again from the first of them."""
         offset = self._checkpoint.rewind(tp)
@@ -468,6 +555,16 @@ class Flow:
 
     def _fetch_failed(self, tp: TopicPartition, error: type) -> None:
         if error is OffsetOutOfRangeError:
+            position = self._fetcher.position(tp)
+            start = self._group.reset_offset(tp, "earliest")
+            if position is not None and position < start:
+                self._lost_upstream(tp, position, start)
+                return
+            # A topic deleted and created again starts its offsets over: it is refused by the
+            # sync, rather than copied from a reset position into the old topic's target.
+            self._sync_topics()
+            if tp.topic not in self._layouts:
+                return
             reset = self.config.offset_reset(self.direction)
             offset = self._group.reset_offset(tp, reset)
             log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
@@ -477,6 +574,13 @@ class Flow:
             self._checkpoint.rewind(tp)
             self._fetcher.seek(tp, offset)
             self._checkpoint.advance(tp, offset)
+            return
+        if error is UnknownTopicOrPartitionError:
+            # Deleted at the source, and perhaps created again already: nothing more is fetched
+            # from it until the topic sync says which (the same topic resumes).
+            self._unknown.add(tp)
+            self._fetcher.pause(tp)
+            self._next_sync = min(self._next_sync, time.monotonic() + UNKNOWN_TOPIC_SYNC_SECONDS)
             return
         if error is TopicAuthorizationFailedError:
             side, cluster = self.config.clusters(self.direction)[0]
@@ -503,7 +607,7 @@ class Flow:
             log.error("%s: %s; the revoked partitions are not committed", self.direction, exc)
             self._failure = exc  # the map's or the transactions' state is unknown: start again
             return {}
-        return {tp: pos for tp, pos in positions.items() if tp in partitions}
+        return {tp: pos for tp, pos in self._for_group(positions).items() if tp in partitions}
 
     def committed(self, positions: dict) -> None:
         self._checkpoint.committed(positions)
@@ -531,6 +635,7 @@ class Flow:
         self._fetcher.forget(partitions)
         for tp in partitions:
             self._stopped.pop(tp, None)
+            self._unknown.discard(tp)
             self._targets.pop(tp, None)
             self._singles.pop(tp, None)
         gone = set(_names(partitions))
@@ -564,7 +669,7 @@ class Flow:
         deadline = time.monotonic() + seconds
         report = log.warning
         # A commit may cover what was mapped before the last answers came: go on until all is.
-        while (not self._commit(report) or self._checkpoint.to_commit()) and time.monotonic() < deadline:
+        while (not self._commit(report) or self._for_group(self.acknowledged())) and time.monotonic() < deadline:
             report = log.debug  # the first refusal said it all
             if not self._committer.wait_for_write(self):
                 self._group.poll(200)

@@ -33,6 +33,9 @@ ASSIGNORS = {
     "roundrobin": RoundRobinPartitionAssignor,
 }
 LISTENER_COMMIT_TIMEOUT_MS = 10_000
+# kafka-python retries a retriable refusal until this is up (its default: request_timeout_ms, 5 min),
+# e.g. for a topic deleted at the source since the last fetch; the Flow tries again at its next commit.
+COMMIT_TIMEOUT_MS = 10_000
 
 
 def source_consumer(config: ReplicatorConfig, direction: str, member: str | None) -> KafkaConsumer:
@@ -104,24 +107,54 @@ class GroupMember:
         self._session_timeout_ms = session_timeout_ms
         self._evicted_since: float | None = None
         self._leave = False
+        self._listener: _Rebalance | None = None
 
     def join(self, listener: Listener) -> None:
+        """Join the group; with no topics yet (patterns that match none), once `follow` gives some."""
+        self._listener = _Rebalance(self._consumer, self._label, self._direction, listener)
+        wire.on_join_complete(self._consumer, lambda generation: listener.rebalanced(
+            generation, sorted(self._consumer.assignment())))
+        if self._topics:
+            self._subscribe()
+
+    def follow(self, topics: list[str]) -> None:
+        """Copy these topics from now on: the group rebalances, and the partitions of a topic
+        left out are revoked through the listener (their acknowledged offsets committed).
+        An empty list keeps the last one: unsubscribing would drop the partitions unannounced,
+        and the topics left are deleted ones, which the group assigns no more."""
+        if not topics or set(topics) == set(self._topics) and self._joined:
+            return
+        self._topics = list(topics)
+        if self._listener is not None:
+            self._subscribe()
+
+    def _subscribe(self) -> None:
         # Know the topics' partitions before joining: a group leader that assigns without
         # them gives out nothing, and may not notice when they arrive a moment later.
         for topic in self._topics:
             self._consumer.partitions_for_topic(topic)
-        self._consumer.subscribe(self._topics, listener=_Rebalance(self._consumer, self._label,
-                                                                  self._direction, listener))
-        wire.on_join_complete(self._consumer, lambda generation: listener.rebalanced(
-            generation, sorted(self._consumer.assignment())))
+        self._consumer.subscribe(self._topics, listener=self._listener)
+        wire.track_subscription_only(self._consumer)
+
+    @property
+    def _joined(self) -> bool:
+        return bool(self._consumer.subscription())
+
+    def topics_grew(self) -> None:
+        """Source topics have new partitions: the group assigns them once its leader's
+        metadata shows them, so that is refreshed now."""
+        if self._joined:
+            wire.refresh_group_metadata(self._consumer)
 
     def needs_time(self) -> bool:
         """Whether a poll must wait for group work (a join, finding the coordinator)."""
-        return wire.group_needs_time(self._consumer)
+        return self._joined and wire.group_needs_time(self._consumer)
 
     def poll(self, timeout_ms: int) -> dict[TopicPartition, int]:
         """Take what the group decided (callbacks run in here); per partition fetched before
         its pause took effect, the first offset that fetch returned."""
+        if not self._joined:
+            return {}
         polled = self._consumer.poll(timeout_ms=timeout_ms)
         return {tp: records[0].offset for tp, records in polled.items() if records}
 
@@ -143,7 +176,7 @@ class GroupMember:
         is answered again: kafka-python restarts its session clock as soon as it finds the
         coordinator again, a second before a heartbeat tells it that the group dropped it."""
         if self._evicted_since is None:
-            if wire.session_expired(self._consumer):
+            if self._joined and wire.session_expired(self._consumer):
                 self._evicted_since = time.monotonic()
                 log.warning("%s: no heartbeat answer from group %s for sessionTimeoutMs (%d ms): "
                             "the group has most likely dropped this member (a paused process?); "
@@ -162,7 +195,8 @@ class GroupMember:
     def commit(self, positions: dict[TopicPartition, int]) -> Refusal | None:
         """Commit these next offsets; None once the group took them."""
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()})
+            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
+                                  timeout_ms=COMMIT_TIMEOUT_MS)
         except RebalanceInProgressError as exc:
             return Refusal(Refused.REBALANCING, str(exc))
         except CommitFailedError as exc:

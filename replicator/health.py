@@ -23,7 +23,7 @@ class Health:
     member: str | None
     state: str = "starting"
     assigned: list[str] = field(default_factory=list)
-    stopped: dict[str, str] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)  # "topic[p]" or a refused "topic" → why
     in_flight: int = 0
     last_poll: float = 0.0  # wall-clock time of the loop's last group poll
     error: str | None = None

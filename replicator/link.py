@@ -30,6 +30,7 @@ from kafka.errors import (
 
 from .config import ClusterConfig, ReplicatorConfig
 from .errors import ClusterError, ProblemFound, ReplicatorError
+from .selection import Selection
 
 log = logging.getLogger(__name__)
 
@@ -308,4 +309,11 @@ def check_clusters(config: ReplicatorConfig) -> list[str]:
         raise ProblemFound("source topics not found: " + "; ".join(missing)
                           + " (create them, or fix sourceTopicName)")
     lines.append("all source topics exist")
+    for direction in config.enabled_directions():
+        selection = Selection.of(config.direction(direction))
+        if selection.by_pattern:
+            (side, _), _ = config.clusters(direction)
+            chosen = sorted(set(selection.routes(topics_by_side[side])) - set(selection.explicit))
+            lines.append(f"{direction}: include/exclude select {len(chosen)} topics on the {side} "
+                         f"cluster now: {', '.join(chosen) or '(none yet)'}")
     return lines

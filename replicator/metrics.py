@@ -30,6 +30,7 @@ class Snapshot:
     lag: dict[str, int]
     latency_ms: list[float]
     batches: dict[str, int] = field(default_factory=dict)  # written batches by how: copy, merge, encode
+    lost_upstream: dict[str, int] = field(default_factory=dict)  # records deleted at the source uncopied
     at: float = field(default_factory=time.time)
 
     def latency(self, q: float) -> float | None:
@@ -51,6 +52,7 @@ class FlowMetrics:
         self.batches: Counter[str] = Counter()
         self.loop_skipped: Counter[str] = Counter()
         self.error_skipped: Counter[str] = Counter()
+        self.lost: Counter[str] = Counter()
         self.errors = 0
         self.commits = 0
         self.commit_seconds = 0.0
@@ -73,6 +75,11 @@ class FlowMetrics:
         with self._lock:
             self.error_skipped[topic] += 1
             self.errors += 1
+
+    def lost_upstream(self, topic: str, records: int) -> None:
+        """Records the source deleted before they were copied."""
+        with self._lock:
+            self.lost[topic] += records
 
     def failed(self) -> None:
         with self._lock:
@@ -118,4 +125,5 @@ class FlowMetrics:
                 lag=dict(self.lag),
                 latency_ms=list(self._latency_ms),
                 batches=dict(self.batches),
+                lost_upstream=dict(self.lost),
             )

@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from . import link
 from .config import ReplicatorConfig
+from .selection import Selection
 from .tables import dash, table
 
 
@@ -34,7 +35,7 @@ def describe_groups(config: ReplicatorConfig) -> list[PartitionStatus]:
     for direction in config.enabled_directions():
         (side, cluster), _ = config.clusters(direction)
         group = config.group(direction).group_id
-        topics = [route.source_topic_name for route in config.direction(direction).topics]
+        selection = Selection.of(config.direction(direction))
         admin = link.admin_client(side, cluster)
         consumer = None
         try:
@@ -42,6 +43,7 @@ def describe_groups(config: ReplicatorConfig) -> list[PartitionStatus]:
                 committed = admin.list_group_offsets({group: None}).get(group, {})
                 owners = _owners(admin.describe_groups([group]).get(group, {}))
                 consumer = KafkaConsumer(**link.client_settings(cluster), enable_auto_commit=False)
+                topics = selection.routes(consumer.topics() if selection.by_pattern else [])
                 partitions = [
                     TopicPartition(topic, p)
                     for topic in topics

@@ -1,28 +1,18 @@
-"""Target topics shaped like their sources: created, grown, and their configs copied."""
+"""Source topics found and target topics shaped like them: created, grown, and their configs copied."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+
+from .config_sync import NOT_COPIED, ConfigSync
+from .errors import TopicRecreated
+from .selection import Selection
 
 log = logging.getLogger(__name__)
-
-# Configs that describe the source cluster's brokers rather than the data, as
-# MirrorMaker 2 leaves them out too. message.timestamp.type stays out so the
-# target keeps each record's CreateTime.
-NOT_COPIED = frozenset(
-    {
-        "follower.replication.throttled.replicas",
-        "leader.replication.throttled.replicas",
-        "message.timestamp.difference.max.ms",
-        "message.timestamp.type",
-        "unclean.leader.election.enable",
-        "min.insync.replicas",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -31,6 +21,51 @@ class Layout:
 
     source_partitions: int
     target_partitions: int
+
+
+@dataclass(frozen=True)
+class Synced:
+    """What one sync found: the direction's routes (source → target; explicit ones even while
+    their source is missing), the layout of each whose source exists, and its topic id."""
+
+    routes: dict[str, str]
+    layouts: dict[str, Layout]
+    ids: dict[str, str | None]
+
+
+@dataclass
+class Identities:
+    """The topic id of every source topic a member copied, and the topics it refused since.
+
+    A member keeps one across the Flows it runs, so that a Flow started again after a failure
+    still refuses a topic that was deleted and created again. It lives in memory: a topic
+    recreated while no member of the direction ran is not recognised (Kafka deletes a
+    topic's committed offsets with it, so nothing of the old topic's is left to compare).
+    """
+
+    ids: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, TopicRecreated] = field(default_factory=dict)
+
+
+# A broker without topic ids (before Kafka 2.8) answers with the zero UUID.
+_NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def source_topics(admin, topics: list[str] | None) -> dict[str, tuple[int, str | None]]:
+    """Partition count and topic id of each of `topics` that exists (None: every topic).
+
+    Raises a retriable error of a topic the cluster cannot describe now (a leader being
+    elected, a broker restarting): taken for missing, the topic would be dropped as if deleted."""
+    found = {}
+    for topic in admin.describe_topics(topics):
+        error = for_code(topic["error_code"]) if topic["error_code"] else None
+        if error is not None:
+            if error.retriable and error is not UnknownTopicOrPartitionError:
+                raise error(f"describing source topic {topic['name']!r}")
+            continue
+        topic_id = str(topic.get("topic_id")) if topic.get("topic_id") is not None else None
+        found[topic["name"]] = (len(topic["partitions"]), None if topic_id == _NO_TOPIC_ID else topic_id)
+    return found
 
 
 def partition_counts(admin, topics: list[str]) -> dict[str, int]:
@@ -54,33 +89,44 @@ def topic_configs(admin, topic: str) -> dict[str, str]:
 
 
 class TopicSync:
-    """Keeps a direction's target topics at least as wide as their sources.
+    """Finds a direction's source topics and keeps their targets at least as wide.
 
-    With `manage` on, missing targets are created with the source's partition count
-    and topic configs, and targets with fewer partitions grow. With it off, nothing is
-    changed: routes to a narrower target fall back to hashing (the flow warns).
+    With patterns, every source topic is listed (one metadata request) and the selection
+    chosen among them. With `manage` on, missing targets are created with the source's
+    partition count and topic configs, and targets with fewer partitions grow. With it
+    off, nothing is changed: routes to a narrower target fall back to hashing (the flow warns).
     """
 
-    def __init__(self, source_admin, target_admin, routes: dict[str, str], manage: bool):
+    def __init__(self, source_admin, target_admin, selection: Selection, manage: bool,
+                 configs: ConfigSync | None = None):
+        """`configs`: keeps the targets' configs like their sources' too (syncTopicConfigs)."""
         self._source_admin = source_admin
         self._target_admin = target_admin
-        self._routes = routes
+        self._selection = selection
         self._manage = manage
+        self._configs = configs
+        self._missing: set[str] = set()  # explicit topics said to be missing, said once
+        self._routes: dict[str, str] = {}
 
-    def sync(self) -> dict[str, Layout]:
-        """The layout of each route whose source topic exists, after fixing the targets."""
-        sources = partition_counts(self._source_admin, list(self._routes))
-        for topic in self._routes:
-            if topic not in sources:
+    def sync(self) -> Synced:
+        """The routes, and the layout and id of each whose source exists, after fixing the targets."""
+        selection = self._selection
+        found = source_topics(self._source_admin,
+                              None if selection.by_pattern else list(selection.explicit))
+        self._routes = routes = selection.routes(found)
+        sources = {topic: found[topic][0] for topic in routes if topic in found}
+        for topic in selection.explicit:
+            if topic not in sources and topic not in self._missing:
                 log.warning("source topic %r does not exist yet; it is replicated once it does", topic)
-        targets = partition_counts(self._target_admin, list(self._routes.values()))
+            (self._missing.discard if topic in sources else self._missing.add)(topic)
+        targets = partition_counts(self._target_admin, [routes[topic] for topic in sources])
         if self._manage:
             targets.update(self._create_missing(sources, targets))
             targets.update(self._grow(sources, targets))
-        return {
-            source: Layout(count, targets.get(self._routes[source], 0))
-            for source, count in sources.items()
-        }
+        if self._configs is not None:
+            self._configs.sync({source: routes[source] for source in sources if targets.get(routes[source])})
+        layouts = {source: Layout(count, targets.get(routes[source], 0)) for source, count in sources.items()}
+        return Synced(routes, layouts, {topic: found[topic][1] for topic in sources})
 
     def _create_missing(self, sources: dict[str, int], targets: dict[str, int]) -> dict[str, int]:
         created = {}

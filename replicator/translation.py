@@ -17,6 +17,7 @@ from . import link, map_topic
 from .config import ReplicatorConfig
 from .errors import ProblemFound
 from .offset_map import Partition, PartitionMap
+from .selection import Selection
 from .tables import dash, table
 
 COORDINATOR_WAIT_SECONDS = 15.0
@@ -43,10 +44,17 @@ class Translator:
     def __init__(self, config: ReplicatorConfig, direction: str):
         self.config = config
         self.direction = direction
-        self.routes = {route.source_topic_name: route.target for route in config.direction(direction).topics}
         self._hashed = config.direction(direction).partitioning == "hash"
         (self._source_side, self._source), (self._target_side, self._target) = config.clusters(direction)
         self.source_admin: KafkaAdminClient = link.admin_client(self._source_side, self._source)
+        selection = Selection.of(config.direction(direction))
+        try:
+            with link.reaching(self._source_side, self._source):
+                existing = self.source_admin.list_topics() if selection.by_pattern else []
+        except BaseException:
+            self.source_admin.close()
+            raise
+        self.routes = selection.routes(existing)
         self._consumer: KafkaConsumer | None = None
 
     def close(self) -> None:

@@ -25,6 +25,10 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
   wrapped so that a join finished between two polls is taken, not lost (`complete_joins`);
 - `KafkaConsumer._coordinator._on_join_complete_async`, wrapped to tell of every completed
   join (`on_join_complete`): the rebalance listener hears only of partitions added or revoked;
+- `ClusterMetadata._topics` (`track_only`) and `KafkaConsumer._cluster` and
+  `_subscription.reset_group_subscription()` (`track_subscription_only`): metadata for the
+  topics copied now, without a topic deleted at the source, and `request_update()` on it
+  (`refresh_group_metadata`) when a source topic grew;
 - the logger `kafka.net.selector` (`SELECTOR_LOGGER`), which a busy node floods;
 - for the benchmark's tools: `KafkaProducer._accumulator.append` and `_sender.wakeup`
   (`unchecked_send`), and `kafka.record.default_records.DefaultRecordBatchBuilder`'s
@@ -109,8 +113,8 @@ class Wire:
         self._manager.bootstrap(timeout_ms)
 
     def track(self, topics) -> None:
-        """Keep metadata (leaders) for these topics."""
-        self._manager.cluster.set_topics(list(topics))
+        """Keep metadata (leaders) for these topics, and for no others."""
+        track_only(self._manager.cluster, topics)
 
     def refresh(self) -> None:
         self._manager.cluster.request_update()
@@ -288,6 +292,27 @@ def transaction_ended(response) -> type | None:
 
 
 # The group consumer --------------------------------------------------------------------
+
+def track_only(cluster, topics) -> None:
+    """Make a kafka-python ClusterMetadata ask for exactly these topics. Its set_topics() only
+    ever adds: a topic deleted at the source would be asked for at every refresh, which its
+    answer makes ten a second, each logged as an error."""
+    cluster.set_topics(list(topics))
+    cluster._topics = set(topics)
+
+
+def track_subscription_only(consumer) -> None:
+    """After a new subscription: the consumer's metadata covers it and no topic it left. A
+    group leader adds the other members' topics again at its next assignment."""
+    consumer._subscription.reset_group_subscription()
+    track_only(consumer._cluster, consumer._subscription.group_subscription())
+
+
+def refresh_group_metadata(consumer) -> None:
+    """Have the consumer's metadata refreshed now, not at metadata_max_age_ms (5 min): a group
+    leader that sees a topic's new partitions rebalances the group so that they are assigned."""
+    consumer._cluster.request_update()
+
 
 def fetch_position(consumer, tp) -> int | None:
     """The consumer's position in a partition, if known, without any I/O.

@@ -866,7 +866,8 @@ def test_readme_commands_name_rendered_objects(helm):
 # ----------------------------------------------------------------------------------------
 
 ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorErrors",
-          "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing", "KafkaReplicatorPartitionStopped"}
+           "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing", "KafkaReplicatorPartitionStopped",
+           "KafkaReplicatorRecordsLostUpstream"}
 
 
 def exported_metrics() -> set[str]:

@@ -33,6 +33,16 @@ def test_check_connect_reaches_both_clusters_and_finds_the_source_topics(sandbox
     assert "all source topics exist" in out
 
 
+def test_check_connect_names_the_topics_the_patterns_select_now(sandbox, name, tmp_path, capsys):
+    for topic in (f"{name}-a", f"{name}-b", f"{name}-test"):
+        create_topic(sandbox.source, topic, partitions=1)
+    config = sandbox.config(replication={"sourceToTarget": {
+        "include": [f"{name}-.*"], "exclude": [".*-test"]}})
+    assert main(["check", "--connect", "--config", write(tmp_path, config)]) == 0
+    assert (f"sourceToTarget: include/exclude select 2 topics on the source cluster now: "
+            f"{name}-a, {name}-b") in capsys.readouterr().out
+
+
 def test_check_connect_names_a_missing_source_topic(sandbox, name, tmp_path, capsys):
     assert main(["check", "--connect", "--config", write(tmp_path, one_way(sandbox, name))]) == 1
     assert f"sourceToTarget: '{name}' on the source cluster" in capsys.readouterr().err

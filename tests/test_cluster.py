@@ -23,14 +23,22 @@ from dataclasses import dataclass
 import pytest
 import ray
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from cluster.loopback import on_loopback
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
 from workbench.traffic import PartitionCheck, check_partition
-from kafka_support import batch_bytes, committed, create_topic, read_all, set_group_offsets, wait_until
+from kafka_support import (
+    batch_bytes,
+    committed,
+    create_topic,
+    produce,
+    read_all,
+    set_group_offsets,
+    wait_until,
+)
 from replicator.config import parse_config
 from replicator.offsets import describe_groups
 from replicator.provenance import user_headers
@@ -556,6 +564,29 @@ def test_members_log_json_lines_with_their_direction_and_member_when_asked(sandb
         assert (line["direction"], line["member"], line["level"]) == ("sourceToTarget", "sourceToTarget-0", "INFO")
     finally:
         supervisor.stop(GRACE)
+
+
+def test_records_lost_upstream_are_exported_by_topic(sandbox, name, supervised, ray_cluster):
+    create_topic(sandbox.source, name, partitions=1)
+    produce(sandbox.source, name, [(0, f"k{i}".encode(), b"v", [], None) for i in range(10)])
+    tp = TopicPartition(name, 0)
+    set_group_offsets(sandbox.source, f"{name}-s2t", {tp: 3})
+    admin = KafkaAdminClient(bootstrap_servers=sandbox.source)
+    try:
+        admin.delete_records({tp: 7})
+    finally:
+        admin.close()
+    supervised(parse_config(settings(sandbox, name, s2t=[name], replicas=1)))
+    url = f"http://127.0.0.1:{ray_cluster.address_info['metrics_export_port']}/metrics"
+
+    def lost() -> float | None:
+        for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+            if line.startswith("ray_kafka_replicator_records_lost_upstream_total") and f'topic="{name}"' in line:
+                assert 'direction="sourceToTarget"' in line and 'member="sourceToTarget-0"' in line
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    assert wait_until(lost, 60, interval=2, what="the lost records in the metrics") == 4
 
 
 def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(sandbox, name, supervised):

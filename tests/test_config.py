@@ -270,3 +270,61 @@ def test_poll_timeout_ms_is_gone():
 def test_the_example_configs_warn_about_nothing():
     for example in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
         assert load_config(example).warnings() == [], example
+
+
+def with_patterns(**direction):
+    return with_(replication={"sourceToTarget": direction})
+
+
+def test_a_direction_may_choose_its_topics_by_pattern_alone():
+    direction = parse_config(with_patterns(include=["orders-.*"])).direction("sourceToTarget")
+    assert direction.include == ["orders-.*"] and direction.topic_refresh_seconds == 10.0
+    assert direction.target_topic_prefix == ""
+
+
+def test_an_include_pattern_that_is_not_a_regular_expression_is_named():
+    message = error_of(with_patterns(include=["orders-(eu"]))
+    assert "replication.sourceToTarget.include: 'orders-(eu' is not a valid regular expression" in message
+
+
+def test_an_exclude_pattern_that_is_not_a_regular_expression_is_named():
+    message = error_of(with_patterns(include=[".*"], exclude=["*-test"]))
+    assert "replication.sourceToTarget.exclude: '*-test' is not a valid regular expression" in message
+
+
+def test_a_target_topic_prefix_must_begin_a_topic_name():
+    message = error_of(with_patterns(include=[".*"], targetTopicPrefix="dc 1/"))
+    assert "replication.sourceToTarget.targetTopicPrefix: 'dc 1/' cannot begin a topic name" in message
+
+
+def test_patterns_on_one_cluster_need_a_target_topic_prefix():
+    data = with_(targetKafka=MINIMAL["sourceKafka"], replication={"sourceToTarget": {"include": ["orders-.*"]}})
+    assert "would be copied onto themselves" in error_of(data) and "set targetTopicPrefix" in error_of(data)
+    parse_config({**data, "replication": {"sourceToTarget": {"include": ["orders-.*"], "targetTopicPrefix": "copy."}}})
+
+
+def test_a_pattern_that_matches_the_replicators_own_topics_is_warned_about():
+    warnings = parse_config(with_patterns(include=["kafka-.*"])).warnings()
+    assert ("replication.sourceToTarget.include: 'kafka-.*' matches the replicator's own topics "
+            "(kafka-replicator-producers, kafka-replicator-offsets); they are never replicated") in warnings[0]
+
+
+def test_an_explicit_topic_also_excluded_is_warned_about():
+    data = with_patterns(topics=[{"sourceTopicName": "orders-test"}], include=["orders-.*"], exclude=[".*-test"])
+    assert parse_config(data).warnings() == [
+        "replication.sourceToTarget.exclude: '.*-test' matches 'orders-test', which topics[] lists: it is "
+        "replicated anyway (an explicit topic wins over patterns); remove one of the two"]
+
+
+def test_the_topic_refresh_must_be_positive():
+    assert "replication.sourceToTarget.topicRefreshSeconds" in error_of(with_patterns(include=["a"], topicRefreshSeconds=0))
+
+
+def test_a_topic_config_exclusion_that_is_not_a_regular_expression_is_named():
+    message = error_of(with_patterns(include=["a"], syncTopicConfigs={"enabled": True, "exclude": ["segment.("]}))
+    assert "replication.sourceToTarget.syncTopicConfigs.exclude: 'segment.(' is not a valid regular expression" in message
+
+
+def test_topic_configs_are_synced_only_where_the_replicator_may_change_target_topics():
+    message = error_of(with_patterns(include=["a"], createTopics=False, syncTopicConfigs={"enabled": True}))
+    assert "syncTopicConfigs.enabled needs createTopics: true" in message

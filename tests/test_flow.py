@@ -19,7 +19,7 @@ from replicator.flow import Flow
 from replicator.group_member import Refusal, Refused
 from replicator.producer import Delivery, Shipment
 from replicator.shipping import Step
-from replicator.topics import Layout
+from replicator.topics import Layout, Synced
 
 T = TopicPartition("orders", 0)
 BATCH = 10  # records per fetched batch
@@ -257,7 +257,7 @@ class World:
 
 class FakeTopicSync:
     def sync(self):
-        return {"orders": Layout(1, 1)}
+        return Synced({"orders": "orders"}, {"orders": Layout(1, 1)}, {"orders": None})
 
 
 def stop_once_committed(offset: int):

@@ -17,7 +17,6 @@ from kafka.coordinator.heartbeat import Heartbeat
 from kafka.errors import KafkaConnectionError
 
 from kafka_support import committed, count, create_topic, flow_for, produce, read_all, running, wait_until
-from replicator import flow as flow_module
 
 pytestmark = pytest.mark.kafka
 
@@ -164,10 +163,9 @@ def test_a_broker_restart_during_replication_loses_nothing_and_duplicates_nothin
 
 def test_a_topic_sync_while_the_target_is_down_is_tried_again_and_the_copy_goes_on(
         sandbox, name, monkeypatch):
-    monkeypatch.setattr(flow_module, "TOPIC_SYNC_SECONDS", 0.5)  # a sync falls in the outage
     create_topic(sandbox.source, name, partitions=PARTITIONS)
-    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name},
-                    replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    flow = flow_for(sandbox, consumerGroup={"sourceToTarget": name}, replication={"sourceToTarget": {
+        "topics": [{"sourceTopicName": name}], "topicRefreshSeconds": 0.5}})  # a sync falls in the outage
     with running(flow):
         wait_until(lambda: flow.health().assigned, what="the partition assignment")
         sandbox.sandbox.stop_broker("target")
@@ -266,7 +264,7 @@ def test_a_member_whose_commits_fail_stops_fetching_until_one_goes_through(sandb
         produce(sandbox.source, name, batch)
         wait_until(lambda: count(sandbox.target, name) == 100, what="the first records")
 
-        def unreachable(consumer, offsets=None):
+        def unreachable(consumer, offsets=None, timeout_ms=None):
             raise KafkaConnectionError("the group coordinator is out of reach")
 
         # The flow's group consumer is the only one in this process that commits.
