@@ -117,7 +117,7 @@ def test_readyz_fails_while_commits_fail(sandbox, name, monkeypatch):
         with running(flow):
             wait_until(lambda: get(readyz)[0] == 200, 30, what="ready")
 
-            def unreachable(consumer, offsets=None):
+            def unreachable(consumer, offsets=None, timeout_ms=None):
                 raise KafkaConnectionError("the group coordinator is out of reach")
 
             # The flow's group consumer is the only one in this process that commits.

@@ -224,7 +224,13 @@ class Failover:
         try:
             self._wait_copied(target_topic, wanted, members.alive)
             ends = {TopicPartition(topic, p): o for p, o in self._ends(self.source, topic).items()}
-            _wait(lambda: committed(self.source, replicator_group) == ends, 60, "the replicator's commit")
+            try:
+                _wait(lambda: committed(self.source, replicator_group) == ends, 60, "the replicator's commit")
+            except TimeoutError as exc:
+                logs = "".join(f"\n{path.name}: " + "".join(path.read_text(errors="replace").splitlines(True)[-15:])
+                               for path in sorted(self.work.glob(f"failover-{who}-m*.log")))
+                raise TimeoutError(f"{exc}: committed {committed(self.source, replicator_group)}, "
+                                   f"source ends {ends}; the members' last lines:{logs}") from None
         finally:
             members.stop()
         started = time.monotonic()
