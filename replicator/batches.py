@@ -231,6 +231,78 @@ def _legacy_records(batch: Batch) -> list[Record]:
             for offset, timestamp, key, value in legacy_records(bytes(batch.data))]
 
 
+def record_fields(batch: Batch) -> list[tuple[int, int, bytes]]:
+    """Each record's offset, timestamp, and its key, value and headers as encoded.
+
+    Two records with the same fields encode them alike, so one comparison of bytes tells
+    them apart: a comparison of copies costs one varint walk per record, not a decode.
+    """
+    if batch.magic != 2:
+        return [(r.offset, r.timestamp, encode_fields(r.key, r.value, r.headers))
+                for r in _legacy_records(batch)]
+    body = batch.data[HEADER_SIZE:]
+    codec = batch.attributes & COMPRESSION_MASK
+    if codec:
+        body = memoryview(DECOMPRESS[codec](body.tobytes()))
+    log_append = batch.attributes & LOG_APPEND_TIME
+    base_ts, base_offset = batch.base_timestamp, batch.base_offset
+    out = []
+    append = out.append
+    at = 0
+    for _ in range(batch.record_count):
+        length, at = _varint(body, at)
+        end = at + length
+        ts_delta, at = _varint(body, at + 1)  # after the record's attributes
+        byte = body[at]
+        if byte < 0x80:  # an offset delta below 64: one byte
+            offset_delta, at = (byte >> 1) ^ -(byte & 1), at + 1
+        else:
+            offset_delta, at = _varint(body, at)
+        append((base_offset + offset_delta, batch.max_timestamp if log_append else base_ts + ts_delta,
+                bytes(body[at:end])))
+        at = end
+    return out
+
+
+def decode_fields(fields: bytes) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]:
+    """Key, value and headers from what `record_fields` gives."""
+    key, at = _bytes(fields, 0)
+    value, at = _bytes(fields, at)
+    count, at = _varint(fields, at)
+    headers = []
+    for _ in range(count):
+        name, at = _bytes(fields, at)
+        header_value, at = _bytes(fields, at)
+        headers.append((name.decode(), header_value))
+    return key, value, headers
+
+
+def encode_fields(key: bytes | None, value: bytes | None, headers) -> bytes:
+    """A record's key, value and headers as a v2 batch encodes them."""
+    out = bytearray()
+    _put_fields(out, key, value, headers)
+    return bytes(out)
+
+
+def _put_fields(out: bytearray, key: bytes | None, value: bytes | None, headers) -> None:
+    for field in (key, value):
+        if field is None:
+            _put_varint(out, -1)
+        else:
+            _put_varint(out, len(field))
+            out += field
+    _put_varint(out, len(headers))
+    for name, header_value in headers:
+        raw = name.encode()
+        _put_varint(out, len(raw))
+        out += raw
+        if header_value is None:
+            _put_varint(out, -1)
+        else:
+            _put_varint(out, len(header_value))
+            out += header_value
+
+
 def encode(items: list[Record], codec: str = "none") -> bytes:
     """A new batch holding `items` as CreateTime records; `stamp` gives it its writer
     fields and CRC. Offsets are relative to the first record: the target assigns its own.
@@ -244,22 +316,7 @@ def encode(items: list[Record], codec: str = "none") -> bytes:
         record.append(0)
         _put_varint(record, r.timestamp - base_ts)
         _put_varint(record, delta)
-        for field in (r.key, r.value):
-            if field is None:
-                _put_varint(record, -1)
-            else:
-                _put_varint(record, len(field))
-                record += field
-        _put_varint(record, len(r.headers))
-        for name, value in r.headers:
-            raw = name.encode()
-            _put_varint(record, len(raw))
-            record += raw
-            if value is None:
-                _put_varint(record, -1)
-            else:
-                _put_varint(record, len(value))
-                record += value
+        _put_fields(record, r.key, r.value, r.headers)
         _put_varint(body, len(record))
         body += record
     compression = CODECS[codec]

@@ -1,4 +1,4 @@
-"""The commands of `kafka-replicator` that need no Ray: check, replicate, status and offsets,
+"""The commands of `kafka-replicator` that need no Ray: check, replicate, status, offsets and verify,
 each with its arguments, help and handler. cluster/cli.py assembles the command line from them,
 its own `run`, and the development commands of a clone (`sandbox`, `demo`: dev/workbench).
 """
@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from . import logs
@@ -103,6 +104,26 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
     offsets.add_argument("--direction", choices=DIRECTIONS,
                          help="whose source the group reads (default: the first enabled direction)")
     offsets.add_argument("--json", action="store_true", help="one JSON object per partition")
+
+    verify = command(commands, "verify", common,
+                     "compare each source partition with its copy, record by record, through the offset map",
+                     """\
+  kafka-replicator verify --config my.yaml                    # exit 0 only when the copy matches
+  kafka-replicator verify --config my.yaml --direction sourceToTarget --topics orders payments --json
+  kafka-replicator verify --config my.yaml --every 300 --metrics-port 9401   # until SIGTERM""",
+                     _verify)
+    verify.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    verify.add_argument("--direction", choices=DIRECTIONS, help="only this direction (default: every enabled one)")
+    verify.add_argument("--topics", nargs="+", metavar="TOPIC", help="only these source topics")
+    verify.add_argument("--json", action="store_true",
+                        help="one JSON object: each partition's counts and discrepancies, and the totals")
+    verify.add_argument("--every", type=seconds, metavar="SECONDS",
+                        help="verify again every SECONDS until SIGTERM, exporting "
+                        "kafka_replicator_verify_mismatches on --metrics-port")
+    verify.add_argument("--metrics-port", type=port, metavar="PORT",
+                        help="with --every: serve /metrics, /healthz and /readyz on this port")
+    verify.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address to serve them on (default 127.0.0.1; 0.0.0.0 in a container)")
 
 
 
@@ -199,4 +220,60 @@ def _offsets(args) -> int:
     if untranslated:
         raise ProblemFound(f"{untranslated} of {len(rows)} partitions of group {args.group} have no "
                            "translated offset (see the table)")
+    return 0
+
+
+def seconds(text: str) -> float:
+    """--every's type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _verify(args) -> int:
+    from . import verification
+
+    config = load_config(args.config)
+    directions = [args.direction] if args.direction else config.enabled_directions()
+
+    def show(verdicts, elapsed: float) -> None:
+        if args.json:
+            print(json.dumps({"partitions": [v.as_json() for v in verdicts],
+                              "compared": sum(v.compared for v in verdicts),
+                              "mismatches": sum(v.mismatches for v in verdicts),
+                              "seconds": round(elapsed, 3)}, indent=2), flush=True)
+            return
+        print(verification.format_table(verdicts))
+        lines = verification.format_discrepancies(verdicts)
+        if lines:
+            print()
+            print("\n".join(lines))
+        print(verification.summary(verdicts, elapsed), flush=True)
+
+    if args.every is None:
+        if args.metrics_port is not None:
+            raise ProblemFound("--metrics-port serves the mismatches of `verify --every`; add --every SECONDS")
+        started = time.monotonic()
+        verdicts = verification.verify(config, directions, args.topics)
+        show(verdicts, time.monotonic() - started)
+        problem = verification.verdict_problem(verdicts)
+        if problem is not None:
+            raise problem
+        return 0
+
+    from .verification_watch import Watch
+
+    watch = Watch(config, directions, args.topics, args.every, show, args.metrics_host, args.metrics_port)
+
+    def stop(signum, _frame):
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        watch.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    watch.run()
     return 0

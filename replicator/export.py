@@ -63,6 +63,12 @@ SERIES = {series.name: series for series in (
 )}
 
 
+# `verify --every`'s series, not a member's: the copy's mismatches at its last pass.
+VERIFY_MISMATCHES = Series("gauge", "kafka_replicator_verify_mismatches",
+                           "Records missing, extra or altered on the target at verify's last pass",
+                           ("direction", "topic", "partition"))
+
+
 class Metric(Protocol):
     """A backend's metric, as Ray's take their tags: one method of these per kind."""
 

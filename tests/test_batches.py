@@ -112,3 +112,21 @@ def test_a_producer_is_no_longer_aborting_after_its_abort_marker():
     later = make([rec(0)], base_offset=2, attributes=batches.TRANSACTIONAL, producer_id=2)
     fetched = [first, _marker(1, 2, abort=True), later]
     assert [ok for _, ok in batches.readable(fetched, aborted=[(2, 0)])] == [False, False, True]
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_record_fields_give_offsets_timestamps_and_fields_that_decode_to_the_records(codec):
+    records = [rec(0, b"k", b"v", [("h", b"x"), ("n", None)], 5_000), rec(1, None, None, [], 5_007),
+               rec(2, b"", b"\x00\xff" * 300, [], 946_684_800_000)]
+    batch = make(records, base_offset=70, codec=codec)
+    fields = batches.record_fields(batch)
+    assert [(offset, timestamp) for offset, timestamp, _ in fields] == [(70, 5_000), (71, 5_007),
+                                                                        (72, 946_684_800_000)]
+    assert [batches.decode_fields(raw) for _, _, raw in fields] == [(r.key, r.value, r.headers) for r in records]
+    assert [raw for _, _, raw in fields] == [batches.encode_fields(r.key, r.value, r.headers) for r in records]
+
+
+def test_record_fields_of_records_that_differ_in_one_header_differ():
+    one = batches.record_fields(make([rec(0, headers=[("h", b"x")])]))
+    other = batches.record_fields(make([rec(0, headers=[("h", b"y")])]))
+    assert one[0][2] != other[0][2]

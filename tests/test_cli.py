@@ -14,7 +14,7 @@ from replicator import logs
 
 REPO = Path(__file__).resolve().parent.parent
 
-COMMANDS = ("check", "replicate", "status", "offsets", "sandbox", "run", "demo")
+COMMANDS = ("check", "replicate", "status", "offsets", "verify", "sandbox", "run", "demo")
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
