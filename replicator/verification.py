@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -31,7 +31,7 @@ from .batches import decode_fields
 from .config import ReplicatorConfig
 from .errors import ProblemFound
 from .offset_map import Partition, PartitionMap, Span
-from .partition_log import FETCH_BYTES, LogRecord, PartitionLog
+from .partition_log import FETCH_BYTES, Chunk, LogRecord, PartitionLog
 from .provenance import origin_of, user_headers
 from .selection import Selection
 from .tables import dash, table
@@ -118,10 +118,11 @@ class Sides:
 
 @dataclass(frozen=True)
 class Writers:
-    """Who wrote a record, told from its producer id (and, in record mode, its headers)."""
+    """Who wrote a record: told from its batch's producer id, and in record mode its headers."""
 
-    is_copy: Callable[[int], bool]  # a replicator's producer on the target
-    sent_back: Callable[[int, bytes], bool]  # a source record a replicator wrote: not copied
+    is_copy: Callable[[int], bool]  # a replicator's producer id on the target
+    sent_back: Callable[[int], bool]  # a replicator's producer id on the source: not copied from there
+    came_from_target: Callable[[bytes], bool]  # record mode: the target is the record's origin
     local_writes: bool  # the other direction copies the target topic: others write there too
 
 
@@ -136,48 +137,93 @@ def check_partition(verdict: PartitionVerdict, spans: list[Span], sides: Sides, 
             if span.target_end <= at:
                 continue  # below the target's log start
             if span.target > at:
-                _unmapped(verdict, sides.target.records(at, span.target), writers)
+                _unmapped(verdict, sides.target.chunks(at, span.target), writers)
             skip = max(0, at - span.target)
             _pair(verdict, Span(span.source + skip, span.target + skip, span.count - skip), sides)
             at = span.target_end
-        _unmapped(verdict, sides.target.records(at, sides.target_end), writers)
+        _unmapped(verdict, sides.target.chunks(at, sides.target_end), writers)
     if verdict.copied_to is None or not spans:
         return
     first = max(sides.source_start, min(span.source for span in spans))
     for start, end in _gaps(spans, first, verdict.copied_to):
-        for record in sides.source.records(start, end):
-            if writers.sent_back(record[3], record[2]):
-                verdict.sent_back += 1
-            else:
-                verdict.report("missing", record[0], None, "not copied")
+        for chunk in sides.source.chunks(start, end):
+            if writers.sent_back(chunk.producer_id):
+                verdict.sent_back += chunk.count
+                continue
+            for record in chunk.records():
+                if writers.came_from_target(record[2]):
+                    verdict.sent_back += 1
+                else:
+                    verdict.report("missing", record[0], None, "not copied")
 
 
 def _pair(verdict: PartitionVerdict, span: Span, sides: Sides) -> None:
-    """Compare the source records [span.source, +count) with their copies, one step at a time."""
+    """Compare the source records [span.source, +count) with their copies, in step: a batch
+    copied as bytes at once, any other record by record."""
     delta = span.target - span.source
-    source = sides.source.records(span.source, span.source_end)
-    target = sides.target.records(span.target, min(span.target_end, max(span.target, sides.target_end)))
-    a, b = next(source, None), next(target, None)
-    while a is not None or b is not None:
+    source = _Cursor(sides.source.chunks(span.source, span.source_end))
+    target = _Cursor(sides.target.chunks(span.target, min(span.target_end, max(span.target, sides.target_end))))
+    while True:
+        whole, copy = source.whole_chunk(), target.whole_chunk()
+        if whole and copy and whole.first + delta == copy.first and whole.same_records_as(copy):
+            verdict.compared += whole.count
+            source.next_chunk()
+            target.next_chunk()
+            continue
+        a, b = source.peek(), target.peek()
+        if a is None and b is None:
+            return
         if b is None or (a is not None and a[0] + delta < b[0]):
             if sides.target_compacted:
                 verdict.gone_at_target += 1
             else:
                 verdict.report("missing", a[0], a[0] + delta, "not on the target")
-            a = next(source, None)
+            source.advance()
         elif a is None or b[0] < a[0] + delta:
             if b[0] - delta < sides.source_start or sides.source_compacted:
                 verdict.gone_at_source += 1
             else:
                 verdict.report("extra", b[0] - delta, b[0], "its source offset holds no record")
-            b = next(target, None)
+            target.advance()
         else:
             verdict.compared += 1
             if a[1] != b[1] or a[2] != b[2]:
                 differing = _differences(a, b)
                 if differing:
                     verdict.report("altered", a[0], b[0], differing)
-            a, b = next(source, None), next(target, None)
+            source.advance()
+            target.advance()
+
+
+class _Cursor:
+    """A position in a stream of chunks: at a chunk's start, or at one of its records."""
+
+    def __init__(self, chunks: Iterator[Chunk]):
+        self._chunks = chunks
+        self._chunk = next(chunks, None)
+        self._records: list[LogRecord] | None = None
+        self._index = 0
+
+    def whole_chunk(self) -> Chunk | None:
+        """The chunk the cursor is at the start of, if it is a whole batch."""
+        chunk = self._chunk
+        return chunk if chunk is not None and self._records is None and chunk.whole else None
+
+    def next_chunk(self) -> None:
+        self._chunk = next(self._chunks, None)
+        self._records, self._index = None, 0
+
+    def peek(self) -> LogRecord | None:
+        while self._chunk is not None:
+            if self._records is None:
+                self._records = self._chunk.records()
+            if self._index < len(self._records):
+                return self._records[self._index]
+            self.next_chunk()
+        return None
+
+    def advance(self) -> None:
+        self._index += 1
 
 
 def _differences(source: LogRecord, copy: LogRecord) -> str | None:
@@ -190,14 +236,15 @@ def _differences(source: LogRecord, copy: LogRecord) -> str | None:
     return f"{', '.join(names)} differ{'s' if len(names) == 1 else ''}" if names else None
 
 
-def _unmapped(verdict: PartitionVerdict, records, writers: Writers) -> None:
-    for record in records:
-        if writers.is_copy(record[3]):
-            verdict.unmapped_copies += 1
+def _unmapped(verdict: PartitionVerdict, chunks: Iterator[Chunk], writers: Writers) -> None:
+    for chunk in chunks:
+        if writers.is_copy(chunk.producer_id):
+            verdict.unmapped_copies += chunk.count
         elif writers.local_writes:
-            verdict.written_on_target += 1
+            verdict.written_on_target += chunk.count
         else:
-            verdict.report("extra", None, record[0], "no source record maps there")
+            for record in chunk.records():
+                verdict.report("extra", None, record[0], "no source record maps there")
 
 
 def _covered(spans: list[Span]) -> int:
@@ -318,7 +365,7 @@ class Verifier:
         reverse = "targetToSource" if self.direction == "sourceToTarget" else "sourceToTarget"
         local_writes = (self._config.direction(reverse).enabled
                         and Selection.of(self._config.direction(reverse)).target(target_topic) is not None)
-        writers = Writers(target["is_ours"], self._sent_back(source["is_ours"]), bool(local_writes))
+        writers = Writers(target["is_ours"], source["is_ours"], self._came_from_target(), bool(local_writes))
         verdicts = []
         for tp in source_tps:
             verdict = PartitionVerdict(self.direction, topic, tp.partition, target_topic, committed.get(tp))
@@ -343,15 +390,12 @@ class Verifier:
                 check_partition(verdict, spans, sides, writers)
         return verdicts
 
-    def _sent_back(self, is_ours: Callable[[int], bool]) -> Callable[[int, bytes], bool]:
-        """A source record the direction does not copy: written by a replicator, or in record
-        mode carrying the target cluster as its origin."""
-        by_headers = self._settings.mode == "record"
+    def _came_from_target(self) -> Callable[[bytes], bool]:
+        """Record mode: a source record whose origin is the target cluster is not copied there."""
+        if self._settings.mode != "record":
+            return lambda fields: False
         target_id = self._target_id
-
-        def sent_back(producer_id: int, fields: bytes) -> bool:
-            return is_ours(producer_id) or (by_headers and origin_of(decode_fields(fields)[2]) == target_id)
-        return sent_back
+        return lambda fields: origin_of(decode_fields(fields)[2]) == target_id
 
     @staticmethod
     def _log_start(side: dict, tp: TopicPartition) -> Callable[[], int]:
