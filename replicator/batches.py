@@ -277,6 +277,27 @@ def decode_fields(fields: bytes) -> tuple[bytes | None, bytes | None, list[tuple
     return key, value, headers
 
 
+def headers_at(fields: bytes) -> tuple[int, int, int]:
+    """Where `record_fields`' fields hold the headers: the end of the key and value, the
+    header count, and where the first header begins."""
+    at = 0
+    for _ in range(2):  # the key, then the value; most lengths take one byte
+        byte = fields[at]
+        length, at = ((byte >> 1) ^ -(byte & 1), at + 1) if byte < 0x80 else _varint(fields, at)
+        if length > 0:
+            at += length
+    byte = fields[at]
+    count, first = ((byte >> 1) ^ -(byte & 1), at + 1) if byte < 0x80 else _varint(fields, at)
+    return at, count, first
+
+
+def encode_headers(headers) -> bytes:
+    """Headers as a record encodes them after their count."""
+    out = bytearray()
+    _put_headers(out, headers)
+    return bytes(out)
+
+
 def encode_fields(key: bytes | None, value: bytes | None, headers) -> bytes:
     """A record's key, value and headers as a v2 batch encodes them."""
     out = bytearray()
@@ -292,6 +313,10 @@ def _put_fields(out: bytearray, key: bytes | None, value: bytes | None, headers)
             _put_varint(out, len(field))
             out += field
     _put_varint(out, len(headers))
+    _put_headers(out, headers)
+
+
+def _put_headers(out: bytearray, headers) -> None:
     for name, header_value in headers:
         raw = name.encode()
         _put_varint(out, len(raw))

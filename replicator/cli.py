@@ -235,8 +235,10 @@ def seconds(text: str) -> float:
 
 
 def _verify(args) -> int:
-    from . import verification
+    from . import verification, wire
 
+    # Its IO thread receives large fetches, and warns of each that takes it over 100 ms.
+    logging.getLogger(wire.SELECTOR_LOGGER).setLevel(max(logging.ERROR, logging.getLogger().level))
     config = load_config(args.config)
     directions = [args.direction] if args.direction else config.enabled_directions()
 

@@ -25,7 +25,7 @@ class Provenance:
     def __post_init__(self) -> None:
         # Bytes once, not per record: this runs on the hot path.
         object.__setattr__(self, "_target_id", self.target_cluster_id.encode())
-        object.__setattr__(self, "_first_hop", [(ORIGIN, self.source_cluster_id.encode()), (HOPS, b"1")])
+        object.__setattr__(self, "_first_hop", first_hop(self.source_cluster_id))
 
     def forward(self, headers: Headers) -> Headers | None:
         """The headers to write on the target, or None if the record must not go there."""
@@ -53,6 +53,11 @@ class Provenance:
         kept.append((ORIGIN, origin))
         kept.append((HOPS, str(hops + 1).encode()))
         return kept
+
+
+def first_hop(source_cluster_id: str) -> Headers:
+    """The headers a record first copied from `source_cluster_id` gains, after its own."""
+    return [(ORIGIN, source_cluster_id.encode()), (HOPS, b"1")]
 
 
 def _parse_hops(value: bytes | None) -> int:

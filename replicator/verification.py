@@ -27,12 +27,12 @@ from typing import Callable, Iterator
 from kafka import KafkaConsumer, TopicPartition
 
 from . import link, registry, wire
-from .batches import decode_fields
+from .batches import decode_fields, encode_headers, headers_at
 from .config import ReplicatorConfig
 from .errors import ProblemFound
 from .offset_map import Partition, PartitionMap, Span
 from .partition_log import FETCH_BYTES, Chunk, LogRecord, PartitionLog
-from .provenance import origin_of, user_headers
+from .provenance import first_hop, origin_of, user_headers
 from .selection import Selection
 from .tables import dash, table
 from .topics import topic_configs
@@ -114,6 +114,25 @@ class Sides:
     target_end: int
     source_compacted: bool
     target_compacted: bool
+    added_headers: list = field(default_factory=list)  # record mode: what a first copy gains
+
+
+@dataclass(frozen=True)
+class _Added:
+    """Headers appended to each copy, as encoded: a copy that is its source record with them
+    appended matches without a decode of either."""
+
+    encoded: bytes
+    count: int
+
+    def to(self, source: bytes, copy: bytes) -> bool:
+        if not self.count or not copy.endswith(self.encoded):
+            return False
+        fields_end, count, first = headers_at(source)
+        copy_fields_end, copy_count, copy_first = headers_at(copy)
+        return (fields_end == copy_fields_end and copy_count == count + self.count
+                and source[:fields_end] == copy[:fields_end]
+                and source[first:] == copy[copy_first:len(copy) - len(self.encoded)])
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,7 @@ def _pair(verdict: PartitionVerdict, span: Span, sides: Sides) -> None:
     """Compare the source records [span.source, +count) with their copies, in step: a batch
     copied as bytes at once, any other record by record."""
     delta = span.target - span.source
+    added = _Added(encode_headers(sides.added_headers), len(sides.added_headers))
     source = _Cursor(sides.source.chunks(span.source, span.source_end))
     target = _Cursor(sides.target.chunks(span.target, min(span.target_end, max(span.target, sides.target_end))))
     while True:
@@ -187,7 +207,7 @@ def _pair(verdict: PartitionVerdict, span: Span, sides: Sides) -> None:
             target.advance()
         else:
             verdict.compared += 1
-            if a[1] != b[1] or a[2] != b[2]:
+            if a[1] != b[1] or (a[2] != b[2] and not added.to(a[2], b[2])):
                 differing = _differences(a, b)
                 if differing:
                     verdict.report("altered", a[0], b[0], differing)
@@ -290,6 +310,8 @@ class Verifier:
             self._target_admin = link.admin_client(self._target_side, self._target)
             self._opened.append(self._target_admin)
             self._target_id = link.cluster_id(self._target_admin, self._target_side, self._target)
+            source_id = link.cluster_id(self._translator.source_admin, self._source_side, self._source)
+            self._added_headers = first_hop(source_id) if self._settings.mode == "record" else []
             self._sides = {}
             for side, cluster, admin in ((self._source_side, self._source, self._translator.source_admin),
                                          (self._target_side, self._target, self._target_admin)):
@@ -386,7 +408,7 @@ class Verifier:
                     PartitionLog(source["wire"], tp, self._log_start(source, tp), self._fetch_bytes),
                     PartitionLog(target["wire"], target_tp, self._log_start(target, target_tp), self._fetch_bytes),
                     source_starts[tp], target_starts[target_tp], target_ends[target_tp],
-                    source_compacted, bool(target_compacted))
+                    source_compacted, bool(target_compacted), self._added_headers)
                 check_partition(verdict, spans, sides, writers)
         return verdicts
 

@@ -130,3 +130,12 @@ def test_record_fields_of_records_that_differ_in_one_header_differ():
     one = batches.record_fields(make([rec(0, headers=[("h", b"x")])]))
     other = batches.record_fields(make([rec(0, headers=[("h", b"y")])]))
     assert one[0][2] != other[0][2]
+
+
+def test_headers_at_finds_the_headers_after_any_key_and_value():
+    for key, value in ((b"k", b"v"), (None, None), (b"k" * 200, b""), (b"", b"v" * 70_000)):
+        headers = [("h", b"x"), ("n", None)]
+        fields = batches.encode_fields(key, value, headers)
+        end, count, first = batches.headers_at(fields)
+        assert fields[:end] == batches.encode_fields(key, value, [])[:end]
+        assert (count, fields[first:]) == (2, batches.encode_headers(headers))

@@ -34,15 +34,15 @@ def mode(request):
     return request.param
 
 
-def write_config(path: Path, sandbox, name: str, mode: str = "batch") -> Path:
+def write_config(path: Path, sandbox, name: str, mode: str = "batch", **direction) -> Path:
     path.write_text(yaml.safe_dump(sandbox.config(
         consumerGroup={"sourceToTarget": {"groupId": name, "autoCommitIntervalMs": 200}},
-        replication={"sourceToTarget": {"mode": mode, "topics": [{"sourceTopicName": name}]}})))
+        replication={"sourceToTarget": {"mode": mode, "topics": [{"sourceTopicName": name}], **direction}})))
     return path
 
 
-def source_ends(sandbox, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=sandbox.source, isolation_level="read_committed")
+def source_ends(sandbox, topic: str, bootstrap: str | None = None) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap or sandbox.source, isolation_level="read_committed")
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         return consumer.end_offsets(partitions)
@@ -106,6 +106,24 @@ def test_a_clean_copy_verifies_record_by_record_and_exits_0(sandbox, name, mode,
     assert [(p["partition"], p["compared"], p["mismatches"], p["discrepancies"]) for p in answer["partitions"]] == \
         [(0, 101, 0, []), (1, 100, 0, [])]
     assert answer["compared"] == 201
+
+
+def test_an_exactly_once_copy_verifies_through_its_transactions_markers(sandbox, name, tmp_path, capsys):
+    create_topic(sandbox.source, name, partitions=2)
+    config = write_config(tmp_path / "c.yaml", sandbox, name, exactlyOnce=True)
+    with running(Flow(parse_config(yaml.safe_load(config.read_text())), "sourceToTarget", None)):
+        for round_ in range(3):  # a transaction each at least, so that markers sit between the copies
+            produce(sandbox.source, name, [(i % 2, f"k{i}".encode(), f"r{round_}".encode(), [], None)
+                                           for i in range(50)])
+            time.sleep(0.6)
+        wait_until(lambda: committed(sandbox, name) == source_ends(sandbox, name), 60,
+                   what="the replicator's commit at the end of the topic")
+
+    assert sum(source_ends(sandbox, name, sandbox.target).values()) > 150, "markers between the copies"
+
+    code, answer, _ = verify(capsys, config)
+    assert code == 0
+    assert [(p["compared"], p["mismatches"]) for p in answer["partitions"]] == [(75, 0), (75, 0)]
 
 
 def test_a_record_written_to_the_target_by_hand_is_extra_with_its_offset(sandbox, name, tmp_path, capsys):
