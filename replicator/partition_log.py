@@ -86,6 +86,7 @@ class PartitionLog:
         self._ended = False  # the last fetch found nothing more at _fetch_at
         self._ahead: _Sent | None = None  # the next fetch, sent before it is needed
         self.fetches = 0
+        self.log_start = 0  # the log's start, as the last fetch that found its offset deleted saw it
 
     def chunks(self, start: int, end: int) -> Iterator[Chunk]:
         """The records with offsets in [start, end), batch by batch; read it to its end before
@@ -151,7 +152,7 @@ class PartitionLog:
                     if fetched.error is None:
                         return fetched
                     if fetched.error is OffsetOutOfRangeError:
-                        start = self._log_start()
+                        start = self.log_start = self._log_start()
                         if self._fetch_at >= start:
                             self._ended = True
                             return None

@@ -200,10 +200,11 @@ def _pair(verdict: PartitionVerdict, span: Span, sides: Sides) -> None:
                 verdict.report("missing", a[0], a[0] + delta, "not on the target")
             source.advance()
         elif a is None or b[0] < a[0] + delta:
-            if b[0] - delta < sides.source_start or sides.source_compacted:
+            source_offset = b[0] - delta
+            if source_offset < max(sides.source_start, sides.source.log_start) or sides.source_compacted:
                 verdict.gone_at_source += 1
             else:
-                verdict.report("extra", b[0] - delta, b[0], "its source offset holds no record")
+                verdict.report("extra", source_offset, b[0], "its source offset holds no record")
             target.advance()
         else:
             verdict.compared += 1

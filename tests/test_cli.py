@@ -66,7 +66,7 @@ def test_every_command_takes_log_format_json_before_or_after_it(capsys, monkeypa
     parser = cli.build_parser()
     rest = {"check": ["--config", "c.yaml"], "replicate": ["--config", "c.yaml", "--direction", "sourceToTarget"],
             "status": ["--config", "c.yaml"], "offsets": ["translate", "--config", "c.yaml", "--group", "g"],
-            "sandbox": ["status"], "run": ["--config", "c.yaml"], "demo": []}[command]
+            "verify": ["--config", "c.yaml"], "sandbox": ["status"], "run": ["--config", "c.yaml"], "demo": []}[command]
     assert parser.parse_args(["--log-format", "json", command, *rest]).log_format == "json"
     assert parser.parse_args([command, *rest, "--log-format", "json"]).log_format == "json"
     assert parser.parse_args([command, *rest]).log_format == "text"
@@ -135,3 +135,10 @@ def test_run_and_demo_without_ray_say_which_extra_to_install(capsys, tmp_path, m
     assert code == 1
     assert err == (f"error: `kafka-replicator {command}` runs on Ray, which is not installed here: "
                    "pip install 'kafka-replicator[ray]'\n")
+
+
+@pytest.mark.parametrize("every", ["0", "-5", "soon"])
+def test_verify_every_takes_a_positive_number_of_seconds(capsys, every):
+    code, _, err = run(capsys, "verify", "--config", "c.yaml", "--every", every)
+    assert code == 2
+    assert f"{every!r} is not a positive number of seconds" in err

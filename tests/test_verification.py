@@ -14,6 +14,8 @@ REPLICATOR = 7  # the producer id a replicator wrote the copies with
 class Log:
     """A partition's batches, handed out as PartitionLog does."""
 
+    log_start = 0
+
     def __init__(self, *batches):
         self.batches = batches
 
@@ -30,9 +32,9 @@ def values(first: int, count: int, base_offset: int, producer_id: int = -1, valu
 
 
 def check(source: Log, target: Log, spans: list[Span], copied_to: int, target_end: int,
-          registered=(REPLICATOR,)) -> PartitionVerdict:
+          registered=(REPLICATOR,), source_start: int = 0) -> PartitionVerdict:
     verdict = PartitionVerdict("sourceToTarget", "t", 0, "t", copied_to)
-    sides = Sides(source, target, 0, 0, target_end, False, False)
+    sides = Sides(source, target, source_start, 0, target_end, False, False)
     writers = Writers(lambda producer: producer in registered, lambda producer: producer in registered,
                       lambda fields: False, False)
     check_partition(verdict, spans, sides, writers)
@@ -79,3 +81,19 @@ def test_a_copy_merged_from_several_source_batches_is_compared_record_by_record(
     verdict = check(source, target, [Span(0, 0, 10)], 10, 10)
     assert (verdict.compared, verdict.altered) == (10, 1)
     assert [(d.source_offset, d.target_offset, d.what) for d in verdict.discrepancies] == [(7, 7, "value differs")]
+
+
+def test_copies_of_records_retention_deleted_at_the_source_are_gone_there_not_mismatched():
+    source = Log(values(5, 5, 5))
+    target = Log(values(0, 10, 0, REPLICATOR))
+    verdict = check(source, target, [Span(0, 0, 10)], 10, 10, source_start=5)
+    assert (verdict.compared, verdict.gone_at_source, verdict.mismatches) == (5, 5, 0)
+
+
+def test_a_copy_mapped_to_a_source_offset_that_holds_no_record_is_extra():
+    source = Log(values(0, 5, 0), values(6, 4, 6))
+    target = Log(values(0, 10, 0, REPLICATOR))
+    verdict = check(source, target, [Span(0, 0, 10)], 10, 10)
+    assert (verdict.compared, verdict.extra) == (9, 1)
+    assert [(d.kind, d.source_offset, d.target_offset, d.what) for d in verdict.discrepancies] == \
+        [("extra", 5, 5, "its source offset holds no record")]

@@ -1,5 +1,6 @@
 """How fast `verify` compares a copy: records of the bench's data set pre-loaded into a sandbox,
-copied by one member in this process, then verified, timed, and printed as records/s.
+copied by one member in this process, then verified by `kafka-replicator verify` in a process
+of its own, whose records/s and peak memory are printed.
 
     python -m workbench.bench.verify_speed [--records 1000000] [--size 100] [--mode batch]
 """
@@ -7,41 +8,68 @@ copied by one member in this process, then verified, timed, and printed as recor
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from replicator.config import parse_config
 from replicator.flow import Flow
-from replicator.verification import verify
 from workbench.sandbox import Sandbox
 
 from . import data
 
 
-def copied(bootstrap_servers: dict, dataset: data.DataSet, mode: str, timeout: float) -> tuple[dict, float]:
-    """The config of a direction that copied the data set, and how long it took."""
-    group = f"{dataset.topic}-copy"
-    config = parse_config({
-        "sourceKafka": {"bootstrapServers": bootstrap_servers["source"]},
-        "targetKafka": {"bootstrapServers": bootstrap_servers["target"]},
-        "consumerGroup": {"sourceToTarget": {"groupId": group, "autoCommitIntervalMs": 500}},
+def settings(servers: dict, dataset: data.DataSet, mode: str) -> dict:
+    return {
+        "sourceKafka": {"bootstrapServers": servers["source"]},
+        "targetKafka": {"bootstrapServers": servers["target"]},
+        "consumerGroup": {"sourceToTarget": {"groupId": f"{dataset.topic}-copy", "autoCommitIntervalMs": 500}},
         "replication": {"sourceToTarget": {"mode": mode, "topics": [{"sourceTopicName": dataset.topic}]}},
-    })
-    flow = Flow(config, "sourceToTarget", None)
+    }
+
+
+def copy(servers: dict, dataset: data.DataSet, config: dict, timeout: float) -> float:
+    """Copy the data set with one member in this process; the seconds it took."""
+    flow = Flow(parse_config(config), "sourceToTarget", None)
     thread = threading.Thread(target=flow.run, name="copy", daemon=True)
     started = time.monotonic()
     thread.start()
     try:
-        while not data.group_at(bootstrap_servers["source"], group, dataset.topic, dataset.counts):
+        while not data.group_at(servers["source"], f"{dataset.topic}-copy", dataset.topic, dataset.counts):
             if time.monotonic() - started > timeout or not thread.is_alive():
                 raise RuntimeError(f"the copy of {dataset.topic} did not finish within {timeout:.0f}s")
             time.sleep(1.0)
-        return config, time.monotonic() - started
+        return time.monotonic() - started
     finally:
         flow.stop()
         thread.join(timeout=60)
+
+
+# `kafka-replicator verify`, then its own peak resident memory (KiB) as stderr's last line: VmHWM,
+# which starts again at exec, unlike ru_maxrss, which keeps the forking parent's.
+VERIFY = """import re, sys
+from pathlib import Path
+from cluster.cli import main
+code = main(["verify", "--config", sys.argv[1], "--json"])
+print(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1), file=sys.stderr)
+sys.exit(code)"""
+
+
+def verified(config_file: Path) -> dict:
+    """`verify --json`'s answer, with the process's peak resident memory in MiB."""
+    done = subprocess.run([sys.executable, "-c", VERIFY, str(config_file)], capture_output=True, text=True,
+                          timeout=3600)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"verify failed: {done.stderr}")
+    answer = json.loads(done.stdout)
+    answer["peak_mib"] = int(done.stderr.split()[-1]) / 1024
+    return answer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,16 +88,16 @@ def main(argv: list[str] | None = None) -> int:
             dataset = data.preload(servers["source"], data.DataSet(f"verify-speed-{args.size}B", args.records,
                                                                    args.size), timeout=args.timeout)
             print(f"pre-loaded {dataset.records:,} records of {args.size} B in {dataset.preload_seconds:.1f} s")
-            config, seconds = copied(servers, dataset, args.mode, args.timeout)
-            print(f"copied them ({args.mode} mode) in {seconds:.1f} s")
-            started = time.monotonic()
-            verdicts = verify(config, ["sourceToTarget"])
-            seconds = time.monotonic() - started
-            compared = sum(v.compared for v in verdicts)
-            mismatches = sum(v.mismatches for v in verdicts)
-            print(f"verify: {compared:,} records compared in {seconds:.1f} s: {compared / seconds:,.0f} records/s "
-                  f"({len(verdicts)} partitions, {mismatches} mismatches)")
-            return 0 if mismatches == 0 and compared == dataset.records else 1
+            config = settings(servers, dataset, args.mode)
+            print(f"copied them ({args.mode} mode) in {copy(servers, dataset, config, args.timeout):.1f} s")
+            config_file = Path(directory) / "config.yaml"
+            config_file.write_text(yaml.safe_dump(config))
+            answer = verified(config_file)
+            compared, seconds = answer["compared"], answer["seconds"]
+            print(f"verify: {compared:,} records compared in {seconds:.1f} s: {compared / seconds:,.0f} records/s, "
+                  f"{answer['mismatches']} mismatches, peak memory {answer['peak_mib']:.0f} MiB "
+                  f"({len(answer['partitions'])} partitions)")
+            return 0 if answer["mismatches"] == 0 and compared == dataset.records else 1
         finally:
             sandbox.down()
 
