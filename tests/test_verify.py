@@ -126,6 +126,49 @@ def test_an_exactly_once_copy_verifies_through_its_transactions_markers(sandbox,
     assert [(p["compared"], p["mismatches"]) for p in answer["partitions"]] == [(75, 0), (75, 0)]
 
 
+@pytest.mark.parametrize("backward_mode", ["batch", "record"])
+def test_an_active_active_topic_verifies_both_ways_with_each_sides_own_writes_apart(
+        sandbox, name, backward_mode, tmp_path, capsys):
+    create_topic(sandbox.source, name, partitions=1)
+    create_topic(sandbox.target, name, partitions=1)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(sandbox.config(
+        consumerGroup={"sourceToTarget": {"groupId": f"{name}-s2t", "autoCommitIntervalMs": 200},
+                       "targetToSource": {"groupId": f"{name}-t2s", "autoCommitIntervalMs": 200}},
+        replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]},
+                     "targetToSource": {"mode": backward_mode, "topics": [{"sourceTopicName": name}]}})))
+    parsed = parse_config(yaml.safe_load(config.read_text()))
+    with running(Flow(parsed, "sourceToTarget", None)), running(Flow(parsed, "targetToSource", None)):
+        for round_ in range(3):  # each side's writes between the copies of the other's
+            produce(sandbox.source, name, [(0, f"s{round_}-{i}".encode(), b"from-source", [], None)
+                                           for i in range(10)])
+            produce(sandbox.target, name, [(0, f"t{round_}-{i}".encode(), b"from-target", [], None)
+                                           for i in range(10)])
+            wait_until(lambda: count(sandbox.source, name) == count(sandbox.target, name) == 20 * (round_ + 1),
+                       60, what="each side's records on the other")
+        wait_until(lambda: committed(sandbox, f"{name}-s2t") == source_ends(sandbox, name)
+                   and sum(target_committed(sandbox, f"{name}-t2s").values()) == 60, 60,
+                   what="both groups committed at their ends")
+
+    code, answer, _ = verify(capsys, config)
+    assert code == 0
+    found = {p["direction"]: p for p in answer["partitions"]}
+    for direction in ("sourceToTarget", "targetToSource"):
+        assert (found[direction]["compared"], found[direction]["mismatches"]) == (30, 0)
+        # The rounds after the first come after the direction's first copy: in its range.
+        assert found[direction]["sent_back"] >= 10 and found[direction]["written_on_target"] >= 10
+
+
+def target_committed(sandbox, group: str) -> dict[TopicPartition, int]:
+    admin = KafkaAdminClient(bootstrap_servers=sandbox.target)
+    try:
+        return {tp: meta.offset for tp, meta in admin.list_group_offsets({group: None}).get(group, {}).items()}
+    except Exception:  # the group's coordinator is still being set up
+        return {}
+    finally:
+        admin.close()
+
+
 def test_a_record_written_to_the_target_by_hand_is_extra_with_its_offset(sandbox, name, tmp_path, capsys):
     create_topic(sandbox.source, name, partitions=1)
     produce(sandbox.source, name, [(0, b"k", f"v{i}".encode(), [], None) for i in range(20)])
