@@ -266,6 +266,20 @@ def test_source_records_the_replicator_skipped_are_missing_with_their_offsets(sa
     assert "20 records compared" in out and "10 mismatches (10 missing, 0 extra, 0 altered)" in out
 
 
+def test_partitions_spread_by_key_hash_are_not_verified_and_say_why(sandbox, name, tmp_path, capsys):
+    create_topic(sandbox.source, name, partitions=2)
+    produce(sandbox.source, name, [(i % 2, f"k{i}".encode(), b"v", [], None) for i in range(20)])
+    config = write_config(tmp_path / "c.yaml", sandbox, name, partitioning="hash")
+    replicate(sandbox, config, name, name)
+
+    code, answer, err = verify(capsys, config)
+    assert code == 1
+    assert f"2 partitions not verified ({name}[0], {name}[1])" in err
+    assert {p["unverified"] for p in answer["partitions"]} == {
+        "records are spread over the target's partitions by key hash (partitioning: hash or a narrower "
+        "target): no offset map to pair them"}
+
+
 def test_verify_every_exports_the_mismatches_of_each_partition_until_stopped(sandbox, name, tmp_path):
     create_topic(sandbox.source, name, partitions=2)
     produce(sandbox.source, name, [(i % 2, b"k", f"v{i}".encode(), [], None) for i in range(20)])
