@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -264,6 +265,39 @@ def test_source_records_the_replicator_skipped_are_missing_with_their_offsets(sa
     assert code == 1
     assert f"sourceToTarget {name}[0]: missing: source offsets 10-19 (10 records): not copied" in out
     assert "20 records compared" in out and "10 mismatches (10 missing, 0 extra, 0 altered)" in out
+
+
+@pytest.mark.parametrize("direction", [{}, {"exactlyOnce": True}], ids=["at-least-once", "exactly-once"])
+def test_passes_while_records_flow_and_the_replicator_copies_them_find_no_mismatch(
+        sandbox, name, direction, tmp_path, capsys):
+    create_topic(sandbox.source, name, partitions=2)
+    config = write_config(tmp_path / "c.yaml", sandbox, name, **direction)
+    stop = threading.Event()
+
+    def traffic():
+        producer = KafkaProducer(bootstrap_servers=sandbox.source, linger_ms=5)
+        sent = 0
+        while not stop.is_set():
+            producer.send(name, key=b"k%d" % sent, value=b"v" * 50, partition=sent % 2)
+            sent += 1
+            if sent % 50 == 0:
+                time.sleep(0.02)
+        producer.close()
+
+    writer = threading.Thread(target=traffic, daemon=True)
+    with running(Flow(parse_config(yaml.safe_load(config.read_text())), "sourceToTarget", None)):
+        writer.start()
+        try:
+            wait_until(lambda: sum(committed(sandbox, name).values()) > 200, 60, what="copies committed")
+            passes = []
+            for _ in range(3):
+                time.sleep(1.0)
+                code, answer, _ = verify(capsys, config)
+                passes.append((code, answer["mismatches"], answer["compared"] > 0))
+        finally:
+            stop.set()
+            writer.join(timeout=30)
+    assert passes == [(0, 0, True)] * 3
 
 
 def test_partitions_spread_by_key_hash_are_not_verified_and_say_why(sandbox, name, tmp_path, capsys):
