@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 READ_SECONDS = 10.0  # the longest search for the oldest uncopied record of one partition
+NAMED_BEHIND = 10  # partitions behind that the error names; the table has them all
 SOURCE_END = "(source end)"  # the label under which the partitions' ends are translated
 
 
@@ -304,23 +305,27 @@ def _misplaced(group: str, row, on_target: int | None) -> str | None:
     """What stops a group's consumers moving, in one partition; None if nothing does."""
     if row.target_topic is None:
         return None  # a topic this direction does not copy: the group stays where it reads it
-    where = f"{group}: {row.topic}[{row.partition}] at {row.committed}"
     if row.target_offset is None:
-        return f"{where} cannot be translated: {row.reason}"
+        return f"{group}: {row.topic}[{row.partition}] at {row.committed} cannot be translated: {row.reason}"
     if on_target == row.target_offset:
         return None
+    where = (f"{group}: {row.target_topic}[{row.partition}] is at {dash(on_target)} on the target, "
+             f"{{}} {row.target_offset}, the translation of source offset {row.committed}")
     if on_target is not None and on_target > row.target_offset:
-        return (f"{where} is at {on_target} on the target, ahead of its translation {row.target_offset} "
-                f"(the sync never moves an offset backwards): its consumers would skip "
-                f"{on_target - row.target_offset} records; if that offset is stale, reset it with "
-                f"kafka-consumer-groups.sh --reset-offsets --to-offset {row.target_offset} and run cutover again")
-    return f"{where} is at {dash(on_target)} on the target, not at its translation {row.target_offset}"
+        return (where.format("ahead of") + " (the sync never moves an offset backwards): its consumers "
+                f"would skip {on_target - row.target_offset} records; if that offset is stale, reset it "
+                f"with kafka-consumer-groups.sh --reset-offsets --to-offset {row.target_offset} and run "
+                "cutover again")
+    return where.format("not at")
 
 
 def _behind(behind: dict[TopicPartition, Backlog], ages: dict, total: int, timeout: float) -> str:
+    named = [f"{tp.topic}[{tp.partition}] {_note(b, ages.get(tp))}" for tp, b in sorted(behind.items())]
+    if len(named) > NAMED_BEHIND:
+        named = named[:NAMED_BEHIND] + [f"{len(named) - NAMED_BEHIND} more (see the table)"]
     return (f"{len(behind)} of {total} partitions not copied and committed after {timeout:g}s: "
-            + "; ".join(f"{tp.topic}[{tp.partition}] {_note(b, ages.get(tp))}" for tp, b in sorted(behind.items()))
-            + ". Check that the replicator runs (kafka-replicator status shows its members and lag)")
+            + "; ".join(named) + ". Check that the replicator runs (kafka-replicator status shows its "
+            "members and lag)")
 
 
 def _note(backlog: Backlog, age: float | None) -> str | None:
@@ -349,7 +354,8 @@ def format_report(report: Report) -> str:
                      dash(p.target_end), dash(p.target_position), str(p.rpo_records), f"{p.rpo_seconds:.1f}",
                      p.note or "") for p in report.partitions]),
              f"RPO (not copied when cutover started): {report.rpo_records} records, the oldest "
-             f"{report.rpo_seconds:.1f}s old"]
+             f"{report.rpo_seconds:.1f}s old" if report.rpo_records else
+             "RPO: 0 records, 0s (everything was copied when cutover started)"]
     if report.groups:
         lines += ["", table(("GROUP", "TOPIC", "PARTITION", "SOURCE-OFFSET", "TARGET-TOPIC", "TARGET-OFFSET",
                              "ON-TARGET", "NOTE"),

@@ -145,3 +145,38 @@ def test_a_group_with_members_on_the_target_is_refused(sandbox, name, copied, tm
         assert committed(sandbox.target, app) == {}
     finally:
         reader.close()
+
+
+@pytest.mark.kafka
+def test_a_group_ahead_on_the_target_is_not_moved_back_and_stops_the_switch(sandbox, name, copied, tmp_path,
+                                                                           capsys):
+    app = f"{name}-app"
+    set_group_offsets(sandbox.source, app, {TopicPartition(name, 0): 20})
+    set_group_offsets(sandbox.target, app, {TopicPartition(f"{name}.copy", 0): 45})
+
+    code, _, err = cutover(capsys, config_file(sandbox, name, tmp_path), "--groups", app)
+
+    assert code == 1
+    assert f"{app}: {name}.copy[0] is at 45 on the target, ahead of 20, the translation of source offset 20 " \
+           "(the sync never moves an offset backwards): its consumers would skip 25 records" in err
+    assert committed(sandbox.target, app) == {TopicPartition(f"{name}.copy", 0): 45}
+
+
+@pytest.mark.kafka
+def test_records_written_while_it_waits_stop_the_switch(sandbox, name, copied, caplog):
+    produce(sandbox.source, name, [(0, b"k", b"late", [], None)])
+    config = parse_config(cutover_config(sandbox, name))
+    reports = []
+    waiting = threading.Thread(target=lambda: reports.append(Cutover(config, "sourceToTarget", []).run(120)))
+    caplog.set_level("INFO", logger="replicator.cutover")
+
+    waiting.start()
+    wait_until(lambda: "waiting for the replicator to copy and commit 1 records" in caplog.text, what="cutover waiting")
+    produce(sandbox.source, name, [(1, b"k", b"still written", [], None)] * 2)
+    with running(flow_for(sandbox, **cutover_config(sandbox, name))):
+        waiting.join(timeout=120)
+
+    report, = reports
+    assert report.problems == [f"the source's end moved while cutover ran ({name}[1] +2): producers still "
+                               "write to it; stop them and run cutover again"]
+    assert [(p.partition, p.rpo_records, p.behind) for p in report.partitions] == [(0, 1, 0), (1, 0, 0)]
