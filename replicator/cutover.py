@@ -126,10 +126,10 @@ class Cutover:
         started, begun = time.time(), time.monotonic()
         with ExitStack() as stack:
             translator = stack.enter_context(Translator(self.config, self.direction))
+            groups = self._groups(translator)
             source = stack.enter_context(closing(self._consumer(self._source_side, self._source)))
             reader = stack.enter_context(closing(self._consumer(self._source_side, self._source,
                                                                 isolation_level="read_committed")))
-            groups = self._groups(translator)
             partitions = self._partitions(source, translator.routes)
             first = self._backlog(translator, source, partitions)
             rpo = self._ages(reader, first, started)
