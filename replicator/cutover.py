@@ -142,9 +142,7 @@ class Cutover:
                 problems.append(_behind(behind, late, len(partitions), timeout))
             moved = {tp: last[tp].end - first[tp].end for tp in partitions if last[tp].end != first[tp].end}
             if moved:
-                problems.append("the source's end moved while cutover ran (" + ", ".join(
-                    f"{tp.topic}[{tp.partition}] +{n}" for tp, n in sorted(moved.items()))
-                    + "): producers still write to it; stop them and run cutover again")
+                problems.append(_still_written(moved))
             positions = self._positions(translator, last, problems)
             target_ends = self._target_ends(translator.routes, partitions)
             moves = []
@@ -326,6 +324,12 @@ def _behind(behind: dict[TopicPartition, Backlog], ages: dict, total: int, timeo
     return (f"{len(behind)} of {total} partitions not copied and committed after {timeout:g}s: "
             + "; ".join(named) + ". Check that the replicator runs (kafka-replicator status shows its "
             "members and lag)")
+
+
+def _still_written(moved: dict[TopicPartition, int]) -> str:
+    return ("the source's end moved while cutover ran (" + ", ".join(
+        f"{tp.topic}[{tp.partition}] +{n}" for tp, n in sorted(moved.items()))
+        + "): producers still write to it; stop them and run cutover again")
 
 
 def _note(backlog: Backlog, age: float | None) -> str | None:
