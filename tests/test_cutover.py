@@ -180,3 +180,25 @@ def test_records_written_while_it_waits_stop_the_switch(sandbox, name, copied, c
     assert report.problems == [f"the source's end moved while cutover ran ({name}[1] +2): producers still "
                                "write to it; stop them and run cutover again"]
     assert [(p.partition, p.rpo_records, p.behind) for p in report.partitions] == [(0, 1, 0), (1, 0, 0)]
+
+
+@pytest.mark.kafka
+def test_without_groups_it_moves_those_sync_group_offsets_names(sandbox, name, copied, tmp_path, capsys):
+    set_group_offsets(sandbox.source, f"{name}-app-eu", {TopicPartition(name, 1): 30})
+    set_group_offsets(sandbox.source, f"{name}-other", {TopicPartition(name, 1): 10})
+    path = config_file(sandbox, name, tmp_path, syncGroupOffsets={"enabled": True, "groups": [f"{name}-app.*"]})
+
+    code, out, err = cutover(capsys, path, "--json")
+
+    assert code == 0, err
+    assert {g["group"] for g in json.loads(out)["groups"]} == {f"{name}-app-eu"}
+    assert committed(sandbox.target, f"{name}-app-eu") == {TopicPartition(f"{name}.copy", 1): 30}
+    assert committed(sandbox.target, f"{name}-other") == {}
+
+
+@pytest.mark.kafka
+def test_the_replicators_own_group_is_refused(sandbox, name, tmp_path, capsys):
+    code, out, err = cutover(capsys, config_file(sandbox, name, tmp_path), "--groups", name)
+
+    assert (code, out) == (1, "")
+    assert f"error: {name}: the replicator's own consumer group; --groups names the groups of the applications" in err
