@@ -1,6 +1,6 @@
 """Which source topics a direction copies, and their names on the target."""
 
-from replicator import map_topic, registry
+from replicator import acl_ledger, map_topic, registry
 from replicator.config import OWN_TOPICS, parse_config
 from replicator.selection import Selection, internal
 
@@ -40,5 +40,5 @@ def test_explicit_topics_are_routed_before_they_exist():
 
 
 def test_the_config_knows_the_replicators_own_topics_by_their_names():
-    assert set(OWN_TOPICS) == {registry.TOPIC, map_topic.TOPIC}
+    assert set(OWN_TOPICS) == {registry.TOPIC, map_topic.TOPIC, acl_ledger.TOPIC}
     assert all(internal(topic) for topic in OWN_TOPICS)
