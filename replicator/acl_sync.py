@@ -76,6 +76,7 @@ class AclSync:
         self._source_ledger: acl_ledger.Ledger | None = None  # once the source has a ledger
         self._ledger_topic_ready = False
         self._refusal: str | None = None  # the refusal raised last
+        self._warned: set[tuple[Binding, str]] = set()  # an ACL the target refused, said once
 
     def sync(self, routes: dict[str, str], groups: list[str]) -> AclFigures:
         """One pass for the topics replicated now (source → target) and the synced groups.
@@ -150,8 +151,7 @@ class AclSync:
         failed = [binding for binding in bindings if binding not in succeeded]
         for binding, error in zip(failed, answer["failed"]):
             self._refuse_on(error, _CHANGE)
-            log.warning("ACL sync (%s): the %s cluster refused to create %s (%s)", self._direction,
-                        self._target_side, binding, error.__name__)
+            self._warn_once(binding, "create", error)
         for binding in bindings:
             if binding in succeeded:
                 log.info("ACL sync (%s): created %s on the %s cluster, for the %s cluster's %s",
@@ -167,14 +167,19 @@ class AclSync:
         for binding, (_, matched, error) in zip(bindings, answer):
             if error.errno != 0:
                 self._refuse_on(error, _CHANGE)
-                log.warning("ACL sync (%s): the %s cluster refused to delete %s (%s)", self._direction,
-                            self._target_side, binding, error.__name__)
+                self._warn_once(binding, "delete", error)
             elif matched:
                 removed += 1
                 log.info("ACL sync (%s): removed %s from the %s cluster: no ACL of the %s cluster "
                          "stands for it any more", self._direction, binding, self._target_side,
                          self._source_side)
         return removed
+
+    def _warn_once(self, binding: Binding, action: str, error: type) -> None:
+        if (binding, action) not in self._warned:
+            self._warned.add((binding, action))
+            log.warning("ACL sync (%s): the %s cluster refused to %s %s (%s); it is tried again at "
+                        "each pass", self._direction, self._target_side, action, binding, error.__name__)
 
     def _refuse_on(self, error: type, need: tuple[str, str]) -> None:
         if issubclass(error, _REFUSALS):

@@ -23,12 +23,23 @@ from kafka.admin import (
 )
 
 from replicator import link
+from workbench.sandbox import Sandbox
 from replicator.acl_sync import AclFigures, AclSync
 from replicator.acls import Binding
 from replicator.config import parse_config
 from replicator.errors import AclSyncRefused
 
 pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def without_authorizer(tmp_path_factory):
+    """Clusters of their own, started without SASL and so without an authorizer."""
+    sandbox = Sandbox(tmp_path_factory.mktemp("no-authorizer"))
+    try:
+        yield sandbox.up()
+    finally:
+        sandbox.down()
 
 
 def binding(principal, operation, name, resource="TOPIC", pattern="LITERAL", permission="ALLOW",
@@ -250,6 +261,22 @@ def test_a_target_that_refuses_alter_on_the_cluster_raises_one_error_that_says_w
     assert sasl.password() not in message
     assert again == AclFigures(refused=True)
     assert accepted == AclFigures(created=1)
+
+
+def test_a_target_without_an_authorizer_raises_one_error_that_says_so(sandbox, name, without_authorizer):
+    target = without_authorizer.target.bootstrap_servers
+    add(sandbox.source, binding(f"User:{name}-alice", "READ", name))
+
+    with acl_sync(config_of(sandbox, name, target_kafka={"bootstrapServers": target})) as sync:
+        with pytest.raises(AclSyncRefused) as refused:
+            sync.sync({name: name}, [])
+        again = sync.sync({name: name}, [])
+
+    assert str(refused.value) == (
+        f"target cluster ({target}): ACL sync needs an authorizer and this cluster has none "
+        "(SecurityDisabledError); set authorizer.class.name on its brokers, or set "
+        "replication.sourceToTarget.syncAcls.enabled: false")
+    assert again == AclFigures(refused=True)
 
 
 def test_a_pass_over_200_acls(sandbox, name):
