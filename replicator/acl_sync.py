@@ -63,7 +63,8 @@ def principal_of(cluster: ClusterConfig) -> str | None:
 
 
 class AclSync:
-    """Keeps one direction's target ACLs in step with its source's."""
+    """Keeps one direction's target ACLs in step with its source's. Keep one for the direction's
+    life: it remembers the refusal it raised, and reads the ledgers on from where it stopped."""
 
     def __init__(self, source_admin, target_admin, config: ReplicatorConfig, direction: str):
         self._source_admin = source_admin

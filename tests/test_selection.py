@@ -25,7 +25,7 @@ def test_an_excluded_topic_is_not_selected():
 
 def test_internal_topics_are_never_selected_by_a_pattern():
     existing = ["__consumer_offsets", "__transaction_state", "kafka-replicator-offsets",
-                "kafka-replicator-producers", "orders"]
+                "kafka-replicator-producers", "kafka-replicator-acls", "orders"]
     assert selection(include=[".*"]).routes(existing) == {"orders": "orders"}
 
 
