@@ -39,6 +39,7 @@ from replicator.config import (
     ReplicatorConfig,
     ResourceAmounts,
     Route,
+    SyncAcls,
     SyncGroupOffsets,
     load_config,
     parse_config,
@@ -801,6 +802,7 @@ def test_schema_mirrors_the_config_model():
         (DirectionConfig, props["replication"]["properties"]["sourceToTarget"]["properties"], set()),
         (Route, props["replication"]["properties"]["sourceToTarget"]["properties"]["topics"]["items"]["properties"], set()),
         (SyncGroupOffsets, props["replication"]["properties"]["targetToSource"]["properties"]["syncGroupOffsets"]["properties"], set()),
+        (SyncAcls, props["replication"]["properties"]["sourceToTarget"]["properties"]["syncAcls"]["properties"], set()),
         (ResourceAmounts, props["resources"]["properties"]["requests"]["properties"], set()),
     ]
     for model, schema_props, chart_only in sections:
