@@ -13,6 +13,7 @@ batch's header carries its first timestamp), whatever the partition count.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,6 +35,7 @@ ROUND_BYTES = 8 * 1024 * 1024
 ROUNDS = 4
 TIMEOUT_MS = 10_000
 METADATA_WAIT_SECONDS = 0.2
+MEASURE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,35 @@ class Backlog:
         return found
 
 
-def measure_safely(backlog: Backlog) -> BacklogFigures | None:
-    """A measure, or None when the source is out of reach for now (logged at debug)."""
-    try:
-        return backlog.measure()
-    except (KafkaError, OSError, ReplicatorError) as exc:
-        log.debug("backlog not measured: %s", exc)
-        return None
+class Measuring:
+    """Measures a direction's backlog every `seconds` on a thread of its own and hands each
+    measure to `publish`, until close(). Its Backlog is opened once the source answers, and
+    a measure the source does not answer is skipped (logged at debug)."""
+
+    def __init__(self, open_backlog: Callable[[], Backlog], publish: Callable[[BacklogFigures], None],
+                 seconds: float = MEASURE_SECONDS):
+        self._open = open_backlog
+        self._publish = publish
+        self._seconds = seconds
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 15.0) -> None:
+        self._closing.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backlog = None
+        try:
+            while True:
+                try:
+                    backlog = backlog or self._open()
+                    self._publish(backlog.measure())
+                except (KafkaError, OSError, ReplicatorError) as exc:
+                    log.debug("backlog not measured: %s", exc)
+                if self._closing.wait(self._seconds):
+                    return
+        finally:
+            if backlog is not None:
+                backlog.close()
