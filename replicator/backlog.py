@@ -197,6 +197,10 @@ class Measuring:
         self._thread = threading.Thread(target=self._run, name="backlog", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self, timeout: float = 15.0) -> None:
         self._closing.set()
         self._thread.join(timeout)
