@@ -570,6 +570,38 @@ def test_the_meter_exports_the_backlog_of_partitions_nobody_owns_as_ray_metrics(
     assert found["ray_kafka_replicator_partitions_ownerless"] == 2
 
 
+def test_the_driver_starts_a_meter_whose_backlog_series_reach_ray_metrics(sandbox, name, ray_cluster, tmp_path):
+    """The driver (a Ray Client in the chart's Deployment mode) exports nothing itself: its
+    meter actor does, tagged with its own worker id, beside the members' series."""
+    create_topic(sandbox.source, name, partitions=2)
+    produce(sandbox.source, name, [(p, b"k", b"v", [], None) for p in (0, 1, 0)])
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings(sandbox, name, s2t=[name], replicas=1)))
+    url = f"http://127.0.0.1:{ray_cluster.address_info['metrics_export_port']}/metrics"
+
+    def caught_up_in_metrics() -> dict[str, float] | None:
+        lines = urllib.request.urlopen(url, timeout=10).read().decode().splitlines()
+        workers = {re.search(r'WorkerId="(\w+)"', line).group(1) for line in lines
+                   if line.startswith("ray_kafka_replicator_committed_lag{") and f'topic="{name}"' in line}
+        found = {}
+        for line in lines:
+            worker = re.search(r'WorkerId="(\w+)"', line)
+            if line.startswith("ray_kafka_replicator_") and worker and worker.group(1) in workers:
+                series, value = line.rsplit(" ", 1)
+                partition = re.search(r'partition="(\d+)"', series)
+                found[series.split("{")[0] + (f"[{partition.group(1)}]" if partition else "")] = float(value)
+        return found if found and all(value == 0 for value in found.values()) and len(found) == 5 else None
+    driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
+    try:
+        found = wait_until(caught_up_in_metrics, 120, interval=2,
+                           what="the meter's series: every partition copied and owned")
+    finally:
+        _terminate(driver)
+    assert set(found) == {"ray_kafka_replicator_committed_lag[0]", "ray_kafka_replicator_committed_lag[1]",
+                          "ray_kafka_replicator_lag_seconds[0]", "ray_kafka_replicator_lag_seconds[1]",
+                          "ray_kafka_replicator_partitions_ownerless"}
+
+
 def test_members_log_json_lines_with_their_direction_and_member_when_asked(sandbox, name, ray_cluster, capfd):
     """--log-format json reaches the actors: Ray forwards their lines to this process."""
     create_topic(sandbox.source, name, partitions=1)
