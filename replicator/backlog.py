@@ -6,8 +6,9 @@ the oldest record not yet copied: the first record a read_committed consumer wou
 at the committed offset (past transaction markers, aborted records and compacted gaps).
 
 One measure costs one OffsetFetch, one DescribeGroups, a ListOffsets per leader and, for
-the partitions that lag only, fetches per leader that ask for a few KiB of each (a record
-batch's header carries its first timestamp), whatever the partition count.
+the partitions that lag only, fetches per leader that ask for PEEK_BYTES of each (a record
+batch cut short still has its header, which carries its first timestamp), whatever the
+partition count.
 """
 
 from __future__ import annotations
@@ -47,10 +48,6 @@ class PartitionBacklog:
     records: int | None  # log end minus committed; None without a commit
     seconds: float | None  # age of the oldest record not copied, 0 when caught up; None: unknown
     owner: str | None
-
-    @property
-    def name(self) -> str:
-        return f"{self.topic}[{self.partition}]"
 
 
 @dataclass(frozen=True)
@@ -98,10 +95,9 @@ def peek(records: bytes, aborted: list[tuple[int, int]], offset: int) -> Peeked:
 class Backlog:
     """Measures one direction's backlog; its clients of the source stay open until close()."""
 
-    def __init__(self, config: ReplicatorConfig, direction: str, clock: Callable[[], float] = time.time):
+    def __init__(self, config: ReplicatorConfig, direction: str):
         self._config = config
         self._direction = direction
-        self._clock = clock
         (self._side, self._cluster), _ = config.clusters(direction)
         settings = link.client_settings(self._cluster)
         self._admin = link.admin_client(self._side, self._cluster)
@@ -120,7 +116,7 @@ class Backlog:
         rows = describe_group(self._config, self._direction, self._admin, self._consumer)
         lagging = {TopicPartition(r.topic, r.partition): r.committed for r in rows if r.lag}
         timestamps = self._oldest(lagging) if lagging else {}
-        now_ms = self._clock() * 1000.0
+        now_ms = time.time() * 1000.0
         partitions = []
         for row in rows:
             tp = TopicPartition(row.topic, row.partition)
@@ -185,8 +181,8 @@ class Backlog:
 
 class Measuring:
     """Measures a direction's backlog every `seconds` on a thread of its own and hands each
-    measure to `publish`, until close(). Its Backlog is opened once the source answers, and
-    a measure the source does not answer is skipped (logged at debug)."""
+    measure to `publish`, until close(). Its Backlog is opened once the source answers; a
+    measure that fails is skipped, and the failure logged when it differs from the last."""
 
     def __init__(self, open_backlog: Callable[[], Backlog], publish: Callable[[BacklogFigures], None],
                  seconds: float = MEASURE_SECONDS):
@@ -206,14 +202,21 @@ class Measuring:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        backlog = None
+        backlog, failure = None, None
         try:
             while True:
                 try:
                     backlog = backlog or self._open()
                     self._publish(backlog.measure())
+                    if failure is not None:
+                        log.info("the backlog is measured again")
+                    failure = None
                 except (KafkaError, OSError, ReplicatorError) as exc:
-                    log.debug("backlog not measured: %s", exc)
+                    described = f"{type(exc).__name__}: {exc}"
+                    if described != failure:
+                        log.warning("the backlog is not measured, trying again every %.0fs: %s",
+                                    self._seconds, described)
+                    failure = described
                 if self._closing.wait(self._seconds):
                     return
         finally:

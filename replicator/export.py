@@ -57,7 +57,7 @@ SERIES = {series.name: series for series in (
     Series("histogram", "kafka_replicator_topic_latency_ms",
            "Target acknowledgement time minus the record's timestamp, per source topic", TOPIC),
     Series("gauge", "kafka_replicator_consumer_lag",
-           "Source log-end offset minus the member's position", PARTITION),
+           "Source log-end offset minus the member's position, in the partitions it owns", PARTITION),
     Series("counter", "kafka_replicator_commits", "Offset commits to the source cluster", MEMBER),
     Series("counter", "kafka_replicator_commit_seconds",
            "Time spent committing; over commits, the mean commit latency", MEMBER),
