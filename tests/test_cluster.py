@@ -540,6 +540,8 @@ def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, 
     # Every batch was written once (nothing failed), so the bytes counted are the target's.
     assert metrics["ray_kafka_replicator_bytes_replicated_total"] == batch_bytes(sandbox.target, name, 2)
     assert metrics["ray_kafka_replicator_replication_latency_ms_count"] > 0
+    assert metrics["ray_kafka_replicator_topic_latency_ms_count"] == metrics["ray_kafka_replicator_replication_latency_ms_count"]
+    assert metrics["ray_kafka_replicator_batches_written_total"] > 0
     assert metrics["ray_kafka_replicator_commits_total"] > 0
     assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
 
