@@ -162,9 +162,11 @@ def _replicate(args) -> int:
                      restart_on_errors=False)
     probes = None
     if args.metrics_port is not None:
+        from .backlog import Backlog
         from .probes import MemberProbes
 
-        probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port)
+        probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port,
+                              backlog=lambda: Backlog(config, args.direction))
 
     def stop(signum, _frame):
         log.info("%s received: stopping", signal.Signals(signum).name)
