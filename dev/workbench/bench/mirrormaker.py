@@ -23,7 +23,7 @@ MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"
 # docs, "Configuring Geo-Replication"; Red Hat Streams for Apache Kafka, "Configuring MirrorMaker 2
 # for high volumes of messages"). The bench data is stored uncompressed, so compression.type
 # stays "none", as the source. The search (`--only mm2-search`) runs each on every data set; the
-# `mirrormaker2-tuned` row uses DEFAULT_TUNING, the best of them here (BENCHMARKS.md).
+# `mirrormaker2-tuned` row uses DEFAULT_TUNING unless --mm2-tuning names another.
 TUNINGS: dict[str, dict[str, dict[str, str]]] = {
     # The settings of the skeptic's run in issue 24: large batches lingering 5 ms, large
     # fetches that wait for 64 KiB or 50 ms, many records per poll.
