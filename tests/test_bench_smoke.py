@@ -20,18 +20,22 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
 
     results = json.loads(out.read_text())
     replicators = ("ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2", "mirrormaker2-tuned")
+    copiers = (*replicators, "ours-ray")
     rows = {(row["name"], row["size"]): row for row in results["throughput"]}
     assert set(rows) == {("ceiling", "100B"), ("chart settings", "100B"),
-                         *((name, size) for name in replicators for size in ("100B", ONE_PER_BATCH))}
+                         *((name, size) for name in copiers for size in ("100B", ONE_PER_BATCH))}
     for key, row in rows.items():
         assert row["valid"], f"{key}: {row['verification']}"
         assert row["records_per_second"] and row["records_per_second"] > 0, key
-    for name in (*replicators, "chart settings"):
+    for name in (*copiers, "chart settings"):
         # The copy was read back: counts and content digest per partition.
         assert "content digest match" in rows[(name, "100B")]["verification"], name
         assert rows[(name, "100B")]["records_per_cpu_second"] > 0
-    for name in replicators:
+    for name in copiers:
         assert "content digest match" in rows[(name, ONE_PER_BATCH)]["verification"], name
+    # The Ray row counts Ray's own processes beside the members: more memory than bare members.
+    ray, bare = (rows[(name, "100B")]["details"]["copy"]["peak_rss_bytes"] for name in ("ours-ray", "ours-batch"))
+    assert ray > bare > 0, (ray, bare)
     assert results["datasets"][ONE_PER_BATCH]["one_per_batch"]
 
     latency = {(row["replicator"], row["rate"]): row for row in results["latency"]}

@@ -28,7 +28,9 @@ log = logging.getLogger("workbench.bench")
 
 OURS = list(ours.ROWS)
 MIRROR_MAKERS = {"mirrormaker2": None, "mirrormaker2-tuned": mirrormaker.DEFAULT_TUNING}
-REPLICATORS = [*OURS, *MIRROR_MAKERS]
+REPLICATORS = [*OURS, ours.RAY_ROW, *MIRROR_MAKERS]
+# The Ray row measures what Ray costs in throughput: the latency and failover rows run bare members.
+LATENCY_ROWS = [*OURS, *MIRROR_MAKERS]
 FAILOVER = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
 EXTRA_ROWS = ["relay", "failover", "mm2-search"]
@@ -121,6 +123,7 @@ class Bench:
         self.offset_map: dict = {}
         self.started = time.monotonic()
         self.timeline: list[tuple[str, float]] = []
+        self.ray: ours.OnRay | None = None  # started for the first ours-ray row
 
     # -- setup -------------------------------------------------------------------------
 
@@ -214,11 +217,19 @@ class Bench:
         config = ours.write_config(self.work / f"{label}.yaml", self.source, self.target,
                                    group, {dataset.topic: target_topic},
                                    self.members, name, self.args.override)
-        transactional = bool(ours.ROWS[name].get("exactlyOnce"))
+        transactional = bool(ours.SETTINGS[name].get("exactlyOnce"))
         # A transactional copy is complete once its positions are committed: its end offsets
         # count transaction markers too.
         done = (lambda: data.group_at(self.source, group, dataset.topic, dataset.counts)) if transactional else None
-        members = ours.Replicators(config, self.members, self.work, label, profile=profile).start()
+        if name == ours.RAY_ROW:
+            if self.ray is None:
+                self.ray = ours.OnRay(self.work)
+                self._stamp("Ray node ready for the ours-ray rows")
+            members = self.ray.run(config)
+            note = f"{ours.describe(name)}, the driver and {self.members} member actors on a local Ray node"
+        else:
+            members = ours.Replicators(config, self.members, self.work, label, profile=profile).start()
+            note = f"{ours.describe(name)}, {self.members} replicate processes (members of one group)"
         try:
             copy = watch_copy(self.target, target_topic, dataset.counts, members.pids, members.started,
                               self._timeout(dataset), dataset.bytes, alive=members.alive, done=done)
@@ -226,8 +237,7 @@ class Bench:
             codes = members.stop()
         verdict = (data.verify(self.target, target_topic, dataset, transactional=transactional)
                    if copy.finished else None)
-        row = _copy_row(name, size, dataset, copy, verdict,
-                        note=f"{ours.describe(name)}, {self.members} replicate processes (members of one group)")
+        row = _copy_row(name, size, dataset, copy, verdict, note=note)
         row.details["exit_codes"] = codes
         data.delete_topics(self.target, [target_topic])
         self._stamp(f"{name} {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
@@ -393,7 +403,7 @@ class Bench:
             # The brokers' own limit is measured on the batched data sets only.
             if "ceiling" in only and not dataset.one_per_batch:
                 self.rows.append(self.ceiling(size, dataset))
-            for name in OURS:
+            for name in (*OURS, ours.RAY_ROW):
                 if name in only:
                     self.rows.append(self.ours(name, size, dataset, profile=self.args.profile))
             for name, tuning in self.tunings.items():
@@ -406,7 +416,7 @@ class Bench:
             self.rows.append(self.chart(sets["chart"]))
         if "latency" in only:
             # Latency of the replicators --only names, or of all of them if it names none.
-            for who in [r for r in REPLICATORS if r in only] or REPLICATORS:
+            for who in [r for r in LATENCY_ROWS if r in only] or LATENCY_ROWS:
                 self.latency += self.latency_rows(who)
         if "relay" in only:  # not by default: kafka-python's own latency, for the analysis
             self.latency += self.latency_rows("relay")
@@ -459,6 +469,8 @@ class Bench:
         }
 
     def close(self) -> None:
+        if self.ray is not None:
+            self.ray.close()
         if self.sandbox is not None and not self.args.keep_sandbox:
             self.sandbox.down()
 

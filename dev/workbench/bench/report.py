@@ -9,17 +9,17 @@ from .data import ONE_PER_BATCH
 
 NAMES = {"ours-batch": "ours, batch mode", "ours-record": "ours, record mode",
          "ours-exactly-once": "ours, batch mode, exactly once", "mirrormaker2": "MirrorMaker 2",
-         "mirrormaker2-tuned": "MirrorMaker 2 tuned", "relay": "bare kafka-python relay", "chart settings": "existing chart's settings",
+         "mirrormaker2-tuned": "MirrorMaker 2 tuned", "ours-ray": "ours on Ray, batch mode", "relay": "bare kafka-python relay", "chart settings": "existing chart's settings",
          "ceiling": "ceiling (Kafka perf tools)"}
-SHORT = {"ours-batch": "batch", "ours-record": "record", "ours-exactly-once": "exactly once",
+SHORT = {"ours-batch": "batch", "ours-ray": "Ray", "ours-record": "record", "ours-exactly-once": "exactly once",
          "mirrormaker2": "MM2", "mirrormaker2-tuned": "MM2 tuned"}
-COLORS = {"ours-batch": "#1f77b4", "ours-record": "#9ecae1", "ours-exactly-once": "#08519c",
+COLORS = {"ours-batch": "#1f77b4", "ours-ray": "#6baed6", "ours-record": "#9ecae1", "ours-exactly-once": "#08519c",
           "mirrormaker2": "#ff7f0e", "mirrormaker2-tuned": "#d62728",
           "chart settings": "#7f7f7f", "ceiling": "#2ca02c"}
 OURS = ("ours-batch", "ours-record", "ours-exactly-once")
 MIRROR_MAKERS = ("mirrormaker2", "mirrormaker2-tuned")
 SEARCH = "mm2-search:"  # rows of the tuning search: "mm2-search:<tuning>"
-THROUGHPUT = (*OURS, *MIRROR_MAKERS, "chart settings", "ceiling")
+THROUGHPUT = (*OURS, "ours-ray", *MIRROR_MAKERS, "chart settings", "ceiling")
 LATENCY = (*OURS, *MIRROR_MAKERS, "relay")
 SETS = {"100B": "100 B", "1KiB": "1 KiB", ONE_PER_BATCH: "100 B, 1 record per batch"}
 MEASURES = {"records_per_second": "records/s", "records_per_cpu_second": "records per CPU-second"}
@@ -104,8 +104,8 @@ def _throughput(results: dict) -> list[str]:
     lines = [
         f"Throughput ({results['mode']} run; ours: {members} members, MirrorMaker 2: tasks.max={members})",
         "",
-        "| data set | row | rec/s | MB/s | rec/CPU-s | verified |",
-        "|---|---|---:|---:|---:|---|",
+        "| data set | row | rec/s | MB/s | rec/CPU-s | peak RSS (MB) | verified |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for size, label in SETS.items():
         for name in (*THROUGHPUT, *searched):
@@ -116,10 +116,15 @@ def _throughput(results: dict) -> list[str]:
             subset = " (subset)" if name == "chart settings" else ""
             lines.append(f"| {label} | {_name(name)}{subset} | {_num(row['records_per_second'])}{mark} | "
                          f"{_num(row['mb_per_second'], 1)} | {_num(row['records_per_cpu_second'])} | "
-                         f"{'ok' if row['valid'] else 'INVALID'} |")
+                         f"{_num(_rss_mb(row))} | {'ok' if row['valid'] else 'INVALID'} |")
             if name in (compared, "chart settings"):
                 lines += _ratio_lines(results, size, name)
     return lines
+
+
+def _rss_mb(row: dict) -> float | None:
+    rss = row.get("details", {}).get("copy", {}).get("peak_rss_bytes")
+    return rss / 1e6 if rss else None
 
 
 def _ratio_lines(results: dict, size: str, other: str) -> list[str]:
@@ -127,12 +132,12 @@ def _ratio_lines(results: dict, size: str, other: str) -> list[str]:
     (MB/s is the same ratio as records/s: the same records were copied)."""
     lines = []
     theirs = _row(results, other, size)
-    for name in OURS:
+    for name in (*OURS, "ours-ray"):
         ours = _row(results, name, size)
         if ours and theirs:
             lines.append(f"| {SETS[size]} | **{NAMES[name]} / {NAMES[other]}** | "
                          f"**{_ratio(ours['records_per_second'], theirs['records_per_second'])}** | | "
-                         f"**{_ratio(ours['records_per_cpu_second'], theirs['records_per_cpu_second'])}** | |")
+                         f"**{_ratio(ours['records_per_cpu_second'], theirs['records_per_cpu_second'])}** | | |")
     return lines
 
 
@@ -214,6 +219,7 @@ def _targets(results: dict) -> list[str]:
         _keeps_up_check(results, "ours-batch", 10000),
         _ratio_check(results, "ours-record", "100B", "records_per_second", 0.8),
         _ratio_check(results, "ours-exactly-once", "100B", "records_per_second", 2.0),
+        _ratio_check(results, "ours-ray", "100B", "records_per_second", 0.9, against="ours-batch"),
     ]
     if all(figure.startswith("not measured") for _, figure, _, _ in checks):
         return []  # a run of other rows (--only)
@@ -223,8 +229,9 @@ def _targets(results: dict) -> list[str]:
     return lines
 
 
-def _ratio_check(results: dict, name: str, size: str, key: str, minimum: float) -> Check:
-    compared = baseline(results)
+def _ratio_check(results: dict, name: str, size: str, key: str, minimum: float,
+                 against: str | None = None) -> Check:
+    compared = against or baseline(results)
     what = f"{NAMES[name]}: {MEASURES[key]} vs {NAMES[compared]}, {SETS[size]}"
     target = f"≥ {minimum:.1f}×"
     ours, theirs = _row(results, name, size), _row(results, compared, size)
