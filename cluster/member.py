@@ -54,7 +54,7 @@ class Member:
 
     def __init__(self, config: ReplicatorConfig, direction: str, name: str,
                  log_level: str = "INFO", log_format: str = "text"):
-        _log_to_stderr(log_level, log_format)
+        log_to_stderr(log_level, log_format)
         logs.set_member(direction, name)
         self._config = config
         self._direction = direction
@@ -157,7 +157,7 @@ def _reconstructed(context) -> bool:
         return bool(context.was_current_actor_reconstructed)
 
 
-def _log_to_stderr(level: str, log_format: str) -> None:
+def log_to_stderr(level: str, log_format: str) -> None:
     """The replicator's lines on the worker's stderr, which Ray forwards to the driver."""
     logs.configure(level, log_format, replace=True)
     # Its event loop's "task ran for over 100 ms": a busy small node logs it all the time.
