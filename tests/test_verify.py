@@ -300,6 +300,27 @@ def test_passes_while_records_flow_and_the_replicator_copies_them_find_no_mismat
     assert passes == [(0, 0, True)] * 3
 
 
+def test_topics_narrow_a_pass_to_the_topics_named_and_an_unknown_one_is_refused(sandbox, name, tmp_path, capsys):
+    other = f"{name}-other"
+    for topic in (name, other):
+        create_topic(sandbox.source, topic, partitions=1)
+        produce(sandbox.source, topic, [(0, b"k", b"v", [], None)] * 5)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(sandbox.config(
+        consumerGroup={"sourceToTarget": {"groupId": name, "autoCommitIntervalMs": 200}},
+        replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}, {"sourceTopicName": other}]}})))
+    parsed = parse_config(yaml.safe_load(config.read_text()))
+    with running(Flow(parsed, "sourceToTarget", None)):
+        wait_until(lambda: sum(committed(sandbox, name).values()) == 10, 60, what="both topics copied")
+
+    code, answer, _ = verify(capsys, config, "--topics", other)
+    assert code == 0
+    assert [(p["topic"], p["compared"]) for p in answer["partitions"]] == [(other, 5)]
+    capsys.readouterr()
+    assert cli.main(["verify", "--config", str(config), "--topics", f"{name}-nowhere"]) == 1
+    assert f"sourceToTarget copies no topic named {name}-nowhere" in capsys.readouterr().err
+
+
 def test_partitions_spread_by_key_hash_are_not_verified_and_say_why(sandbox, name, tmp_path, capsys):
     create_topic(sandbox.source, name, partitions=2)
     produce(sandbox.source, name, [(i % 2, f"k{i}".encode(), b"v", [], None) for i in range(20)])
