@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .endpoint import Endpoint, Exposition
 from .export import Exporter
 from .flow import Flow
+from .group_sync import GroupSync
 from .health import not_alive, not_ready
 from .prometheus import PrometheusMetrics
 from .restarts import Restarts
@@ -21,8 +22,11 @@ from .restarts import Restarts
 class MemberProbes:
     """Serves one `replicate` member until close()."""
 
-    def __init__(self, flows: Restarts, direction: str, member: str | None, host: str, port: int):
+    def __init__(self, flows: Restarts, direction: str, member: str | None, host: str, port: int,
+                 group_sync: GroupSync | None = None):
+        """`group_sync`: the group offset sync of the controller beside the member, if it runs one."""
         self._flows = flows
+        self._group_sync = group_sync
         self._lock = threading.Lock()  # scrapes may come on several threads at once
         self._metrics = PrometheusMetrics()
         self._exporter = Exporter(self._metrics, direction, member or "-")
@@ -48,6 +52,8 @@ class MemberProbes:
                     self._exporter.new_flow()
                 self._flow = flow
             self._publish(flow)
+            if self._group_sync is not None:
+                self._exporter.publish_sync(self._group_sync.figures)
             return self._metrics.exposition()
 
     def _publish(self, flow: Flow) -> None:
