@@ -16,6 +16,10 @@ DEFAULT_CPUS = 0.5
 # A controller wakes every few seconds for a few admin requests: it reserves no CPU, so that
 # it fits on any worker, whose CPUs are sized for its members (the chart's raycluster.yaml).
 CONTROLLER_CPUS = 0.0
+# The chart's worker pods advertise one `kafka-replicator-<direction>` per direction they
+# host members of, the head none: a sliver of it keeps a controller on a worker of its
+# direction, off the head (whose Ray has no CPUs: a 0-CPU actor could land there).
+CONTROLLER_PIN_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class ControllerPlan:
     def name(self) -> str:
         """The actor's name, e.g. controller-sourceToTarget."""
         return controller_name(self.direction)
+
+    @property
+    def pin(self) -> str:
+        """The Ray resource of the nodes meant for this direction's actors, where there is one."""
+        return f"kafka-replicator-{self.direction}"
 
 
 def controller_name(direction: str) -> str:

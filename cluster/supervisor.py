@@ -23,7 +23,7 @@ from replicator.metrics import percentile
 
 from .controller import Controller, ControllerStats
 from .member import Member, MemberStats
-from .plan import NAMESPACE, ControllerPlan, MemberPlan, controllers
+from .plan import CONTROLLER_PIN_SHARE, NAMESPACE, ControllerPlan, MemberPlan, controllers
 
 log = logging.getLogger("cluster.supervisor")
 
@@ -193,8 +193,12 @@ class Supervisor:
     def _start_controller(self, planned: ControllerPlan) -> ray.actor.ActorHandle:
         options = dict(name=planned.name, namespace=self.namespace, max_restarts=-1,
                        max_task_retries=MAX_TASK_RETRIES, num_cpus=planned.num_cpus)
+        pinned = planned.pin in ray.cluster_resources()
+        if pinned:
+            options["resources"] = {planned.pin: CONTROLLER_PIN_SHARE}
         actor = self._create(Controller, planned.name, options, planned.direction)
-        log.info("started %s (%s CPU)", planned.name, planned.num_cpus)
+        log.info("started %s (%s CPU%s)", planned.name, planned.num_cpus,
+                 f", on a node with {planned.pin}" if pinned else "")
         return actor
 
     def _observe_controller(self, watched: _WatchedController, ref) -> None:
