@@ -605,6 +605,14 @@ def test_the_controller_of_a_direction_syncs_the_chosen_groups_to_the_target(san
         what="the group's offsets on the target")
 
 
+def rss_mib(actor) -> float:
+    """The resident memory of an actor's process (on this machine: a local Ray cluster)."""
+    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    with open(f"/proc/{pid}/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
 def test_a_killed_controller_is_restarted_by_ray_while_the_members_copy_on(sandbox, name, supervised, caplog):
     """ray.kill(no_restart=False) kills the controller's process: the members go on copying
     with the topics it published last, Ray starts it again, and the new one follows a topic
@@ -635,7 +643,8 @@ def test_a_killed_controller_is_restarted_by_ray_while_the_members_copy_on(sandb
                what="the group to commit everything")
     statuses = supervisor.poll()
 
-    print(f"\ncontroller back in {back:.1f}s; the members copied on meanwhile")
+    print(f"\ncontroller back in {back:.1f}s; the members copied on meanwhile; resident memory: "
+          f"controller {rss_mib(controller):.0f} MiB, member {rss_mib(supervisor.actor('sourceToTarget-0')):.0f} MiB")
     assert all(check.exact and check.duplicates == 0 for check in compare(sandbox.source, sandbox.target, f"{name}-a"))
     assert statuses[0].restarts == 0 and statuses[0].running == 2  # the members were not touched
     assert "controller-sourceToTarget was restarted by Ray" in caplog.text
