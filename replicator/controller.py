@@ -97,7 +97,7 @@ class Schedule:
                 expected = isinstance(exc, (KafkaError, ReplicatorError, OSError))
                 log.warning("%s: %s failed (%s: %s); trying again in %.0fs", self._label, name,
                             type(exc).__name__, exc, wait, exc_info=not expected)
-        return max(0.0, min(self._due.values(), default=float("inf")) - self._clock())
+        return max(0.0, min(self._due.values()) - self._clock())
 
     def run(self) -> None:
         """Until stop(): run the jobs when due, and at once when one is asked for early."""

@@ -204,7 +204,7 @@ class Flow:
         if now >= self._next_topics:
             self._next_topics = now + TOPICS_POLL_SECONDS
             synced = self._source.current()
-            if synced is not self._synced:
+            if synced is not None and synced is not self._synced:
                 self._follow(synced)
 
     def _poll_group(self, busy: bool) -> None:
