@@ -37,8 +37,6 @@ class ControllerStats:
 
     name: str
     incarnation: str  # Ray's worker id: a new one each time Ray restarts the actor
-    runs: dict[str, int]  # job → runs that went through, in this incarnation
-    failures: dict[str, int]  # job → runs that failed
 
 
 @ray.remote
@@ -73,8 +71,7 @@ class Controller:
 
     def stats(self) -> ControllerStats:
         self._export()
-        schedule = self._controller.schedule
-        return ControllerStats(self._name, self._incarnation, dict(schedule.runs), dict(schedule.failures))
+        return ControllerStats(self._name, self._incarnation)
 
     def stop(self, timeout: float) -> None:
         self._stopping.set()
