@@ -95,8 +95,8 @@ class Schedule:
                 wait = job.interval if job.retry is None else min(job.interval, job.retry)
                 self._due[name] = min(self._due[name], self._clock() + wait)
                 expected = isinstance(exc, (KafkaError, ReplicatorError, OSError))
-                log.warning("%s: %s failed (%s: %s); trying again in %.0fs", self._label, name,
-                            type(exc).__name__, exc, wait, exc_info=not expected)
+                log.warning("%s: %s failed (%s); trying again in %.0fs", self._label, name,
+                            _described(exc), wait, exc_info=not expected)
         return max(0.0, min(self._due.values()) - self._clock())
 
     def run(self) -> None:
@@ -182,3 +182,9 @@ class Controller:
         for admin in self._admins:
             admin.close()
         self._admins = []
+
+
+def _described(exc: Exception) -> str:
+    """The error's type and message (kafka-python's messages start with the type already)."""
+    text, kind = str(exc), type(exc).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}" if text else kind

@@ -60,8 +60,8 @@ def test_a_failing_job_is_logged_and_tried_again_at_its_next_turn_while_the_othe
 
     assert ran == [100, 102, 104, 106, 108, 110]
     assert schedule.failures["topics"] == 3 and schedule.runs["groups"] == 6
-    assert ("sourceToTarget controller: topics failed (KafkaTimeoutError: KafkaTimeoutError: the source "
-            "cluster did not answer); trying again in 5s") in caplog.text
+    assert ("sourceToTarget controller: topics failed (KafkaTimeoutError: the source cluster did not "
+            "answer); trying again in 5s") in caplog.text
 
 
 def test_a_failing_job_with_a_retry_time_runs_again_that_soon():
