@@ -78,6 +78,11 @@ class Batch:
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def whole(self) -> bool:
+        """False for a last batch that `split(..., truncated=True)` kept though cut short."""
+        return len(self.data) == _LENGTH.unpack_from(self.data, 0)[1] + 12
+
     def obstacle(self, position: int) -> str | None:
         """Why this batch cannot be copied as bytes when reading from `position`, or None."""
         if self.magic != 2:
@@ -93,8 +98,9 @@ class Batch:
         return None
 
 
-def split(data: bytes | memoryview) -> list[Batch]:
-    """The whole batches in a fetched record set; a truncated last batch is left out."""
+def split(data: bytes | memoryview, truncated: bool = False) -> list[Batch]:
+    """The whole batches in a fetched record set; a truncated last batch is left out, unless
+    `truncated` and its v2 header came whole (its `data` is then what came)."""
     view = memoryview(data)
     batches = []
     at, end = 0, len(view)
@@ -104,7 +110,9 @@ def split(data: bytes | memoryview) -> list[Batch]:
         _, length = unpack_length(view, at)
         size = length + 12
         if at + size > end:
-            break
+            if not (truncated and at + HEADER_SIZE <= end and view[at + 16] == 2):
+                break
+            size = end - at
         if view[at + 16] == 2:
             (base_offset, _, _, magic, _, attributes, last_delta, base_ts, max_ts, producer_id,
              producer_epoch, base_sequence, count) = unpack(view, at)
@@ -224,6 +232,45 @@ def records(batch: Batch) -> list[Record]:
         timestamp = batch.max_timestamp if log_append else base_ts + ts_delta
         out.append(Record(batch.base_offset + offset_delta, timestamp, key, value, headers))
     return out
+
+
+def timestamp_at(batch: Batch, offset: int) -> int | None:
+    """The timestamp of the batch's first record at or after `offset`, without decoding
+    the records (a v2 batch's records are walked to it); None when the batch has none.
+
+    A batch `split(..., truncated=True)` cut short answers with what came: a compressed
+    one, or one whose record did not come, with its base timestamp (the first record's,
+    as Kafka's producers write it).
+    """
+    if batch.last_offset < offset:
+        return None
+    if batch.magic != 2:
+        if not batch.whole:
+            return None
+        return next((r.timestamp for r in _legacy_records(batch) if r.offset >= offset), None)
+    if batch.attributes & LOG_APPEND_TIME:
+        return batch.max_timestamp
+    codec = batch.attributes & COMPRESSION_MASK
+    if codec and not batch.whole:
+        return batch.base_timestamp
+    body = batch.data[HEADER_SIZE:]
+    if codec:
+        body = memoryview(DECOMPRESS[codec](body.tobytes()))
+    at, end = 0, len(body)
+    try:
+        for _ in range(batch.record_count):
+            length, at = _varint(body, at)
+            record_end = at + length
+            ts_delta, at = _varint(body, at + 1)  # after the record's attributes
+            offset_delta, at = _varint(body, at)
+            if batch.base_offset + offset_delta >= offset:
+                return batch.base_timestamp + ts_delta
+            at = record_end
+            if at >= end:
+                break
+    except IndexError:  # cut short inside the record
+        pass
+    return batch.base_timestamp if not batch.whole else None
 
 
 def _legacy_records(batch: Batch) -> list[Record]:

@@ -1,4 +1,4 @@
-"""The commands of `kafka-replicator` that need no Ray: check, replicate, status and offsets,
+"""The commands of `kafka-replicator` that need no Ray: check, replicate, status, offsets and cutover,
 each with its arguments, help and handler. cluster/cli.py assembles the command line from them,
 its own `run`, and the development commands of a clone (`sandbox`, `demo`: dev/workbench).
 """
@@ -109,6 +109,25 @@ With several `replicate` processes for one direction each runs one; their jobs a
                          help="whose source the group reads (default: the first enabled direction)")
     offsets.add_argument("--json", action="store_true", help="one JSON object per partition")
 
+    cutover = command(commands, "cutover", common,
+                      "the planned switch to the target, once producers to the source stopped: wait until "
+                      "every replicated partition is copied and committed, sync the named groups' offsets "
+                      "a last time, and print per partition what the target holds and the RPO", """\
+  kafka-replicator cutover --config my.yaml --direction sourceToTarget --groups billing dashboard
+  kafka-replicator cutover --config my.yaml --direction sourceToTarget --timeout 60 --json
+exit 0: the groups' consumers can move to the target now, with nothing lost and nothing read twice""",
+                      _cutover)
+    cutover.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
+    cutover.add_argument("--direction", required=True, choices=DIRECTIONS,
+                         help="the direction whose target the consumers move to")
+    cutover.add_argument("--groups", nargs="+", metavar="GROUP",
+                         help="the consumer groups that move (default: those syncGroupOffsets.groups names, "
+                         "when syncGroupOffsets is enabled)")
+    cutover.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                         help="how long to wait for the replicator to copy and commit everything (default 300)")
+    cutover.add_argument("--json", action="store_true",
+                         help="one JSON object: the RPO, the partitions, the groups and the problems")
+
 
 
 def _check(args) -> int:
@@ -150,10 +169,11 @@ def _replicate(args) -> int:
                                   topics=controller), restart_on_errors=False)
     probes = None
     if args.metrics_port is not None:
+        from .backlog import Backlog
         from .probes import MemberProbes
 
         probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port,
-                              controller.group_sync)
+                              controller.group_sync, backlog=lambda: Backlog(config, args.direction))
 
     def stop(signum, _frame):
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -208,4 +228,15 @@ def _offsets(args) -> int:
     if untranslated:
         raise ProblemFound(f"{untranslated} of {len(rows)} partitions of group {args.group} have no "
                            "translated offset (see the table)")
+    return 0
+
+
+def _cutover(args) -> int:
+    from .cutover import Cutover, format_report
+
+    config = load_config(args.config)
+    report = Cutover(config, args.direction, args.groups).run(args.timeout)
+    print(json.dumps(report.as_json(), indent=2) if args.json else format_report(report))
+    if report.problems:
+        raise ProblemFound("consumers must not move to the target yet:\n  - " + "\n  - ".join(report.problems))
     return 0

@@ -28,8 +28,8 @@ from . import quantity
 from .errors import ConfigError
 
 DIRECTIONS = ("sourceToTarget", "targetToSource")
-# The replicator's own topics (registry.TOPIC, map_topic.TOPIC), kept on each cluster.
-OWN_TOPICS = ("kafka-replicator-producers", "kafka-replicator-offsets")
+# The replicator's own topics (registry.TOPIC, map_topic.TOPIC, acl_ledger.TOPIC), kept on each cluster.
+OWN_TOPICS = ("kafka-replicator-producers", "kafka-replicator-offsets", "kafka-replicator-acls")
 Direction = Literal["sourceToTarget", "targetToSource"]
 OffsetReset = Literal["earliest", "latest"]
 
@@ -271,6 +271,14 @@ class SyncTopicConfigs(_Model):
         return _compiled(patterns)
 
 
+class SyncAcls(_Model):
+    """`replication.<direction>.syncAcls`: the source's ACLs on replicated topics and synced
+    groups kept on the target (acl_sync.py says how, and why they never widen access)."""
+
+    enabled: bool = False
+    interval_seconds: float = Field(60.0, ge=1.0)
+
+
 def _compiled(patterns: list[str]) -> list[str]:
     for pattern in patterns:
         try:
@@ -303,6 +311,7 @@ class DirectionConfig(_Model):
     )
     sync_group_offsets: SyncGroupOffsets = SyncGroupOffsets()
     sync_topic_configs: SyncTopicConfigs = SyncTopicConfigs()
+    sync_acls: SyncAcls = SyncAcls()
     exactly_once: bool = Field(
         False,
         description="commit the copies and the next source offsets together in transactions "

@@ -82,3 +82,8 @@ class TopicRecreated(ReplicatorError):
             f"the new topic: delete target topic {target!r} (or route {topic!r} to another "
             "targetTopicName) and restart the replicator; restarting alone would append the new "
             "topic's records to the old ones")
+
+
+class AclSyncRefused(ClusterError):
+    """A cluster refused what ACL sync needs (to list or change ACLs, or its ledger topic), or has
+    no authorizer; the message says what to grant, or to turn syncAcls off."""

@@ -1,10 +1,12 @@
-"""A member's figures as metrics, for any metrics library: the series, and what feeds them.
+"""A member's figures, and a direction's backlog, as metrics for any metrics library: the
+series, and what feeds them.
 
 Two backends publish the same series: Ray's `ray.util.metrics` (cluster/telemetry.py; Prometheus
 sees them as ray_kafka_replicator_*) and `prometheus_client` for `replicate --metrics-port`
 (replicator/prometheus.py; kafka_replicator_*). Counters are fed the increase since the last
 export, so they keep counting when the member replaces a failed flow with a new one (whose own
-counts start at zero).
+counts start at zero). The backlog's series (no `member` label) come from one place per
+direction, which measures it (replicator.backlog) whether or not members run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .metrics import Snapshot
+from .backlog import BacklogFigures
+from .metrics import Latency, Snapshot
 
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
 
@@ -20,6 +23,9 @@ MEMBER = ("direction", "member")
 TOPIC = ("direction", "topic", "member")
 PARTITION = ("direction", "topic", "partition", "member")
 GROUP = ("direction", "group", "member")
+HOW = ("direction", "topic", "how", "member")
+BACKLOG = ("direction", "topic", "partition")
+DIRECTION = ("direction",)
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,15 @@ SERIES = {series.name: series for series in (
     Series("counter", "kafka_replicator_records_lost_upstream",
            "Records the source deleted (retention, DeleteRecords) before they were copied", TOPIC),
     Series("counter", "kafka_replicator_errors", "Failed sends and rejected records", MEMBER),
+    Series("counter", "kafka_replicator_batches_written",
+           "Record batches written to the target, by how: copy (as fetched), merge (several "
+           "fetched into one) or encode (rebuilt)", HOW),
     Series("histogram", "kafka_replicator_replication_latency_ms",
            "Target acknowledgement time minus the record's timestamp", MEMBER),
+    Series("histogram", "kafka_replicator_topic_latency_ms",
+           "Target acknowledgement time minus the record's timestamp, per source topic", TOPIC),
     Series("gauge", "kafka_replicator_consumer_lag",
-           "Source log-end offset minus the member's position", PARTITION),
+           "Source log-end offset minus the member's position, in the partitions it owns", PARTITION),
     Series("counter", "kafka_replicator_commits", "Offset commits to the source cluster", MEMBER),
     Series("counter", "kafka_replicator_commit_seconds",
            "Time spent committing; over commits, the mean commit latency", MEMBER),
@@ -60,6 +71,14 @@ SERIES = {series.name: series for series in (
     Series("gauge", "kafka_replicator_group_sync_behind",
            "Records a synced group's offsets on the target are behind its translated source offsets",
            GROUP),
+    Series("gauge", "kafka_replicator_committed_lag",
+           "Source log-end offset minus the group's committed offset, owned by a member or not",
+           BACKLOG),
+    Series("gauge", "kafka_replicator_lag_seconds",
+           "Age of the oldest source record not yet copied (the one at the group's committed "
+           "offset); 0 when caught up", BACKLOG),
+    Series("gauge", "kafka_replicator_partitions_ownerless",
+           "Replicated partitions that no member of the direction's group owns", DIRECTION),
 )}
 
 
@@ -106,7 +125,8 @@ class Exporter:
         self._stopped: set[str] = set()
         self._totals = Totals()
         self._synced: dict[str, int] = {}
-        self._metrics = {name: backend.metric(series) for name, series in SERIES.items()}
+        self._metrics = {name: backend.metric(series) for name, series in SERIES.items()
+                         if "member" in series.labels}
 
     def _metric(self, short: str) -> Metric:
         return self._metrics[f"kafka_replicator_{short}"]
@@ -118,7 +138,7 @@ class Exporter:
         """The next snapshots come from a new flow, counting from zero."""
         self._previous = None
 
-    def publish(self, snapshot: Snapshot, latencies: list[float], assigned: int,
+    def publish(self, snapshot: Snapshot, latencies: list[Latency], assigned: int,
                 stopped: list[str] = ()) -> Totals:
         """Export what changed since the previous snapshot, and the partitions (`topic[p]`)
         stopped by an error now; return the running totals."""
@@ -141,9 +161,14 @@ class Exporter:
         self._increase("commit_seconds", snapshot.commit_seconds - before.commit_seconds, self._tags)
         totals.rebalances += self._increase("rebalances", snapshot.rebalances - before.rebalances,
                                             self._tags)
-        latency = self._metric("replication_latency_ms")
-        for sample in latencies:
-            latency.observe(max(0.0, sample), self._tags)
+        for (topic, how), written in snapshot.batches.items():
+            self._increase("batches_written", written - before.batches.get((topic, how), 0),
+                           {**self._tags, "topic": topic, "how": how})
+        latency, by_topic = self._metric("replication_latency_ms"), self._metric("topic_latency_ms")
+        for topic, ms in latencies:
+            latency.observe(max(0.0, ms), self._tags)
+            if topic is not None:
+                by_topic.observe(max(0.0, ms), {**self._tags, "topic": topic})
         self._export_lag(snapshot.lag)
         self._export_stopped(set(stopped))
         self._metric("assigned_partitions").set(assigned, self._tags)
@@ -190,3 +215,36 @@ class Exporter:
             return 0
         self._metric(short).inc(amount, tags)
         return amount
+
+
+class BacklogExporter:
+    """Publishes one direction's backlog measures (replicator.backlog) to a backend.
+
+    A partition no longer measured (its topic deleted, or no longer copied) is set to 0:
+    Ray's gauges cannot be removed. A lag in seconds that could not be read this time keeps
+    its last value.
+    """
+
+    def __init__(self, backend: Backend, direction: str):
+        self._tags = {"direction": direction}
+        self._metrics = {name: backend.metric(series) for name, series in SERIES.items()
+                         if "member" not in series.labels}
+        self._measured: set[tuple[str, str]] = set()
+
+    def publish(self, figures: BacklogFigures) -> None:
+        records = self._metrics["kafka_replicator_committed_lag"]
+        seconds = self._metrics["kafka_replicator_lag_seconds"]
+        measured = set()
+        for partition in figures.partitions:
+            tags = {**self._tags, "topic": partition.topic, "partition": str(partition.partition)}
+            measured.add((partition.topic, tags["partition"]))
+            if partition.records is not None:
+                records.set(partition.records, tags)
+            if partition.seconds is not None:
+                seconds.set(partition.seconds, tags)
+        for topic, partition in self._measured - measured:
+            tags = {**self._tags, "topic": topic, "partition": partition}
+            records.set(0, tags)
+            seconds.set(0, tags)
+        self._measured = measured
+        self._metrics["kafka_replicator_partitions_ownerless"].set(figures.ownerless, self._tags)

@@ -254,7 +254,7 @@ class Flow:
             else:  # a ProduceAnswer
                 for delivery in event.producer.answered(event.node, event.shipments, event.answer):
                     if delivery.timestamp is not None:  # None: a write of the offset map
-                        self.metrics.acknowledged(delivery.timestamp)
+                        self.metrics.acknowledged(delivery.timestamp, delivery.topic)
             try:
                 event = self._events.get_nowait()
             except queue.Empty:

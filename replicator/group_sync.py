@@ -1,11 +1,11 @@
 """Group offset sync: chosen consumer groups find their positions waiting on the target.
 
-Every `intervalSeconds` (the direction's controller runs it), for each source group that `syncGroupOffsets.groups` names
-(exactly, or by a regular expression matching the whole name), the committed offsets
-are translated through the offset map and committed for the same group on the target
+Every `intervalSeconds` (the direction's controller runs it), for each source group that
+`syncGroupOffsets.groups` names (exactly, or by a regular expression matching the whole
+name), the committed offsets are translated through the offset map and committed for the same group on the target
 cluster. As in MirrorMaker 2, a group with active members on the target is left alone
 (it is reading there already), and an offset never moves backwards. The replicator's
-own groups are never synced.
+own groups are never synced. `cutover` names its groups instead of the patterns.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from . import link
 from .config import DIRECTIONS, ReplicatorConfig
-from .translation import Translator, coordinated
+from .translation import GroupPosition, Translator, coordinated
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,33 @@ class SyncFigures:
 
 
 class GroupSync:
-    def __init__(self, config: ReplicatorConfig, direction: str):
+    def __init__(self, config: ReplicatorConfig, direction: str, groups: Iterable[str] | None = None):
+        """`groups`: these groups by name, instead of those `syncGroupOffsets.groups` names."""
         self.config = config
         self.direction = direction
         self.settings = config.direction(direction).sync_group_offsets
         self._patterns = [re.compile(pattern) for pattern in self.settings.groups]
-        self._own = {config.group(name).group_id for name in DIRECTIONS}
+        self._named = None if groups is None else set(groups)
+        self.own = {config.group(name).group_id for name in DIRECTIONS}
         self.figures = SyncFigures()
+        self.positions: dict[str, list[GroupPosition]] = {}  # each group's translation, last pass
 
     def chosen(self, groups) -> list[str]:
-        """The groups to sync among `groups`: named by the settings, never our own."""
-        return sorted(group for group in groups if group not in self._own
-                      and any(pattern.fullmatch(group) for pattern in self._patterns))
+        """The groups to sync among `groups`: named by the settings (or by name), never our own."""
+        return sorted(group for group in groups if group not in self.own and (
+            group in self._named if self._named is not None
+            else any(pattern.fullmatch(group) for pattern in self._patterns)))
+
+    def active_on_target(self, groups) -> dict[str, int]:
+        """The groups among `groups` that have members on the target, with how many."""
+        target_side, target = self.config.clusters(self.direction)[1]
+        admin = link.admin_client(target_side, target)
+        try:
+            with link.reaching(target_side, target):
+                states = {group: coordinated(admin.describe_groups, [group]).get(group, {}) for group in groups}
+        finally:
+            admin.close()
+        return {group: len(state.get("members") or ()) for group, state in states.items() if _active(state)}
 
     def sync_once(self, write: bool = True) -> dict[str, dict[TopicPartition, int]]:
         """One pass; returns what it wrote (or, with `write` off, would write), per group."""
@@ -69,6 +85,7 @@ class GroupSync:
                     if not any(tp.topic in translator.routes for tp in committed):
                         continue
                     rows = translator.translate(group, committed, maps)
+                    self.positions[group] = rows
                     self.figures.seen.add(group)
                     changed = self._sync_group(target_admin, group, rows, write)
                     if changed:
@@ -80,8 +97,7 @@ class GroupSync:
 
     def _sync_group(self, admin, group: str, rows, write: bool) -> dict[TopicPartition, int]:
         with link.reaching(*self.config.clusters(self.direction)[1]):
-            state = coordinated(admin.describe_groups, [group]).get(group, {})
-            if state.get("group_state", "") not in IDLE_STATES or state.get("members"):
+            if _active(coordinated(admin.describe_groups, [group]).get(group, {})):
                 if group not in self.figures.active and write:
                     log.info("group offset sync: %s has active members on the %s cluster; its "
                              "offsets there are its own (not synced while it has members)",
@@ -112,3 +128,8 @@ class GroupSync:
             log.info("group offset sync: %s: %s", group, ", ".join(
                 f"{tp.topic}[{tp.partition}]@{offset}" for tp, offset in sorted(done.items())))
         return done
+
+
+def _active(state: dict) -> bool:
+    """Whether a group's description shows members (or a state only members give it)."""
+    return state.get("group_state", "") not in IDLE_STATES or bool(state.get("members"))

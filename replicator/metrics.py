@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -13,6 +14,13 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Latency(NamedTuple):
+    """One end-to-end latency sample: of a batch of `topic`'s records, in milliseconds."""
+
+    topic: str | None
+    ms: float
 
 
 @dataclass
@@ -29,7 +37,8 @@ class Snapshot:
     rebalances: int
     lag: dict[str, int]
     latency_ms: list[float]
-    batches: dict[str, int] = field(default_factory=dict)  # written batches by how: copy, merge, encode
+    # written batches by (topic, how): copy (as they came), merge (several into one), encode (rebuilt)
+    batches: dict[tuple[str, str], int] = field(default_factory=dict)
     lost_upstream: dict[str, int] = field(default_factory=dict)  # records deleted at the source uncopied
     at: float = field(default_factory=time.time)
 
@@ -49,7 +58,7 @@ class FlowMetrics:
         self._lock = threading.Lock()
         self.records: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
-        self.batches: Counter[str] = Counter()
+        self.batches: Counter[tuple[str, str]] = Counter()
         self.loop_skipped: Counter[str] = Counter()
         self.error_skipped: Counter[str] = Counter()
         self.lost: Counter[str] = Counter()
@@ -59,7 +68,7 @@ class FlowMetrics:
         self.rebalances = 0
         self.lag: dict[str, int] = {}
         self._latency_ms: deque[float] = deque(maxlen=window)
-        self._new_latency_ms: deque[float] = deque(maxlen=16 * window)
+        self._new_latencies: deque[Latency] = deque(maxlen=16 * window)
 
     def shipped(self, topic: str, how: str, records: int, nbytes: int, loop_skipped: int) -> None:
         """One source range handed to the target producer (or skipped, how == "skip")."""
@@ -67,7 +76,7 @@ class FlowMetrics:
             if records:
                 self.records[topic] += records
                 self.bytes[topic] += nbytes
-                self.batches[how] += 1
+                self.batches[topic, how] += 1
             if loop_skipped:
                 self.loop_skipped[topic] += loop_skipped
 
@@ -98,17 +107,17 @@ class FlowMetrics:
         with self._lock:
             self.lag = lag
 
-    def acknowledged(self, timestamp_ms: int, _metadata=None) -> None:
-        """Future callback: one latency sample (deque appends are thread-safe)."""
+    def acknowledged(self, timestamp_ms: int, topic: str | None = None) -> None:
+        """One latency sample, of a batch of `topic` (deque appends are thread-safe)."""
         latency = time.time() * 1000.0 - timestamp_ms
         self._latency_ms.append(latency)
-        self._new_latency_ms.append(latency)
+        self._new_latencies.append(Latency(topic, latency))
 
-    def drain_latencies(self) -> list[float]:
+    def drain_latencies(self) -> list[Latency]:
         """Latency samples taken since the last call, for histogram export."""
         drained = []
-        while self._new_latency_ms:
-            drained.append(self._new_latency_ms.popleft())
+        while self._new_latencies:
+            drained.append(self._new_latencies.popleft())
         return drained
 
     def snapshot(self) -> Snapshot:

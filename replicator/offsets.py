@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from . import link
 from .config import ReplicatorConfig
@@ -34,36 +34,47 @@ def describe_groups(config: ReplicatorConfig) -> list[PartitionStatus]:
     rows: list[PartitionStatus] = []
     for direction in config.enabled_directions():
         (side, cluster), _ = config.clusters(direction)
-        group = config.group(direction).group_id
-        selection = Selection.of(config.direction(direction))
         admin = link.admin_client(side, cluster)
         consumer = None
         try:
             with link.reaching(side, cluster):
-                committed = admin.list_group_offsets({group: None}).get(group, {})
-                owners = _owners(admin.describe_groups([group]).get(group, {}))
                 consumer = KafkaConsumer(**link.client_settings(cluster), enable_auto_commit=False)
-                topics = selection.routes(consumer.topics() if selection.by_pattern else [])
-                partitions = [
-                    TopicPartition(topic, p)
-                    for topic in topics
-                    for p in sorted(consumer.partitions_for_topic(topic) or ())
-                ]
-                ends = consumer.end_offsets(partitions) if partitions else {}
+            rows += describe_group(config, direction, admin, consumer)
         finally:
             admin.close()
             if consumer is not None:
                 consumer.close()
-        for tp in partitions:
-            offset = committed.get(tp)
-            position = offset.offset if offset is not None and offset.offset >= 0 else None
-            end = ends[tp]
-            rows.append(PartitionStatus(
-                direction=direction, group=group, topic=tp.topic, partition=tp.partition,
-                committed=position, log_end=end,
-                lag=None if position is None else max(0, end - position),
-                owner=owners.get(tp),
-            ))
+    return rows
+
+
+def describe_group(config: ReplicatorConfig, direction: str, admin: KafkaAdminClient,
+                   consumer: KafkaConsumer) -> list[PartitionStatus]:
+    """One direction's partitions, through clients of its source cluster that the caller keeps:
+    one OffsetFetch, one DescribeGroups and one ListOffsets per leader."""
+    (side, cluster), _ = config.clusters(direction)
+    group = config.group(direction).group_id
+    selection = Selection.of(config.direction(direction))
+    with link.reaching(side, cluster):
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        owners = _owners(admin.describe_groups([group]).get(group, {}))
+        topics = selection.routes(consumer.topics() if selection.by_pattern else [])
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+    rows = []
+    for tp in partitions:
+        offset = committed.get(tp)
+        position = offset.offset if offset is not None and offset.offset >= 0 else None
+        end = ends[tp]
+        rows.append(PartitionStatus(
+            direction=direction, group=group, topic=tp.topic, partition=tp.partition,
+            committed=position, log_end=end,
+            lag=None if position is None else max(0, end - position),
+            owner=owners.get(tp),
+        ))
     return rows
 
 

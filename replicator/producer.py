@@ -73,13 +73,14 @@ class Delivery:
     It looks like a finished future to the Checkpoint: `is_done` and `exception`.
     """
 
-    __slots__ = ("parts", "is_done", "exception", "timestamp", "withdrawn")
+    __slots__ = ("parts", "is_done", "exception", "timestamp", "topic", "withdrawn")
 
-    def __init__(self, parts: int, timestamp: int):
+    def __init__(self, parts: int, timestamp: int | None, topic: str | None = None):
         self.parts = parts
         self.is_done = parts == 0
         self.exception = None
         self.timestamp = timestamp
+        self.topic = topic  # the source topic of the records, for the latency per topic
         self.withdrawn = False
 
     def part_written(self) -> None:

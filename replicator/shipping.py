@@ -123,7 +123,7 @@ class Shipper:
         return None
 
     def _copy(self, tp, target: Target, batch: Batch) -> Step:
-        delivery = Delivery(1, batch.max_timestamp)
+        delivery = Delivery(1, batch.max_timestamp, tp.topic)
         shipment = Shipment(TopicPartition(target.topic, target.partition), batch.record_count, delivery,
                             copy=batch, origin=tp, runs=((batch.base_offset, batch.record_count),))
         return Step(batch.base_offset, batch.next_offset, [shipment], "copy",
@@ -155,7 +155,7 @@ class Shipper:
         if not kept:
             return step
         chunks = self._chunks(kept, target)
-        delivery = Delivery(len(chunks), max(r.timestamp for r in kept))
+        delivery = Delivery(len(chunks), max(r.timestamp for r in kept), tp.topic)
         for partition, chunk in chunks:
             data = batches.encode(chunk, self._codec)
             step.shipments.append(Shipment(TopicPartition(target.topic, partition), len(chunk), delivery,
@@ -172,7 +172,7 @@ class Shipper:
         for record in kept:
             partition = target.partition if target.partition is not None else self._partition(record, target)
             data = batches.encode([record], self._codec)
-            delivery = Delivery(1, record.timestamp)
+            delivery = Delivery(1, record.timestamp, tp.topic)
             shipment = Shipment(TopicPartition(target.topic, partition), 1, delivery, data=data,
                                 **_origin(tp, target, [record]))
             step = Step(start, record.offset + 1, [shipment], "encode", 1, len(data))

@@ -78,16 +78,7 @@ class Translator:
                   maps: dict | None = None) -> list[GroupPosition]:
         """Every partition `group` committed on the source, translated to the target."""
         committed = self.committed(group) if committed is None else committed
-        if not committed:
-            raise ProblemFound(f"{self._source_side} cluster ({self._source.bootstrap_servers}): "
-                               f"consumer group {group!r} has no committed offsets there; "
-                               "check the group's name (kafka-consumer-groups.sh --list)")
-        replicated = [tp for tp in committed if tp.topic in self.routes]
-        if not replicated:
-            raise ProblemFound(f"{self._source_side} cluster ({self._source.bootstrap_servers}): "
-                               f"consumer group {group!r} commits no topic that "
-                               f"{self.direction} replicates (it commits "
-                               f"{', '.join(sorted({tp.topic for tp in committed}))})")
+        replicated = self.replicated(group, committed)
         maps = self.maps() if maps is None else maps
         replicator = self.committed(self.config.group(self.direction).group_id)
         starts, ends = self._log_bounds(replicated)
@@ -115,6 +106,20 @@ class Translator:
             rows.append(GroupPosition(group, tp.topic, tp.partition, offset, target_topic, None,
                                       to_copy, reason))
         return rows
+
+    def replicated(self, group: str, committed: dict[TopicPartition, int]) -> list[TopicPartition]:
+        """The partitions of `committed` that this direction copies; a ProblemFound if none."""
+        if not committed:
+            raise ProblemFound(f"{self._source_side} cluster ({self._source.bootstrap_servers}): "
+                               f"consumer group {group!r} has no committed offsets there; "
+                               "check the group's name (kafka-consumer-groups.sh --list)")
+        replicated = [tp for tp in committed if tp.topic in self.routes]
+        if not replicated:
+            raise ProblemFound(f"{self._source_side} cluster ({self._source.bootstrap_servers}): "
+                               f"consumer group {group!r} commits no topic that "
+                               f"{self.direction} replicates (it commits "
+                               f"{', '.join(sorted({tp.topic for tp in committed}))})")
+        return replicated
 
     def maps(self) -> dict:
         """The offset map of everything this direction copied, from the target cluster."""

@@ -19,19 +19,23 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
                  "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
 
     results = json.loads(out.read_text())
-    replicators = ("ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2")
+    replicators = ("ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2", "mirrormaker2-tuned")
+    copiers = (*replicators, "ours-ray")
     rows = {(row["name"], row["size"]): row for row in results["throughput"]}
     assert set(rows) == {("ceiling", "100B"), ("chart settings", "100B"),
-                         *((name, size) for name in replicators for size in ("100B", ONE_PER_BATCH))}
+                         *((name, size) for name in copiers for size in ("100B", ONE_PER_BATCH))}
     for key, row in rows.items():
         assert row["valid"], f"{key}: {row['verification']}"
         assert row["records_per_second"] and row["records_per_second"] > 0, key
-    for name in (*replicators, "chart settings"):
+    for name in (*copiers, "chart settings"):
         # The copy was read back: counts and content digest per partition.
         assert "content digest match" in rows[(name, "100B")]["verification"], name
         assert rows[(name, "100B")]["records_per_cpu_second"] > 0
-    for name in replicators:
+    for name in copiers:
         assert "content digest match" in rows[(name, ONE_PER_BATCH)]["verification"], name
+    # The Ray row counts Ray's own processes beside the members: more memory than bare members.
+    ray, bare = (rows[(name, "100B")]["details"]["copy"]["peak_rss_bytes"] for name in ("ours-ray", "ours-batch"))
+    assert ray > bare > 0, (ray, bare)
     assert results["datasets"][ONE_PER_BATCH]["one_per_batch"]
 
     latency = {(row["replicator"], row["rate"]): row for row in results["latency"]}
@@ -41,9 +45,14 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
         assert row["arrived"] == row["sent"] > 0 and row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], key
 
     table = capsys.readouterr().out
-    for ratio in ("ours, batch mode / MirrorMaker 2", "ours, record mode / MirrorMaker 2",
-                  "ours, batch mode, exactly once / MirrorMaker 2"):
+    for ratio in ("ours, batch mode / MirrorMaker 2 tuned", "ours, record mode / MirrorMaker 2 tuned",
+                  "ours, batch mode, exactly once / MirrorMaker 2 tuned"):
         assert ratio in table
+    # The tuning reached MM2's clients: they logged its values beside the shipped defaults.
+    tuned = rows[("mirrormaker2-tuned", "100B")]["details"]["client_settings"]
+    shipped = rows[("mirrormaker2", "100B")]["details"]["client_settings"]
+    assert "262144" in tuned["batch.size"] and "262144" not in shipped["batch.size"], (tuned, shipped)
+    assert "65536" in tuned["fetch.min.bytes"], tuned
     assert "existing chart's settings" in table and "| target |" in table
 
 

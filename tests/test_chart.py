@@ -39,6 +39,7 @@ from replicator.config import (
     ReplicatorConfig,
     ResourceAmounts,
     Route,
+    SyncAcls,
     SyncGroupOffsets,
     load_config,
     parse_config,
@@ -801,6 +802,7 @@ def test_schema_mirrors_the_config_model():
         (DirectionConfig, props["replication"]["properties"]["sourceToTarget"]["properties"], set()),
         (Route, props["replication"]["properties"]["sourceToTarget"]["properties"]["topics"]["items"]["properties"], set()),
         (SyncGroupOffsets, props["replication"]["properties"]["targetToSource"]["properties"]["syncGroupOffsets"]["properties"], set()),
+        (SyncAcls, props["replication"]["properties"]["sourceToTarget"]["properties"]["syncAcls"]["properties"], set()),
         (ResourceAmounts, props["resources"]["properties"]["requests"]["properties"], set()),
     ]
     for model, schema_props, chart_only in sections:
@@ -865,9 +867,10 @@ def test_readme_commands_name_rendered_objects(helm):
 # Alerts and dashboard (metrics.prometheusRule, metrics.grafanaDashboard)
 # ----------------------------------------------------------------------------------------
 
-ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorStalled", "KafkaReplicatorErrors",
-           "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing", "KafkaReplicatorPartitionStopped",
-           "KafkaReplicatorRecordsLostUpstream"}
+ALERTS = {"KafkaReplicatorHighLag", "KafkaReplicatorHighLagSeconds", "KafkaReplicatorStalled",
+          "KafkaReplicatorErrors", "KafkaReplicatorMemberRestarts", "KafkaReplicatorRebalancing",
+          "KafkaReplicatorPartitionStopped", "KafkaReplicatorRecordsLostUpstream",
+          "KafkaReplicatorPartitionsWithoutOwner", "KafkaReplicatorMembersAbsent", "KafkaReplicatorBacklogAbsent"}
 
 
 def exported_metrics() -> set[str]:
@@ -925,10 +928,25 @@ def test_alerts_and_dashboard_use_only_the_metrics_the_replicator_exports(helm):
         m for m in metrics if not m.endswith(("_sum", "_count", "_bucket"))}
 
 
+def test_lag_alerts_read_the_committed_backlog_and_absent_alerts_series_always_exported(helm):
+    """The lag alerts see partitions that no member owns (the meters' series, not a member's
+    position); the absent alerts watch a series every member exports and one every meter does."""
+    rules = {r["alert"]: r["expr"] for r in alert_rules(render(helm, VARIATIONS["alerts-and-dashboard"]))}
+    for alert in ("KafkaReplicatorHighLag", "KafkaReplicatorStalled"):
+        assert "ray_kafka_replicator_committed_lag" in rules[alert] and "consumer_lag" not in rules[alert]
+    assert "ray_kafka_replicator_lag_seconds" in rules["KafkaReplicatorHighLagSeconds"]
+    assert rules["KafkaReplicatorMembersAbsent"].startswith("absent(ray_kafka_replicator_assigned_partitions{")
+    assert rules["KafkaReplicatorBacklogAbsent"].startswith("absent(ray_kafka_replicator_partitions_ownerless{")
+    from replicator.export import SERIES
+    assert "member" in SERIES["kafka_replicator_assigned_partitions"].labels
+    assert "member" not in SERIES["kafka_replicator_partitions_ownerless"].labels
+
+
 def test_alert_thresholds_come_from_the_values(helm):
     docs = render(helm, {"metrics": {"prometheusRule": {
         "enabled": True, "lagThreshold": 500, "lagFor": "3m", "stalledFor": "20m", "restartsPerHour": 7,
         "errorsPer10m": 2, "rebalancesPerHour": 30, "stoppedFor": "5m", "severity": "page",
+        "lagSecondsThreshold": 90, "lagSecondsFor": "2m", "ownerlessFor": "7m", "absentFor": "15m",
         "selector": 'job="ray"'}}})
     rules = {r["alert"]: r for r in alert_rules(docs)}
     assert rules["KafkaReplicatorHighLag"]["expr"].endswith("> 500") and rules["KafkaReplicatorHighLag"]["for"] == "3m"
@@ -937,6 +955,9 @@ def test_alert_thresholds_come_from_the_values(helm):
     assert rules["KafkaReplicatorErrors"]["expr"].endswith("> 2")
     assert rules["KafkaReplicatorRebalancing"]["expr"].endswith("> 30")
     assert rules["KafkaReplicatorPartitionStopped"]["for"] == "5m"
+    assert rules["KafkaReplicatorHighLagSeconds"]["expr"].endswith("> 90") and rules["KafkaReplicatorHighLagSeconds"]["for"] == "2m"
+    assert rules["KafkaReplicatorPartitionsWithoutOwner"]["for"] == "7m"
+    assert rules["KafkaReplicatorMembersAbsent"]["for"] == rules["KafkaReplicatorBacklogAbsent"]["for"] == "15m"
     assert rules["KafkaReplicatorPartitionStopped"]["labels"]["severity"] == "page"
     assert rules["KafkaReplicatorHighLag"]["labels"]["severity"] == "page"
     assert all(re.findall(r"\{([^}]*)\}", r["expr"]) and set(re.findall(r"\{([^}]*)\}", r["expr"])) == {'job="ray"'}

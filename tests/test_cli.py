@@ -14,7 +14,7 @@ from replicator import logs
 
 REPO = Path(__file__).resolve().parent.parent
 
-COMMANDS = ("check", "replicate", "status", "offsets", "sandbox", "run", "demo")
+COMMANDS = ("check", "replicate", "status", "offsets", "cutover", "sandbox", "run", "demo")
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -66,6 +66,7 @@ def test_every_command_takes_log_format_json_before_or_after_it(capsys, monkeypa
     parser = cli.build_parser()
     rest = {"check": ["--config", "c.yaml"], "replicate": ["--config", "c.yaml", "--direction", "sourceToTarget"],
             "status": ["--config", "c.yaml"], "offsets": ["translate", "--config", "c.yaml", "--group", "g"],
+            "cutover": ["--config", "c.yaml", "--direction", "sourceToTarget", "--groups", "g"],
             "sandbox": ["status"], "run": ["--config", "c.yaml"], "demo": []}[command]
     assert parser.parse_args(["--log-format", "json", command, *rest]).log_format == "json"
     assert parser.parse_args([command, *rest, "--log-format", "json"]).log_format == "json"

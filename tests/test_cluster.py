@@ -27,6 +27,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from cluster.loopback import on_loopback
+from cluster.meter import start_meters, stop_meters
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
 from workbench.traffic import PartitionCheck, check_partition
@@ -539,8 +540,68 @@ def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, 
     # Every batch was written once (nothing failed), so the bytes counted are the target's.
     assert metrics["ray_kafka_replicator_bytes_replicated_total"] == batch_bytes(sandbox.target, name, 2)
     assert metrics["ray_kafka_replicator_replication_latency_ms_count"] > 0
+    assert metrics["ray_kafka_replicator_topic_latency_ms_count"] == metrics["ray_kafka_replicator_replication_latency_ms_count"]
+    assert metrics["ray_kafka_replicator_batches_written_total"] > 0
     assert metrics["ray_kafka_replicator_commits_total"] > 0
     assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
+
+
+def test_the_meter_exports_the_backlog_of_partitions_nobody_owns_as_ray_metrics(sandbox, name, ray_cluster):
+    create_topic(sandbox.source, name, partitions=2)
+    produce(sandbox.source, name, [(0, b"k", b"v%d" % i, [], None) for i in range(7)])
+    config = parse_config(settings(sandbox, name, s2t=[name]))
+    set_group_offsets(sandbox.source, f"{name}-s2t", {TopicPartition(name, 0): 2, TopicPartition(name, 1): 0})
+    [meter] = start_meters(config, "INFO", "text")
+    url = f"http://127.0.0.1:{ray_cluster.address_info['metrics_export_port']}/metrics"
+
+    def exported() -> dict[str, float] | None:
+        found = {}
+        for line in urllib.request.urlopen(url, timeout=10).read().decode().splitlines():
+            if line.startswith("ray_kafka_replicator_") and (f'topic="{name}"' in line or "ownerless" in line):
+                series, value = line.rsplit(" ", 1)
+                partition = re.search(r'partition="(\d+)"', series)
+                found[series.split("{")[0] + (f"[{partition.group(1)}]" if partition else "")] = float(value)
+        return found if len(found) == 5 else None
+    try:
+        assert ray.get(meter.measuring.remote(), timeout=60)
+        found = wait_until(exported, 60, interval=2, what="the backlog in Ray's metrics")
+    finally:
+        stop_meters([meter])
+    assert found["ray_kafka_replicator_committed_lag[0]"] == 5 and found["ray_kafka_replicator_committed_lag[1]"] == 0
+    assert 0 < found["ray_kafka_replicator_lag_seconds[0]"] < 120 and found["ray_kafka_replicator_lag_seconds[1]"] == 0
+    assert found["ray_kafka_replicator_partitions_ownerless"] == 2
+
+
+def test_the_driver_starts_a_meter_whose_backlog_series_reach_ray_metrics(sandbox, name, ray_cluster, tmp_path):
+    """The driver (a Ray Client in the chart's Deployment mode) exports nothing itself: its
+    meter actor does, tagged with its own worker id, beside the members' series."""
+    create_topic(sandbox.source, name, partitions=2)
+    produce(sandbox.source, name, [(p, b"k", b"v", [], None) for p in (0, 1, 0)])
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings(sandbox, name, s2t=[name], replicas=1)))
+    url = f"http://127.0.0.1:{ray_cluster.address_info['metrics_export_port']}/metrics"
+
+    def caught_up_in_metrics() -> dict[str, float] | None:
+        lines = urllib.request.urlopen(url, timeout=10).read().decode().splitlines()
+        workers = {re.search(r'WorkerId="(\w+)"', line).group(1) for line in lines
+                   if line.startswith("ray_kafka_replicator_committed_lag{") and f'topic="{name}"' in line}
+        found = {}
+        for line in lines:
+            worker = re.search(r'WorkerId="(\w+)"', line)
+            if line.startswith("ray_kafka_replicator_") and worker and worker.group(1) in workers:
+                series, value = line.rsplit(" ", 1)
+                partition = re.search(r'partition="(\d+)"', series)
+                found[series.split("{")[0] + (f"[{partition.group(1)}]" if partition else "")] = float(value)
+        return found if found and all(value == 0 for value in found.values()) and len(found) == 5 else None
+    driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
+    try:
+        found = wait_until(caught_up_in_metrics, 120, interval=2,
+                           what="the meter's series: every partition copied and owned")
+    finally:
+        _terminate(driver)
+    assert set(found) == {"ray_kafka_replicator_committed_lag[0]", "ray_kafka_replicator_committed_lag[1]",
+                          "ray_kafka_replicator_lag_seconds[0]", "ray_kafka_replicator_lag_seconds[1]",
+                          "ray_kafka_replicator_partitions_ownerless"}
 
 
 def test_members_log_json_lines_with_their_direction_and_member_when_asked(sandbox, name, ray_cluster, capfd):

@@ -132,6 +132,19 @@ def test_a_group_pattern_that_is_not_a_regular_expression_is_named():
     assert "groups: 'orders-(eu' is not a valid regular expression" in message
 
 
+def test_acl_sync_is_off_by_default_and_runs_every_minute_when_on():
+    config = with_(replication={"sourceToTarget": {"topics": [{"sourceTopicName": "damage"}],
+                                                   "syncAcls": {"enabled": True}}})
+    assert not parse_config(with_()).direction("sourceToTarget").sync_acls.enabled
+    assert parse_config(config).direction("sourceToTarget").sync_acls.interval_seconds == 60
+
+
+def test_an_acl_sync_interval_below_a_second_is_named():
+    message = error_of(with_(replication={"sourceToTarget": {"topics": [{"sourceTopicName": "damage"}],
+                                                             "syncAcls": {"intervalSeconds": 0.5}}}))
+    assert "replication.sourceToTarget.syncAcls.intervalSeconds: Input should be greater than or equal to 1" in message
+
+
 def test_sasl_needs_a_mechanism_and_credentials():
     data = with_(sourceKafka={"bootstrapServers": "k:9092", "securityProtocol": "SASL_SSL"})
     assert "needs saslMechanism" in error_of(data)
@@ -306,7 +319,8 @@ def test_patterns_on_one_cluster_need_a_target_topic_prefix():
 def test_a_pattern_that_matches_the_replicators_own_topics_is_warned_about():
     warnings = parse_config(with_patterns(include=["kafka-.*"])).warnings()
     assert ("replication.sourceToTarget.include: 'kafka-.*' matches the replicator's own topics "
-            "(kafka-replicator-producers, kafka-replicator-offsets); they are never replicated") in warnings[0]
+            "(kafka-replicator-producers, kafka-replicator-offsets, kafka-replicator-acls); they are never "
+            "replicated") in warnings[0]
 
 
 def test_an_explicit_topic_also_excluded_is_warned_about():

@@ -17,10 +17,12 @@ import urllib.request
 
 import pytest
 import yaml
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaConnectionError
 
-from kafka_support import count, create_topic, flow_for, produce, running, wait_until
+from kafka_support import count, create_topic, flow_for, produce, running, set_group_offsets, wait_until
+from replicator.backlog import Backlog
+from replicator.config import parse_config
 from replicator.endpoint import Endpoint
 from replicator.errors import PortUnavailable
 from replicator.export import SERIES
@@ -82,14 +84,20 @@ def test_replicate_serves_the_series_ray_exports_without_the_ray_prefix(sandbox,
             status, text = get(f"{base}/metrics")
             found = samples(text)
             done = (found.get("kafka_replicator_records_replicated_total") == 300
-                    and found.get("kafka_replicator_consumer_lag") == 0)
+                    and found.get("kafka_replicator_consumer_lag") == 0
+                    and found.get("kafka_replicator_committed_lag") == 0
+                    and found.get("kafka_replicator_lag_seconds") == 0
+                    and found.get("kafka_replicator_partitions_ownerless") == 0)
             return found if done else None
 
+        # The backlog is measured every 10 s: the measure after the commits and the assignment.
         found = wait_until(complete, 60, interval=0.5, what="300 records and no lag in /metrics")
         assert set(found) <= prometheus_names(), set(found) - prometheus_names()
         assert found["kafka_replicator_assigned_partitions"] == 2
         assert found["kafka_replicator_commits_total"] > 0
         assert found["kafka_replicator_replication_latency_ms_count"] > 0
+        assert found["kafka_replicator_topic_latency_ms_count"] == found["kafka_replicator_replication_latency_ms_count"]
+        assert found["kafka_replicator_batches_written_total"] > 0
         _, text = get(f"{base}/metrics")
         assert 'member="sourceToTarget-0"' in text and f'topic="{name}"' in text
         assert wait_until(lambda: get(f"{base}/readyz") == (200, "ok\n"), 20, what="ready")
@@ -184,6 +192,38 @@ def test_a_replicated_record_shows_in_metrics_of_an_in_process_member(sandbox, n
                        10, interval=0.2, what="7 records in /metrics")
     finally:
         probes.close()
+
+
+@pytest.mark.kafka
+def test_the_backlog_of_a_partition_nobody_owns_shows_in_records_seconds_and_the_ownerless_gauge(sandbox, name):
+    create_topic(sandbox.source, name, partitions=2)
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    produce(sandbox.source, name, [(1, b"k", b"v%d" % i, [], an_hour_ago + i) for i in range(5)])
+    set_group_offsets(sandbox.source, name, {TopicPartition(name, 0): 0, TopicPartition(name, 1): 0})
+    config = sandbox.config(consumerGroup={"sourceToTarget": name},
+                            replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
+    flow = flow_for(sandbox, **config)  # never run: nobody owns the partitions
+    probes = MemberProbes(types.SimpleNamespace(flow=flow), flow.direction, flow.member, "127.0.0.1", 0,
+                          backlog=lambda: Backlog(parse_config(config), "sourceToTarget"))
+    metrics = f"http://127.0.0.1:{probes.endpoint.port}/metrics"
+
+    def backlog() -> dict[str, float] | None:
+        found = {}
+        for line in get(metrics)[1].splitlines():
+            if line.startswith(("kafka_replicator_committed_lag{", "kafka_replicator_lag_seconds{",
+                                "kafka_replicator_partitions_ownerless{")):
+                series, value = line.rsplit(" ", 1)
+                partition = re.search(r'partition="(\d+)"', series)
+                found[series.split("{")[0] + (f"[{partition.group(1)}]" if partition else "")] = float(value)
+        return found if len(found) == 5 else None
+    try:
+        found = wait_until(backlog, 30, interval=0.5, what="the backlog in /metrics")
+    finally:
+        probes.close()
+    assert found["kafka_replicator_partitions_ownerless"] == 2
+    assert (found["kafka_replicator_committed_lag[0]"], found["kafka_replicator_committed_lag[1]"]) == (0, 5)
+    assert found["kafka_replicator_lag_seconds[0]"] == 0
+    assert 3600 <= found["kafka_replicator_lag_seconds[1]"] < 3660
 
 
 @pytest.mark.kafka

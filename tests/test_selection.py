@@ -1,6 +1,6 @@
 """Which source topics a direction copies, and their names on the target."""
 
-from replicator import map_topic, registry
+from replicator import acl_ledger, map_topic, registry
 from replicator.config import OWN_TOPICS, parse_config
 from replicator.selection import Selection, internal
 
@@ -25,7 +25,7 @@ def test_an_excluded_topic_is_not_selected():
 
 def test_internal_topics_are_never_selected_by_a_pattern():
     existing = ["__consumer_offsets", "__transaction_state", "kafka-replicator-offsets",
-                "kafka-replicator-producers", "orders"]
+                "kafka-replicator-producers", "kafka-replicator-acls", "orders"]
     assert selection(include=[".*"]).routes(existing) == {"orders": "orders"}
 
 
@@ -40,5 +40,5 @@ def test_explicit_topics_are_routed_before_they_exist():
 
 
 def test_the_config_knows_the_replicators_own_topics_by_their_names():
-    assert set(OWN_TOPICS) == {registry.TOPIC, map_topic.TOPIC}
+    assert set(OWN_TOPICS) == {registry.TOPIC, map_topic.TOPIC, acl_ledger.TOPIC}
     assert all(internal(topic) for topic in OWN_TOPICS)

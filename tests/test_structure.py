@@ -183,9 +183,10 @@ def _callers(*names: str) -> set[str]:
 def test_the_data_loop_only_copies_the_syncs_run_in_the_controller():
     """The member's loop and what assembles it create, grow and configure no topic and sync
     no group; the direction's controller builds the syncs that do. (`status` builds a group
-    sync too, to show what it would write, and writes nothing.)"""
+    sync too, to show what it would write, and writes nothing; `cutover` syncs the groups
+    that move a last time, once, when the operator runs it.)"""
     assert _callers("TopicSync", "ConfigSync") == {"replicator.controller"}
-    assert _callers("GroupSync") == {"replicator.controller", "replicator.offsets"}
+    assert _callers("GroupSync") == {"replicator.controller", "replicator.offsets", "replicator.cutover"}
     data_loop = {"replicator.flow", "replicator.assembly", "cluster.member"}
     assert not data_loop & _callers(*TOPIC_AND_GROUP_CHANGES)
     assert {"replicator.topics", "replicator.config_sync"} <= _callers(*TOPIC_AND_GROUP_CHANGES)

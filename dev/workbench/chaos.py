@@ -77,6 +77,11 @@ PROBLEMS = ("lost", "duplicated", "loops", "aborted_leaked", "out_of_order")
 TX_RECORDS, TX_ABORT_SHARE, TX_PAUSE = 10, 0.25, 0.2
 
 
+# Ray nodes on 127.0.0.1 for a run's length: no token to hand around, loopback kept (cluster.loopback).
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                 "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def say(*parts: object) -> None:
     print(*parts, flush=True)
 
@@ -133,7 +138,8 @@ class RayNodes:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 cwd=REPO, start_new_session=True)
 
-    def start(self) -> None:
+    def start(self, worker: bool = True) -> None:
+        """The head, and the worker node unless `worker` is False."""
         # Short temp dirs: Ray's socket paths must stay under 108 bytes.
         self.head = self._ray_start(
             ["--head", "--port", str(self.port), "--num-cpus", str(HEAD_CPUS),
@@ -141,7 +147,8 @@ class RayNodes:
              "--ray-client-server-port", str(free_port()),
              "--temp-dir", tempfile.mkdtemp(prefix="krch-", dir="/tmp")], "head")
         self._wait_nodes(1)
-        self.start_worker()
+        if worker:
+            self.start_worker()
 
     def start_worker(self) -> None:
         self.worker = self._ray_start(
@@ -163,6 +170,10 @@ class RayNodes:
                 return
             time.sleep(1)
         raise RuntimeError(f"{count} Ray nodes did not come up within {timeout:.0f}s")
+
+    def pids(self) -> list[int]:
+        """Every live process of the nodes: Ray's own and the actors'."""
+        return [pid for proc in (self.head, self.worker) if proc is not None for pid in session_pids(proc.pid)]
 
     def member_pids(self) -> list[tuple[int, str]]:
         """(pid, node) of every replicator member process."""
@@ -352,8 +363,7 @@ class Soak:
         self.run_id = f"chaos-{args.seed}-{uuid.uuid4().hex[:6]}"
         self.directory = Path(args.state_dir or tempfile.mkdtemp(prefix="kafka-replicator-chaos-"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO),
-                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env = {**os.environ, **LOCAL_RAY_ENV, "PYTHONPATH": str(REPO)}
         self.env.pop("RAY_ADDRESS", None)
         self.faults: list[Fault] = []
         self.manual_steps = 0  # the driver exiting by itself, restarted by the soak

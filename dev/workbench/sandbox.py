@@ -9,6 +9,11 @@ Maven Central (or from ``$KAFKA_HOME/libs``); everything needed to find a runnin
 sandbox again (ports, pids, paths, the SASL and TLS flags) lives in
 ``<state_dir>/sandbox.json``.
 
+``up(sasl=True)`` adds a SASL listener (PLAIN and SCRAM, user ``SASL_USERNAME``) and runs KRaft's
+StandardAuthorizer: User:ANONYMOUS, the PLAINTEXT listener's principal, is a super user, and a
+resource without ACLs is open to everyone, so that a test can refuse the SASL user something by
+setting ACLs. Without SASL the clusters have no authorizer (ACL requests get SecurityDisabledError).
+
 ``up(tls=True)`` adds three TLS listeners to each cluster: SSL, SASL_SSL and MTLS (SSL
 that requires a client certificate). Their throwaway CA, broker and client certificates
 are made afresh in the state dir at every start (``<state_dir>/tls``). TLS implies SASL,

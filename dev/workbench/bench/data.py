@@ -108,6 +108,17 @@ def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS, confi
         admin.close()
 
 
+def _wait_for_leaders(bootstrap: str, topic: str, partitions: int) -> None:
+    """Until every partition's leader answers: the metadata names a new topic's leaders a moment
+    before they take writes, and the pre-load sends without retries (NotLeaderForPartition on a
+    busy machine)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+    finally:
+        consumer.close()
+
+
 def delete_topics(bootstrap: str, topics: list[str]) -> bool:
     """Delete those of `topics` that exist; True if there were any."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -208,6 +219,7 @@ def collect(queue, procs, deadline: float):
 def preload(bootstrap: str, dataset: DataSet, workers: int = 2, timeout: float = 600.0) -> DataSet:
     """Produce the data set into a fresh source topic with `workers` processes; fill in its digests."""
     create_topic(bootstrap, dataset.topic, dataset.partitions)
+    _wait_for_leaders(bootstrap, dataset.topic, dataset.partitions)
     per_partition = [dataset.records // dataset.partitions] * dataset.partitions
     for p in range(dataset.records % dataset.partitions):
         per_partition[p] += 1

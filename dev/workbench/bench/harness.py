@@ -27,9 +27,13 @@ from .measure import Copy, watch_copy
 log = logging.getLogger("workbench.bench")
 
 OURS = list(ours.ROWS)
-REPLICATORS = [*OURS, "mirrormaker2"]
+MIRROR_MAKERS = {"mirrormaker2": None, "mirrormaker2-tuned": mirrormaker.DEFAULT_TUNING}
+REPLICATORS = [*OURS, ours.RAY_ROW, *MIRROR_MAKERS]
+# The Ray row measures what Ray costs in throughput: the latency and failover rows run bare members.
+LATENCY_ROWS = [*OURS, *MIRROR_MAKERS]
+FAILOVER = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
-EXTRA_ROWS = ["relay", "failover"]
+EXTRA_ROWS = ["relay", "failover", "mm2-search"]
 ALIASES = {"ours": list(OURS)}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -104,6 +108,7 @@ class Bench:
         self.args = args
         self.plan = PLANS[args.mode]
         self.members = args.members
+        self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning}
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
         self.work = Path(args.work_dir or (_cache_root() / "bench" / self.run_id)).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
@@ -118,6 +123,7 @@ class Bench:
         self.offset_map: dict = {}
         self.started = time.monotonic()
         self.timeline: list[tuple[str, float]] = []
+        self.ray: ours.OnRay | None = None  # started for the first ours-ray row
 
     # -- setup -------------------------------------------------------------------------
 
@@ -211,11 +217,19 @@ class Bench:
         config = ours.write_config(self.work / f"{label}.yaml", self.source, self.target,
                                    group, {dataset.topic: target_topic},
                                    self.members, name, self.args.override)
-        transactional = bool(ours.ROWS[name].get("exactlyOnce"))
+        transactional = bool(ours.SETTINGS[name].get("exactlyOnce"))
         # A transactional copy is complete once its positions are committed: its end offsets
         # count transaction markers too.
         done = (lambda: data.group_at(self.source, group, dataset.topic, dataset.counts)) if transactional else None
-        members = ours.Replicators(config, self.members, self.work, label, profile=profile).start()
+        if name == ours.RAY_ROW:
+            if self.ray is None:
+                self.ray = ours.OnRay(self.work)
+                self._stamp("Ray node ready for the ours-ray rows")
+            members = self.ray.run(config)
+            note = f"{ours.describe(name)}, the driver and {self.members} member actors on a local Ray node"
+        else:
+            members = ours.Replicators(config, self.members, self.work, label, profile=profile).start()
+            note = f"{ours.describe(name)}, {self.members} replicate processes (members of one group)"
         try:
             copy = watch_copy(self.target, target_topic, dataset.counts, members.pids, members.started,
                               self._timeout(dataset), dataset.bytes, alive=members.alive, done=done)
@@ -223,32 +237,34 @@ class Bench:
             codes = members.stop()
         verdict = (data.verify(self.target, target_topic, dataset, transactional=transactional)
                    if copy.finished else None)
-        row = _copy_row(name, size, dataset, copy, verdict,
-                        note=f"{ours.describe(name)}, {self.members} replicate processes (members of one group)")
+        row = _copy_row(name, size, dataset, copy, verdict, note=note)
         row.details["exit_codes"] = codes
         data.delete_topics(self.target, [target_topic])
         self._stamp(f"{name} {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
         return row
 
-    def mirror_maker(self, size: str, dataset: data.DataSet) -> Row:
+    def mirror_maker(self, size: str, dataset: data.DataSet, name: str = "mirrormaker2",
+                     tuning: str | None = None) -> Row:
         # Identity replication policy: the target topic has the source's name.
         tag = uuid.uuid4().hex[:6]
         data.delete_topics(self.target, [dataset.topic])
         mm2 = mirrormaker.MirrorMaker(self.source, self.target, [dataset.topic], self.members,
-                                      self.work, tag).start()
+                                      self.work, tag, tuning=tuning).start()
         try:
             copy = watch_copy(self.target, dataset.topic, dataset.counts, mm2.pids, mm2.started,
                               self._timeout(dataset) + 30, dataset.bytes, alive=mm2.alive)
         finally:
             code = mm2.stop()
         verdict = data.verify(self.target, dataset.topic, dataset) if copy.finished else None
-        row = _copy_row("mirrormaker2", size, dataset, copy, verdict,
-                        note=f"dedicated mode, tasks.max={self.members}")
+        settings = f", tuning {tuning!r}: {mirrormaker.TUNINGS[tuning]}" if tuning else ", as shipped"
+        row = _copy_row(name, size, dataset, copy, verdict,
+                        note=f"dedicated mode, tasks.max={self.members}{settings}")
         row.details["exit_code"] = code
+        row.details["client_settings"] = mirrormaker.client_settings(self.work, tag)
         if not copy.finished:
             row.details["log_tail"] = mirrormaker.log_tail(self.work, tag)
         data.delete_topics(self.target, [dataset.topic])
-        self._stamp(f"MM2 {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
+        self._stamp(f"{name} {size}: {_fmt(row.records_per_second)} rec/s, valid={row.valid}")
         return row
 
     def chart(self, dataset: data.DataSet) -> Row:
@@ -297,7 +313,7 @@ class Bench:
         else:
             targets = dict(topics)
             runner = mirrormaker.MirrorMaker(self.source, self.target, list(topics.values()), self.members,
-                                             self.work, tag).start()
+                                             self.work, tag, tuning=self.tunings[who]).start()
         rows = []
         try:
             ready = self._warm_up(topics, targets, runner,
@@ -387,16 +403,20 @@ class Bench:
             # The brokers' own limit is measured on the batched data sets only.
             if "ceiling" in only and not dataset.one_per_batch:
                 self.rows.append(self.ceiling(size, dataset))
-            for name in OURS:
+            for name in (*OURS, ours.RAY_ROW):
                 if name in only:
                     self.rows.append(self.ours(name, size, dataset, profile=self.args.profile))
-            if "mirrormaker2" in only:
-                self.rows.append(self.mirror_maker(size, dataset))
+            for name, tuning in self.tunings.items():
+                if name in only:
+                    self.rows.append(self.mirror_maker(size, dataset, name, tuning))
+            if "mm2-search" in only:  # not by default: which tuning the tuned row uses
+                for tuning in mirrormaker.TUNINGS:
+                    self.rows.append(self.mirror_maker(size, dataset, f"mm2-search:{tuning}", tuning))
         if "chart" in only:
             self.rows.append(self.chart(sets["chart"]))
         if "latency" in only:
             # Latency of the replicators --only names, or of all of them if it names none.
-            for who in [r for r in REPLICATORS if r in only] or REPLICATORS:
+            for who in [r for r in LATENCY_ROWS if r in only] or LATENCY_ROWS:
                 self.latency += self.latency_rows(who)
         if "relay" in only:  # not by default: kafka-python's own latency, for the analysis
             self.latency += self.latency_rows("relay")
@@ -404,7 +424,8 @@ class Bench:
             self.costs = self.cpu_per_record(sets["100B"])
         if "failover" in only:  # not by default: a correctness comparison, not a speed one
             scenario = Failover(self.source, self.target, self.members, self.work, self.plan.failover_records)
-            for who in [r for r in REPLICATORS if r in only] or REPLICATORS:
+            # A tuning changes nothing of how MM2 translates offsets: the failover row runs it as shipped.
+            for who in [r for r in FAILOVER if r in only] or FAILOVER:
                 run = scenario.run(who)
                 self.failover.append(run.as_json())
                 self._stamp(f"failover {who}: {run.detail}")
@@ -448,6 +469,8 @@ class Bench:
         }
 
     def close(self) -> None:
+        if self.ray is not None:
+            self.ray.close()
         if self.sandbox is not None and not self.args.keep_sandbox:
             self.sandbox.down()
 
@@ -516,8 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the latency rows of the replicators named, or of all if none is; relay: "
                         "latency of a bare kafka-python poll/send loop, not run by default; "
                         "failover: a consumer group moved to the target by each replicator named, "
-                        "or by all, not run by default)")
+                        "or by all, not run by default; mm2-search: MirrorMaker 2 with each of its "
+                        "tunings, not run by default)")
     parser.add_argument("--preload-workers", type=int, default=2)
+    parser.add_argument("--mm2-tuning", choices=list(mirrormaker.TUNINGS), default=mirrormaker.DEFAULT_TUNING,
+                        help=f"the mirrormaker2-tuned row's settings (default {mirrormaker.DEFAULT_TUNING}; "
+                        "mm2-search runs them all)")
     parser.add_argument("--profile", action="store_true", help="cProfile our replicate processes")
     parser.add_argument("--set", dest="override", type=json.loads, default=None, metavar="JSON",
                         help='config overrides for ours, e.g. \'{"producer": {"lingerMs": 10}}\'')

@@ -23,6 +23,7 @@ class Copy:
     cpu_total_seconds: float | None = None  # ... from their start to the last record
     finished: bool = False
     copied: int = 0
+    peak_rss_bytes: int = 0  # of the copying processes together, sampled at each poll
 
     @property
     def records_per_second(self) -> float | None:
@@ -47,6 +48,7 @@ def watch_copy(bootstrap: str, topic: str, expected: dict[int, int], pids, start
                timeout: float, nbytes: int, alive=None, done=None) -> Copy:
     """Poll the target's end offsets until they reach `expected` (or `timeout` passes).
 
+    `pids`: the copying processes, or a callable that lists them anew at each sample.
     `started` is the monotonic time the copying processes were launched; `alive()`, if
     given, returns False once they died (the watch then stops early). `done()`, if given,
     says when the copy is complete instead of the end offsets (which count transaction
@@ -72,6 +74,7 @@ def watch_copy(bootstrap: str, topic: str, expected: dict[int, int], pids, start
                     copied = 0
             now = time.monotonic()
             result.copied = copied
+            result.peak_rss_bytes = max(result.peak_rss_bytes, meter.rss())
             if not copied:
                 # The copy starts somewhere after this poll: time and CPU count from here
                 # (at most one poll interval early, the same for every replicator).

@@ -1,6 +1,7 @@
 """MirrorMaker 2 in dedicated mode (org.apache.kafka.connect.mirror.MirrorMaker), as its
 users run it, configured like our replicator: the same topics, the identity replication
-policy (same topic names), tasks.max = our member count, acks=all."""
+policy (same topic names), tasks.max = our member count, acks=all. As shipped, or tuned
+for throughput (TUNINGS) the way its operators' guides tune it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,46 @@ from . import jars
 from .procstat import terminate
 
 MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"
+
+# Client settings of a tuned MM2, by name; `{source}.consumer.*` and `{target}.producer.*`
+# reach the clients of the source connector's tasks in dedicated mode (Kafka's "Geo-Replication"
+# docs, "Configuring Geo-Replication"; Red Hat Streams for Apache Kafka, "Configuring MirrorMaker 2
+# for high volumes of messages"). The bench data is stored uncompressed, so compression.type
+# stays "none", as the source. The search (`--only mm2-search`) runs each on every data set; the
+# `mirrormaker2-tuned` row uses DEFAULT_TUNING unless --mm2-tuning names another.
+TUNINGS: dict[str, dict[str, dict[str, str]]] = {
+    # The settings of the skeptic's run in issue 24: large batches lingering 5 ms, large
+    # fetches that wait for 64 KiB or 50 ms, many records per poll.
+    "throughput": {
+        "producer": {"batch.size": "262144", "linger.ms": "5", "buffer.memory": "134217728",
+                     "max.request.size": "2097152", "compression.type": "none",
+                     "max.in.flight.requests.per.connection": "5"},
+        "consumer": {"max.poll.records": "5000", "fetch.min.bytes": "65536", "fetch.max.wait.ms": "50",
+                     "max.partition.fetch.bytes": "4194304"},
+    },
+    # Red Hat's example for high volumes: 320 KiB batches lingering 100 ms, 50 MB fetches.
+    "streams-guide": {
+        "producer": {"batch.size": "327680", "linger.ms": "100", "compression.type": "none"},
+        "consumer": {"fetch.max.bytes": "52428800", "max.partition.fetch.bytes": "1048576",
+                     "max.poll.records": "500"},
+    },
+    # Large batches sent as soon as they are ready (no linger), and fetches that do not wait:
+    # throughput from batching alone, with the latency of the shipped settings.
+    "no-linger": {
+        "producer": {"batch.size": "262144", "linger.ms": "0", "buffer.memory": "134217728",
+                     "max.request.size": "2097152", "compression.type": "none"},
+        "consumer": {"max.poll.records": "5000", "max.partition.fetch.bytes": "4194304"},
+    },
+    # As "throughput", with twice the tasks per member count: more parallel copies on the cores.
+    "throughput-2x-tasks": {
+        "producer": {"batch.size": "262144", "linger.ms": "5", "buffer.memory": "134217728",
+                     "max.request.size": "2097152", "compression.type": "none"},
+        "consumer": {"max.poll.records": "5000", "fetch.min.bytes": "65536", "fetch.max.wait.ms": "50",
+                     "max.partition.fetch.bytes": "4194304"},
+        "tasks": {"factor": "2"},
+    },
+}
+DEFAULT_TUNING = "throughput"
 HEAP = ("-Xms256m", "-Xmx1g")
 
 _LOG4J2 = """\
@@ -29,17 +70,23 @@ _LOG4J2 = """\
   <Loggers>
     <Root level="WARN"><AppenderRef ref="stdout"/></Root>
     <Logger name="org.apache.kafka.connect.mirror.MirrorMaker" level="INFO"/>
+    <!-- Every config as it took effect ("ProducerConfig values: ..."): the evidence that a
+         tuning reached the clients. -->
+    <Logger name="org.apache.kafka.common.config.AbstractConfig" level="INFO"/>
   </Loggers>
 </Configuration>
 """
 
 
 def properties(source: str, target: str, topics: list[str], tasks: int, tag: str,
-               groups: list[str] | None = None, flush_interval_ms: int | None = None) -> str:
+               groups: list[str] | None = None, flush_interval_ms: int | None = None,
+               tuning: str | None = None) -> str:
     """mm2.properties for one source->target flow. The cluster aliases carry `tag` so
     that each run has internal topics (and stored source offsets) of its own. With `groups`,
-    checkpoints and group offset sync run for them, every second."""
+    checkpoints and group offset sync run for them, every second. `tuning`: one of TUNINGS."""
     src, tgt = f"source{tag}", f"target{tag}"
+    tuned = TUNINGS[tuning] if tuning else {}
+    tasks *= int(tuned.get("tasks", {}).get("factor", "1"))
     lines = [
         f"clusters = {src}, {tgt}",
         f"{src}.bootstrap.servers = {source}",
@@ -75,6 +122,8 @@ def properties(source: str, target: str, topics: list[str], tasks: int, tag: str
         f"{tgt}.plugin.discovery = service_load",
         # How often Connect stores the source offsets it copied (its commit).
         *([f"offset.flush.interval.ms = {flush_interval_ms}"] if flush_interval_ms else []),
+        *(f"{tgt}.producer.{name} = {value}" for name, value in tuned.get("producer", {}).items()),
+        *(f"{src}.consumer.{name} = {value}" for name, value in tuned.get("consumer", {}).items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -94,10 +143,12 @@ def _group_sync(groups: list[str]) -> list[str]:
 
 class MirrorMaker:
     def __init__(self, source: str, target: str, topics: list[str], tasks: int, work_dir: Path, tag: str,
-                 groups: list[str] | None = None, flush_interval_ms: int | None = None):
+                 groups: list[str] | None = None, flush_interval_ms: int | None = None,
+                 tuning: str | None = None):
         self.source, self.target, self.topics, self.tasks = source, target, topics, tasks
         self.work_dir, self.tag, self.groups = work_dir, tag, groups
         self.flush_interval_ms = flush_interval_ms
+        self.tuning = tuning
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
 
@@ -110,7 +161,7 @@ class MirrorMaker:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / f"mm2-{self.tag}.properties"
         config.write_text(properties(self.source, self.target, self.topics, self.tasks, self.tag, self.groups,
-                                     self.flush_interval_ms))
+                                     self.flush_interval_ms, self.tuning))
         log4j = self.work_dir / "mm2-log4j2.xml"
         log4j.write_text(_LOG4J2)
         command = [java_executable(), *HEAP, "-Djava.awt.headless=true",
@@ -153,6 +204,23 @@ class MirrorMaker:
                 pass
             finally:
                 admin.close()
+
+
+def client_settings(work_dir: Path, tag: str) -> dict[str, list[str]]:
+    """The values the run's Kafka clients logged for the settings a tuning sets (each client
+    logs its own; the copying task's producer and consumer are among them)."""
+    names = {name for tuning in TUNINGS.values() for side in ("producer", "consumer")
+             for name in tuning.get(side, {})}
+    seen: dict[str, set[str]] = {}
+    try:
+        text = (work_dir / f"mm2-{tag}.log").read_text(errors="replace")
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        name, _, value = line.strip().partition(" = ")
+        if name in names:
+            seen.setdefault(name, set()).add(value)
+    return {name: sorted(values) for name, values in sorted(seen.items())}
 
 
 def log_tail(work_dir: Path, tag: str, lines: int = 20) -> str:

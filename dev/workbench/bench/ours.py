@@ -1,10 +1,12 @@
-"""Our replicator under test: one `replicate` process per consumer-group member.
+"""Our replicator under test: one `replicate` process per consumer-group member, or on Ray.
 
 `python -m cluster.cli replicate --member mN` runs one member of one direction in its
 own process: the same Flow loop each Ray actor runs, without Ray's own processes, so
 the CPU counted is the replication loop's (plus the interpreter's). The direction runs in
 one of two modes (`replication.<direction>.mode`): `batch` copies Kafka record batches as
 bytes, `record` re-encodes each record with provenance headers; the benchmark runs both.
+`ours-ray` runs batch mode as users do: the driver and its actors on a local Ray cluster
+(OnRay), where Ray's own processes count too.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ import yaml
 from .procstat import terminate
 
 
-# Our rows, by the direction settings each runs with.
+# Our rows of bare `replicate` processes, by the direction settings each runs with.
 ROWS = {
     "ours-batch": {"mode": "batch"},
     "ours-record": {"mode": "record"},
     "ours-exactly-once": {"mode": "batch", "exactlyOnce": True},
 }
+RAY_ROW = "ours-ray"
+SETTINGS = {**ROWS, RAY_ROW: ROWS["ours-batch"]}
 
 
 def describe(row: str) -> str:
-    settings = ROWS[row]
+    settings = SETTINGS[row]
     return f"{settings['mode']} mode" + (", exactlyOnce" if settings.get("exactlyOnce") else "")
 
 
@@ -42,7 +46,7 @@ def write_config(path: Path, source: str, target: str, group: str, routes: dict[
         "targetKafka": {"bootstrapServers": target},
         "consumerGroup": {"sourceToTarget": {"groupId": group}},
         "replicaCount": members,
-        "replication": {"sourceToTarget": {**ROWS[row], "topics": [
+        "replication": {"sourceToTarget": {**SETTINGS[row], "topics": [
             {"sourceTopicName": s, "targetTopicName": t} for s, t in routes.items()]}},
         "shutdownGracePeriodSeconds": 20,
     }
@@ -108,6 +112,56 @@ class Replicators:
                 proc.kill()
                 proc.wait()
         return [proc.returncode for proc in self.procs]
+
+
+class OnRay:
+    """`python -m cluster.driver` with its members as actors on a Ray node of its own
+    (127.0.0.1), started once for all of a run's rows; a driver per row. The processes
+    counted are every one of the node's (the actors, the GCS, the raylet, Ray's agents) and
+    the driver's."""
+
+    def __init__(self, log_dir: Path):
+        from ..chaos import LOCAL_RAY_ENV, RayNodes
+
+        self.env = {**_env(), **LOCAL_RAY_ENV}
+        self.env.pop("RAY_ADDRESS", None)
+        self.log_dir = log_dir / "ray"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.nodes = RayNodes(self.log_dir, self.env)
+        self.nodes.start(worker=False)
+
+    def run(self, config: Path) -> "RayDriver":
+        from ..chaos import Driver
+
+        driver = RayDriver(Driver(config, self.nodes.address, self.log_dir, self.env), self.nodes)
+        driver.start()
+        return driver
+
+    def close(self) -> None:
+        self.nodes.stop()
+
+
+class RayDriver:
+    """One row's driver on the OnRay node: started, watched and stopped like Replicators."""
+
+    def __init__(self, driver, nodes):
+        self.driver, self.nodes = driver, nodes
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.driver.start()
+
+    def pids(self) -> list[int]:
+        from ..chaos import session_pids
+
+        return self.nodes.pids() + session_pids(self.driver.proc.pid)
+
+    def alive(self) -> bool:
+        return self.driver.proc.poll() is None
+
+    def stop(self) -> list[int | None]:
+        return [self.driver.stop()]
 
 
 def _env() -> dict:

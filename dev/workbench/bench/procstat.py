@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -20,6 +21,15 @@ def cpu_seconds(pid: int) -> float:
     # The command name may hold spaces and parentheses: fields start after the last ')'.
     fields = stat[stat.rindex(b")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a live process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
@@ -47,13 +57,22 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
 
 
 class CpuMeter:
-    """CPU seconds used by a set of processes between two marks."""
+    """CPU seconds used by a set of processes between two marks. `pids`: a list, or a callable
+    giving the processes of now (a Ray cluster's workers come and go)."""
 
     def __init__(self, pids):
-        self.pids = list(pids)
+        self._pids = pids if callable(pids) else (lambda listed=list(pids): listed)
         self._start = None
-        self._last = {pid: 0.0 for pid in self.pids}
+        self._last: dict[int, float] = {}
         self._threads: dict[tuple[int, int], float] = {}
+
+    @property
+    def pids(self) -> list[int]:
+        return self._pids()
+
+    def rss(self) -> int:
+        """The processes' resident memory now, in bytes."""
+        return sum(rss_bytes(pid) for pid in self.pids)
 
     def sample(self) -> float:
         # A process that exited keeps its last reading (its final ticks since the last sample are lost).
