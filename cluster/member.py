@@ -1,4 +1,5 @@
-"""The Ray actor of one consumer-group member: a Flow running in a thread.
+"""The Ray actor of one consumer-group member: a Flow running in a thread, copying the
+topics that its direction's controller (cluster/controller.py) publishes.
 
 Ray restarts the actor when its process dies (the supervisor starts it with
 max_restarts=-1); the new process rejoins the group under the same static member
@@ -13,24 +14,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from dataclasses import dataclass, field
 
 import ray
 
-from replicator import logs, wire
+from replicator import logs
 from replicator.config import ReplicatorConfig
 from replicator.errors import ConfigError
 from replicator.flow import Flow, Health
-from replicator.group_sync import GroupSync
 from replicator.restarts import Restarts
 from replicator.topics import Identities
 
+from .controller import ControllerTopics
 from .telemetry import Totals, exporter
+from .worker import EXPORT_SECONDS, log_to_stderr, reconstructed
 
 log = logging.getLogger("cluster.member")
-
-EXPORT_SECONDS = 5.0
 
 
 @dataclass
@@ -68,9 +67,10 @@ class Member:
         self._exporter = exporter(direction, name)
         self._flow: Flow | None = None
         self._identities = Identities()  # kept across the flows, until Ray restarts the actor
+        self._topics = ControllerTopics(direction, context.namespace)
         # A failed flow is replaced here: Ray restarts the actor only when its process dies.
         self._flows = Restarts(self._next_flow, restart_on_errors=True)
-        if _reconstructed(context):
+        if reconstructed(context):
             self._exporter.restarted()
             log.warning("%s: restarted by Ray; rejoining group %s as static member %s",
                         name, config.group(direction).group_id, name)
@@ -78,12 +78,6 @@ class Member:
         self._runner.start()
         threading.Thread(target=self._export_periodically, name=f"metrics-{name}",
                          daemon=True).start()
-        # One member per direction syncs group offsets: the first, which Ray keeps alive.
-        self._group_sync = None
-        if config.direction(direction).sync_group_offsets.enabled and name == f"{direction}-0":
-            self._group_sync = GroupSync(config, direction)
-            threading.Thread(target=self._group_sync.run, args=(self._stopping,),
-                             name=f"group-sync-{name}", daemon=True).start()
 
     def __repr__(self) -> str:
         # Ray prefixes the actor's log lines with this: "(sourceToTarget-0 pid=...)".
@@ -130,7 +124,8 @@ class Member:
             if self._flow is not None:  # a restart
                 self._export_locked()  # the failed flow's last counts
                 self._exporter.new_flow()
-            self._flow = Flow(self._config, self._direction, self._name, identities=self._identities)
+            self._flow = Flow(self._config, self._direction, self._name, identities=self._identities,
+                              topics=self._topics)
             return self._flow
 
     def _export_periodically(self) -> None:
@@ -143,22 +138,6 @@ class Member:
 
     def _export_locked(self) -> Totals:
         flow = self._flow
-        if self._group_sync is not None:
-            self._exporter.publish_sync(self._group_sync.figures)
         health = flow.health()
         return self._exporter.publish(flow.metrics.snapshot(), flow.metrics.drain_latencies(),
                                       len(health.assigned), list(health.stopped))
-
-
-def _reconstructed(context) -> bool:
-    """Whether Ray restarted this actor (its own property trips a deprecation warning in 2.60)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return bool(context.was_current_actor_reconstructed)
-
-
-def log_to_stderr(level: str, log_format: str) -> None:
-    """The replicator's lines on the worker's stderr, which Ray forwards to the driver."""
-    logs.configure(level, log_format, replace=True)
-    # Its event loop's "task ran for over 100 ms": a busy small node logs it all the time.
-    logging.getLogger(wire.SELECTOR_LOGGER).setLevel(max(logging.ERROR, logging.getLogger().level))

@@ -14,8 +14,8 @@ from replicator.backlog import Backlog, Measuring
 from replicator.config import ReplicatorConfig
 from replicator.export import BacklogExporter
 
-from .member import log_to_stderr
 from .telemetry import RayMetrics
+from .worker import log_to_stderr
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

@@ -1,4 +1,5 @@
-"""Starts a plan's members as Ray actors, watches them, and stops them gracefully.
+"""Starts a plan's members, and a controller per direction, as Ray actors; watches them,
+and stops them gracefully.
 
 The driver and the demo both run one Supervisor. It keeps no state that replication
 needs: a new supervisor (after a driver restart) starts fresh actors, which resume
@@ -20,8 +21,9 @@ from replicator.errors import ReplicatorError
 from replicator.health import not_ready
 from replicator.metrics import percentile
 
+from .controller import Controller, ControllerStats
 from .member import Member, MemberStats
-from .plan import NAMESPACE, MemberPlan
+from .plan import CONTROLLER_PIN_SHARE, NAMESPACE, ControllerPlan, MemberPlan, controllers
 
 log = logging.getLogger("cluster.supervisor")
 
@@ -75,6 +77,16 @@ class _Watched:
         return self.counted + (self.last.totals.records if self.last else 0)
 
 
+@dataclass
+class _WatchedController:
+    """What the supervisor remembers of one controller between polls."""
+
+    plan: ControllerPlan
+    actor: ray.actor.ActorHandle
+    incarnation: str | None = None
+    trouble: str | None = None
+
+
 class ActorNameTaken(ReplicatorError):
     """Another driver's member holds the name in this namespace."""
 
@@ -91,12 +103,17 @@ class Supervisor:
         self.restarts: Counter[str] = Counter()
         self.fatal: dict[str, str] = {}  # member → the config error that stopped it
         self._members: dict[str, _Watched] = {}
+        self._controllers: dict[str, _WatchedController] = {}
         self._replicated: Counter[str] = Counter()  # at the previous poll
         self._retired: Counter[str] = Counter()  # records of members stopped by apply()
         self._polled_at = time.monotonic()
 
     def apply(self, members: list[MemberPlan]) -> None:
-        """Start the members that are missing and stop the ones not in `members`."""
+        """Start the members that are missing and stop the ones not in `members`; and the
+        controller of each enabled direction, first, since the members ask it for their topics."""
+        for planned in controllers(self.config):
+            if planned.name not in self._controllers:
+                self._controllers[planned.name] = _WatchedController(planned, self._start_controller(planned))
         wanted = {member.name for member in members}
         surplus = [name for name in self._members if name not in wanted]
         if surplus:  # scaled down: they leave the group for good
@@ -106,13 +123,20 @@ class Supervisor:
                 self._members[member.name] = _Watched(member, self._start(member))
 
     def actor(self, name: str) -> ray.actor.ActorHandle:
-        return self._members[name].actor
+        """A member's actor, or a controller's (controller-<direction>)."""
+        watched = self._members.get(name) or self._controllers[name]
+        return watched.actor
 
     def poll(self) -> list[DirectionStatus]:
-        """Ask every member for its stats; log restarts and trouble; sum up per direction."""
+        """Ask every member and controller for its stats; log restarts and trouble; sum up
+        per direction."""
         asked = {name: w.actor.stats.remote() for name, w in self._members.items() if not w.gone}
-        ready, _ = ray.wait(list(asked.values()), num_returns=len(asked), timeout=CALL_TIMEOUT_SECONDS)
+        controllers = {name: w.actor.stats.remote() for name, w in self._controllers.items()}
+        waited = list(asked.values()) + list(controllers.values())
+        ready, _ = ray.wait(waited, num_returns=len(waited), timeout=CALL_TIMEOUT_SECONDS)
         answered = set(ready)
+        for name, ref in controllers.items():
+            self._observe_controller(self._controllers[name], ref if ref in answered else None)
         running: dict[str, MemberStats] = {}
         for name, ref in asked.items():
             watched = self._members[name]
@@ -155,8 +179,48 @@ class Supervisor:
                 watched.actor.rejoin.remote()
 
     def stop(self, grace: float) -> None:
-        """Stop every member within `grace` seconds, killing those that do not."""
+        """Stop every member within `grace` seconds, killing those that do not; then the
+        controllers."""
         self._stop(list(self._members), grace)
+        asked = [w.actor.stop.remote(CALL_TIMEOUT_SECONDS) for w in self._controllers.values()]
+        if asked:
+            ray.wait(asked, num_returns=len(asked), timeout=CALL_TIMEOUT_SECONDS * 1.5)
+        for name, watched in self._controllers.items():
+            ray.kill(watched.actor, no_restart=True)
+            log.info("%s stopped", name)
+        self._controllers = {}
+
+    def _start_controller(self, planned: ControllerPlan) -> ray.actor.ActorHandle:
+        options = dict(name=planned.name, namespace=self.namespace, max_restarts=-1,
+                       max_task_retries=MAX_TASK_RETRIES, num_cpus=planned.num_cpus)
+        pinned = planned.pin in ray.cluster_resources()
+        if pinned:
+            options["resources"] = {planned.pin: CONTROLLER_PIN_SHARE}
+        actor = self._create(Controller, planned.name, options, planned.direction)
+        log.info("started %s (%s CPU%s)", planned.name, planned.num_cpus,
+                 f", on a node with {planned.pin}" if pinned else "")
+        return actor
+
+    def _observe_controller(self, watched: _WatchedController, ref) -> None:
+        name = watched.plan.name
+        if ref is None:
+            self._trouble(watched, f"{name} is not answering within {CALL_TIMEOUT_SECONDS:.0f}s")
+            return
+        try:
+            stats: ControllerStats = ray.get(ref)
+        except RayActorError as exc:
+            self._trouble(watched, f"{name} is unavailable, Ray is restarting it: {_first_line(exc)}")
+            return
+        except Exception as exc:  # a control loop reports and goes on
+            self._trouble(watched, f"{name} did not answer: {_described(exc)}")
+            return
+        if watched.incarnation not in (None, stats.incarnation):
+            log.warning("%s was restarted by Ray; the members copy on with the topics it published "
+                        "last until it lists them again", name)
+        watched.incarnation = stats.incarnation
+        if watched.trouble is not None:
+            log.info("%s is answering again", name)
+            watched.trouble = None
 
     def _start(self, member: MemberPlan) -> ray.actor.ActorHandle:
         options = dict(
@@ -171,23 +235,26 @@ class Supervisor:
         )
         if member.memory:
             options["memory"] = member.memory
-        deadline = time.monotonic() + NAME_WAIT_SECONDS
-        while True:
-            try:
-                actor = Member.options(**options).remote(
-                    self.config, member.direction, member.name, self.log_level, self.log_format)
-                break
-            except ValueError as exc:  # the name is taken
-                if time.monotonic() > deadline:
-                    raise ActorNameTaken(
-                        f"Ray actor {member.name!r} still exists in namespace {self.namespace!r} "
-                        f"after {NAME_WAIT_SECONDS:.0f}s: another replicator driver runs in this "
-                        "namespace; stop it, or give this one its own --namespace") from exc
-                log.info("waiting for the previous %s to go (%s)", member.name, exc)
-                time.sleep(2)
+        actor = self._create(Member, member.name, options, member.direction, member.name)
         log.info("started %s (%s CPU%s)", member.name, member.num_cpus,
                  f", {member.memory} bytes memory" if member.memory else "")
         return actor
+
+    def _create(self, actor_class, name: str, options: dict, *args) -> ray.actor.ActorHandle:
+        """A new actor under `name`, once an earlier driver's has gone."""
+        deadline = time.monotonic() + NAME_WAIT_SECONDS
+        while True:
+            try:
+                return actor_class.options(**options).remote(
+                    self.config, *args, self.log_level, self.log_format)
+            except ValueError as exc:  # the name is taken
+                if time.monotonic() > deadline:
+                    raise ActorNameTaken(
+                        f"Ray actor {name!r} still exists in namespace {self.namespace!r} "
+                        f"after {NAME_WAIT_SECONDS:.0f}s: another replicator driver runs in this "
+                        "namespace; stop it, or give this one its own --namespace") from exc
+                log.info("waiting for the previous %s to go (%s)", name, exc)
+                time.sleep(2)
 
     def _stop(self, names: list[str], grace: float, leave_group: bool = False) -> None:
         # Members get most of the grace period; the rest is for killing the stragglers.
@@ -257,7 +324,7 @@ class Supervisor:
             return
         self._trouble(watched, f"{name} is unavailable, Ray is restarting it: {_first_line(exc)}")
 
-    def _trouble(self, watched: _Watched, message: str) -> None:
+    def _trouble(self, watched: _Watched | _WatchedController, message: str) -> None:
         if watched.trouble != message:
             watched.trouble = message
             log.warning("%s", message)

@@ -14,16 +14,14 @@ from typing import Callable
 
 from . import link, logs, map_topic, registry, wire
 from .committer import Committer, MapCommitter, TransactionalCommitter
-from .config_sync import ConfigSync
+from .controller import Controller
 from .fetcher import Fetcher
 from .group_member import GroupMember, source_consumer
 from .health import commit_bound
 from .offset_map import Journal
 from .producer import BatchProducer, Shipment
 from .provenance import Provenance
-from .selection import Selection
 from .shipping import Shipper
-from .topics import TopicSync
 from .transactions import Transactions
 
 log = logging.getLogger(__name__)
@@ -81,10 +79,11 @@ def _assemble(flow, opened: list) -> Parts:
     target_id = link.cluster_id(target_admin, target_side, target)
     with link.reaching(target_side, target):
         registry.ensure_topic(target_admin)
-    configs = (ConfigSync(source_admin, target_admin, settings.sync_topic_configs.exclude)
-               if settings.sync_topic_configs.enabled else None)
-    flow.topics_from(TopicSync(source_admin, target_admin, Selection.of(settings),
-                               manage=settings.create_topics, configs=configs))
+    topics = flow.topics
+    if topics is None:  # a flow on its own: it runs its direction's controller beside it
+        topics = Controller(config, direction).start()
+        opened.append(topics)
+    flow.topics_from(topics)
     routes = flow.routes
     with link.reaching(target_side, target):
         map_topic.ensure_topic(target_admin, map_topic.longest_retention(source_admin, routes))
@@ -189,7 +188,8 @@ def _assemble(flow, opened: list) -> Parts:
                  "the target acknowledges them", direction)
     member_of_group.join(flow)
     return Parts(fetcher, shipper, target_producer, committer, member_of_group,
-                 [source_wire, target_wire, producer_ids, source_admin, target_admin], follow)
+                 [source_wire, target_wire, producer_ids, source_admin, target_admin]
+                 + ([topics] if topics is not flow.topics else []), follow)
 
 
 def _fallbacks(direction: str):

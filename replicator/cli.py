@@ -76,7 +76,12 @@ def add_commands(commands, common: argparse.ArgumentParser) -> None:
                         "run one member of one direction in this process (no Ray) until SIGTERM", """\
   kafka-replicator replicate --config my.yaml --direction sourceToTarget
   kafka-replicator replicate --config my.yaml --direction targetToSource --member targetToSource-1
-  kafka-replicator replicate --config my.yaml --direction sourceToTarget --metrics-port 9400""",
+  kafka-replicator replicate --config my.yaml --direction sourceToTarget --metrics-port 9400
+
+The direction's controller runs in the same process, beside the member: it lists the source
+topics, creates, grows and configures their targets, and syncs group offsets (syncGroupOffsets).
+With several `replicate` processes for one direction each runs one; their jobs are idempotent
+(a topic created twice is found created, an offset never moves backwards).""",
                         _replicate)
     replicate.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
     replicate.add_argument("--direction", required=True, choices=DIRECTIONS)
@@ -170,6 +175,7 @@ def _summary(config: ReplicatorConfig) -> list[str]:
 
 
 def _replicate(args) -> int:
+    from .controller import Controller
     from .flow import Flow
     from .restarts import Restarts
     from .topics import Identities
@@ -179,15 +185,16 @@ def _replicate(args) -> int:
     for warning in config.warnings():
         log.warning("%s", warning)
     identities = Identities()
-    flows = Restarts(lambda: Flow(config, args.direction, args.member, identities=identities),
-                     restart_on_errors=False)
+    controller = Controller(config, args.direction).start()
+    flows = Restarts(lambda: Flow(config, args.direction, args.member, identities=identities,
+                                  topics=controller), restart_on_errors=False)
     probes = None
     if args.metrics_port is not None:
         from .backlog import Backlog
         from .probes import MemberProbes
 
         probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port,
-                              backlog=lambda: Backlog(config, args.direction))
+                              controller.group_sync, backlog=lambda: Backlog(config, args.direction))
 
     def stop(signum, _frame):
         log.info("%s received: stopping", signal.Signals(signum).name)
@@ -198,6 +205,7 @@ def _replicate(args) -> int:
     try:
         flows.run()
     finally:
+        controller.close()
         if probes is not None:
             probes.close()
     return 0

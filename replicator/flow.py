@@ -9,6 +9,9 @@ writes them idempotently (or in transactions); the Committer makes acknowledged
 positions safe to commit (offset map, or transactions). Answers from both clusters come
 back on their IO threads as events and are handled here, on the flow's own thread, in order.
 
+The Flow only copies: which topics, and the shape of their targets, it learns from its
+direction's controller (replicator.controller), which creates, grows and configures them.
+
 Three things to find here: the loop (`_step`), the commit rule (`_commit`), and the
 failure policy (`_handle`, `_fetch_failed`, `revoked`).
 """
@@ -23,7 +26,6 @@ import time
 from typing import Callable
 
 from kafka.errors import (
-    KafkaError,
     OffsetOutOfRangeError,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
@@ -34,6 +36,7 @@ from . import batches, logs
 from .assembly import Parts, assemble
 from .checkpoint import Checkpoint, Failure
 from .config import ReplicatorConfig
+from .controller import TopicSource
 from .errors import ClusterError, ConfigError, Fenced, RecordRejected, TopicRecreated
 from .fetcher import FetchAnswer
 from .group_member import Refused
@@ -44,8 +47,8 @@ from .topics import Identities, Layout, Synced
 
 log = logging.getLogger(__name__)
 
-TOPIC_SYNC_RETRY_SECONDS = 5.0
-UNKNOWN_TOPIC_SYNC_SECONDS = 0.5  # a fetch found no such topic: sync this soon to learn why
+TOPICS_POLL_SECONDS = 0.5  # how often the flow looks at what its controller published
+FIRST_TOPICS_PATIENCE_SECONDS = 10.0  # waited for the controller's first topic sync before saying so
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
 GROUP_POLL_INTERVAL_SECONDS = 0.2
@@ -66,10 +69,13 @@ class State(str, enum.Enum):
 
 class Flow:
     def __init__(self, config: ReplicatorConfig, direction: str, member: str | None = None,
-                 assemble: Callable[[Flow], Parts] = assemble, identities: Identities | None = None):
+                 assemble: Callable[[Flow], Parts] = assemble, identities: Identities | None = None,
+                 topics: TopicSource | None = None):
         """`assemble(flow)` builds the collaborators when the flow starts; tests give fakes.
-        `identities`: the source topics' ids the member's earlier flows saw."""
+        `identities`: the source topics' ids the member's earlier flows saw. `topics`: the
+        direction's controller (None: the flow runs one of its own, see assembly)."""
         self.config = config
+        self.topics = topics
         self.direction = direction
         self.member = member
         self.metrics = FlowMetrics()
@@ -80,9 +86,13 @@ class Flow:
         self._identities = identities or Identities()
         self._refused = self._identities.refused
         self._unknown: set[TopicPartition] = set()  # the source said no such topic at the last fetch
+        # Out of the source log's range: reset once a topic sync asked for at that time (s since
+        # the epoch) says that the topic was not created again.
+        self._rechecks: dict[TopicPartition, float] = {}
         self._checkpoint = Checkpoint()
         self._parts: Parts | None = None  # its fetcher, shipper, producer, committer and group, from run()
-        self._topic_sync = None
+        self._source: TopicSource | None = None
+        self._synced: Synced | None = None  # the controller's answer followed last
         self._stopping = threading.Event()
         self._leave_group = False
         self._rejoin = threading.Event()
@@ -97,7 +107,7 @@ class Flow:
         self._singles: dict[TopicPartition, int] = {}  # send one record per batch below this offset
         self._max_unacked_bytes = 2 * config.consumer.fetch_max_bytes
         self._next_commit = 0.0
-        self._next_sync = 0.0
+        self._next_topics = 0.0
         self._next_group_poll = 0.0
         self._rebalancing_since: float | None = None
         self._committed_at = 0.0  # the last commit that went through (or had nothing to do)
@@ -134,11 +144,20 @@ class Flow:
         thread (the group member is used on the loop's own)."""
         self._rejoin.set()
 
-    def topics_from(self, topic_sync) -> None:
-        """The TopicSync that keeps the target topics like their sources; they are synced now,
-        before the members of the group learn of this one."""
-        self._topic_sync = topic_sync
-        self._sync_topics()
+    def topics_from(self, source: TopicSource) -> None:
+        """Follow the topics `source` publishes; waits for its first answer, so that nothing
+        is copied into a target topic the controller has not created yet."""
+        self._source = source
+        waiting_since = time.monotonic()
+        said = False
+        while (synced := source.current()) is None:
+            if not said and time.monotonic() - waiting_since > FIRST_TOPICS_PATIENCE_SECONDS:
+                said = True
+                log.warning("%s %s: waiting for the direction's controller to list the topics "
+                            "(its log says why it has not)", self.direction, self.member or "-")
+            if self._stopping.wait(EVENT_WAIT_SECONDS * 2):
+                return
+        self._follow(synced)
 
     @property
     def routes(self) -> dict[str, str]:
@@ -182,8 +201,11 @@ class Flow:
             self._next_commit = now + self._group_config.auto_commit_interval_ms / 1000.0
             self._commit()
             self._update_lag()
-        if now >= self._next_sync:
-            self._sync_topics()
+        if now >= self._next_topics:
+            self._next_topics = now + TOPICS_POLL_SECONDS
+            synced = self._source.current()
+            if synced is not None and synced is not self._synced:
+                self._follow(synced)
 
     def _poll_group(self, busy: bool) -> None:
         # Heartbeats run on the consumer's own thread; a poll only has to take what the
@@ -292,10 +314,8 @@ class Flow:
     def _target_for(self, tp: TopicPartition) -> Target | None:
         layout = self._layouts.get(tp.topic)
         if layout is None or tp.partition >= layout.source_partitions:
-            self._sync_topics()  # a partition that appeared since the last sync
-            if tp.topic not in self._layouts or self._fetcher.position(tp) is None:
-                return None
-            layout = self._layouts[tp.topic]
+            self._await_topics(tp)  # a partition that appeared since the last sync
+            return None
         preserve = (self._settings.partitioning == "preserve"
                     and layout.target_partitions >= layout.source_partitions)
         target = Target(self._routes[tp.topic], layout.target_partitions,
@@ -303,18 +323,10 @@ class Flow:
         self._targets[tp] = target
         return target
 
-    def _sync_topics(self) -> None:
-        refresh = self._settings.topic_refresh_seconds
-        self._next_sync = time.monotonic() + refresh
-        try:
-            synced = self._topic_sync.sync()
-        except KafkaError as exc:
-            # A broker restarting, say: the copy goes on with the topics as last seen.
-            retry = min(refresh, TOPIC_SYNC_RETRY_SECONDS)
-            self._next_sync = time.monotonic() + retry
-            log.warning("%s: topic sync failed (%s: %s); trying again in %.0fs", self.direction,
-                        type(exc).__name__, exc, retry)
-            return
+    def _follow(self, synced: Synced) -> None:
+        """Take up what the controller's last topic sync found: new topics and partitions
+        followed, deleted ones dropped, recreated ones refused."""
+        self._synced = synced
         self._check_identities(synced)
         layouts = {source: layout for source, layout in synced.layouts.items() if source not in self._refused}
         for topic in self._layouts.keys() - layouts.keys() - self._refused.keys():
@@ -346,7 +358,7 @@ class Flow:
                             "its records are partitioned by key hash, not by source partition",
                             self.direction, target, layout.target_partitions,
                             layout.source_partitions, source)
-        for tp in self._unknown:
+        for tp in self._unknown - set(self._rechecks):
             if tp.topic in layouts:
                 self._fetcher.resume(tp)
         if layouts != self._layouts:
@@ -356,6 +368,18 @@ class Flow:
             self._targets.clear()
             if grew and self._parts is not None:
                 self._group.topics_grew()
+        for tp, asked in list(self._rechecks.items()):
+            if synced.at >= asked:  # the clocks of a cluster's nodes agree closely enough here
+                del self._rechecks[tp]
+                self._unknown.discard(tp)
+                self._reset(tp)
+
+    def _await_topics(self, tp: TopicPartition) -> None:
+        """Fetch nothing more from `tp`, and commit none of it, until the controller's next
+        topic sync says what became of its topic."""
+        self._unknown.add(tp)
+        self._fetcher.pause(tp)
+        self._source.refresh_soon()
 
     def _check_identities(self, synced: Synced) -> None:
         """Refuse a source topic whose topic id changed: it was deleted and created again.
@@ -561,26 +585,14 @@ class Flow:
                 self._lost_upstream(tp, position, start)
                 return
             # A topic deleted and created again starts its offsets over: it is refused by the
-            # sync, rather than copied from a reset position into the old topic's target.
-            self._sync_topics()
-            if tp.topic not in self._layouts:
-                return
-            reset = self.config.offset_reset(self.direction)
-            offset = self._group.reset_offset(tp, reset)
-            log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
-                        "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
-                        self._fetcher.position(tp), reset, offset,
-                        extra=logs.at(tp.topic, tp.partition, self._fetcher.position(tp)))
-            self._checkpoint.rewind(tp)
-            self._fetcher.seek(tp, offset)
-            self._checkpoint.advance(tp, offset)
+            # next sync, rather than copied from a reset position into the old topic's target.
+            self._rechecks[tp] = time.time()
+            self._await_topics(tp)
             return
         if error is UnknownTopicOrPartitionError:
             # Deleted at the source, and perhaps created again already: nothing more is fetched
             # from it until the topic sync says which (the same topic resumes).
-            self._unknown.add(tp)
-            self._fetcher.pause(tp)
-            self._next_sync = min(self._next_sync, time.monotonic() + UNKNOWN_TOPIC_SYNC_SECONDS)
+            self._await_topics(tp)
             return
         if error is TopicAuthorizationFailedError:
             side, cluster = self.config.clusters(self.direction)[0]
@@ -589,6 +601,22 @@ class Flow:
                                "principal Read on it")
         log.warning("%s: fetching %s[%d] failed (%s); trying again", self.direction, tp.topic,
                     tp.partition, error.__name__, extra=logs.at(tp.topic, tp.partition))
+
+    def _reset(self, tp: TopicPartition) -> None:
+        """Restart a partition out of the source log's range at autoOffsetReset; its topic
+        is the one copied so far (a sync said so since)."""
+        if tp.topic not in self._layouts or self._fetcher.position(tp) is None:
+            return  # dropped or refused meanwhile
+        reset = self.config.offset_reset(self.direction)
+        offset = self._group.reset_offset(tp, reset)
+        log.warning("%s: %s[%d]@%d is out of the source log's range (deleted by retention?); "
+                    "restarting at the %s offset %d", self.direction, tp.topic, tp.partition,
+                    self._fetcher.position(tp), reset, offset,
+                    extra=logs.at(tp.topic, tp.partition, self._fetcher.position(tp)))
+        self._checkpoint.rewind(tp)
+        self._fetcher.seek(tp, offset)
+        self._checkpoint.advance(tp, offset)
+        self._fetcher.resume(tp)
 
     # Rebalance callbacks (group_member.Listener): the consumer runs them on its IO thread
     # while the flow's own thread waits in poll(), so they never run beside the loop.
@@ -636,6 +664,7 @@ class Flow:
         for tp in partitions:
             self._stopped.pop(tp, None)
             self._unknown.discard(tp)
+            self._rechecks.pop(tp, None)
             self._targets.pop(tp, None)
             self._singles.pop(tp, None)
         gone = set(_names(partitions))

@@ -1,8 +1,8 @@
 """Group offset sync: chosen consumer groups find their positions waiting on the target.
 
-Every `intervalSeconds`, for each source group that `syncGroupOffsets.groups` names
-(exactly, or by a regular expression matching the whole name), the committed offsets
-are translated through the offset map and committed for the same group on the target
+Every `intervalSeconds` (the direction's controller runs it), for each source group that
+`syncGroupOffsets.groups` names (exactly, or by a regular expression matching the whole
+name), the committed offsets are translated through the offset map and committed for the same group on the target
 cluster. As in MirrorMaker 2, a group with active members on the target is left alone
 (it is reading there already), and an offset never moves backwards. The replicator's
 own groups are never synced. `cutover` names its groups instead of the patterns.
@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from kafka import TopicPartition
-from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from . import link
 from .config import DIRECTIONS, ReplicatorConfig
-from .errors import ReplicatorError
 from .translation import GroupPosition, Translator, coordinated
 
 log = logging.getLogger(__name__)
@@ -39,7 +36,6 @@ class SyncFigures:
     written: dict[str, int] = field(default_factory=dict)  # group -> offsets written, in total
     behind: dict[str, int] = field(default_factory=dict)  # group -> records the target is behind
     active: set[str] = field(default_factory=set)  # groups skipped: members on the target
-    failures: int = 0
 
 
 class GroupSync:
@@ -70,21 +66,6 @@ class GroupSync:
         finally:
             admin.close()
         return {group: len(state.get("members") or ()) for group, state in states.items() if _active(state)}
-
-    def run(self, stopping: threading.Event) -> None:
-        """Sync every intervalSeconds until `stopping` is set; a failed pass is logged."""
-        while not stopping.is_set():
-            try:
-                self.sync_once()
-            except (ReplicatorError, KafkaError, OSError) as exc:
-                self.figures.failures += 1
-                log.warning("group offset sync (%s) failed: %s; trying again in %.0fs",
-                            self.direction, exc, self.settings.interval_seconds)
-            except Exception:  # a control loop that stopped would stop syncing without a word
-                self.figures.failures += 1
-                log.exception("group offset sync (%s) failed; trying again in %.0fs",
-                              self.direction, self.settings.interval_seconds)
-            stopping.wait(self.settings.interval_seconds)
 
     def sync_once(self, write: bool = True) -> dict[str, dict[TopicPartition, int]]:
         """One pass; returns what it wrote (or, with `write` off, would write), per group."""

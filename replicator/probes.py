@@ -17,6 +17,7 @@ from .endpoint import Endpoint, Exposition
 from .backlog import Backlog, BacklogFigures, Measuring
 from .export import BacklogExporter, Exporter
 from .flow import Flow
+from .group_sync import GroupSync
 from .health import not_alive, not_ready
 from .prometheus import PrometheusMetrics
 from .restarts import Restarts
@@ -26,9 +27,11 @@ class MemberProbes:
     """Serves one `replicate` member until close()."""
 
     def __init__(self, flows: Restarts, direction: str, member: str | None, host: str, port: int,
-                 backlog: Callable[[], Backlog] | None = None):
-        """`backlog` opens the direction's Backlog, to measure it; None: not measured."""
+                 group_sync: GroupSync | None = None, backlog: Callable[[], Backlog] | None = None):
+        """`group_sync`: the group offset sync of the controller beside the member, if it runs
+        one. `backlog` opens the direction's Backlog, to measure it; None: not measured."""
         self._flows = flows
+        self._group_sync = group_sync
         self._lock = threading.Lock()  # scrapes (several threads at once) and backlog measures
         self._metrics = PrometheusMetrics()
         self._exporter = Exporter(self._metrics, direction, member or "-")
@@ -62,6 +65,8 @@ class MemberProbes:
                     self._exporter.new_flow()
                 self._flow = flow
             self._publish(flow)
+            if self._group_sync is not None:
+                self._exporter.publish_sync(self._group_sync.figures)
             return self._metrics.exposition()
 
     def _publish(self, flow: Flow) -> None:

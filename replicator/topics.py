@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -26,11 +27,13 @@ class Layout:
 @dataclass(frozen=True)
 class Synced:
     """What one sync found: the direction's routes (source → target; explicit ones even while
-    their source is missing), the layout of each whose source exists, and its topic id."""
+    their source is missing), the layout of each whose source exists, and its topic id; and
+    when its listing began (time.time()), so that a member can tell an answer to its question."""
 
     routes: dict[str, str]
     layouts: dict[str, Layout]
     ids: dict[str, str | None]
+    at: float = 0.0
 
 
 @dataclass
@@ -111,6 +114,7 @@ class TopicSync:
     def sync(self) -> Synced:
         """The routes, and the layout and id of each whose source exists, after fixing the targets."""
         selection = self._selection
+        at = time.time()
         found = source_topics(self._source_admin,
                               None if selection.by_pattern else list(selection.explicit))
         self._routes = routes = selection.routes(found)
@@ -126,7 +130,7 @@ class TopicSync:
         if self._configs is not None:
             self._configs.sync({source: routes[source] for source in sources if targets.get(routes[source])})
         layouts = {source: Layout(count, targets.get(routes[source], 0)) for source, count in sources.items()}
-        return Synced(routes, layouts, {topic: found[topic][1] for topic in sources})
+        return Synced(routes, layouts, {topic: found[topic][1] for topic in sources}, at)
 
     def _create_missing(self, sources: dict[str, int], targets: dict[str, int]) -> dict[str, int]:
         created = {}

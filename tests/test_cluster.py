@@ -650,7 +650,7 @@ def test_records_lost_upstream_are_exported_by_topic(sandbox, name, supervised, 
     assert wait_until(lost, 60, interval=2, what="the lost records in the metrics") == 4
 
 
-def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(sandbox, name, supervised):
+def test_the_controller_of_a_direction_syncs_the_chosen_groups_to_the_target(sandbox, name, supervised):
     create_topic(sandbox.source, name, partitions=2)
     Feed(sandbox.source, name, 2, total=200, rate=1000).join()
     set_group_offsets(sandbox.source, f"{name}-app", {TopicPartition(name, 0): 30, TopicPartition(name, 1): 60})
@@ -664,6 +664,51 @@ def test_the_first_member_of_a_direction_syncs_the_chosen_groups_to_the_target(s
     wait_until(lambda: committed(sandbox.target, f"{name}-app") == {
         TopicPartition(name, 0): 30, TopicPartition(name, 1): 60}, 60, interval=1,
         what="the group's offsets on the target")
+
+
+def rss_mib(actor) -> float:
+    """The resident memory of an actor's process (on this machine: a local Ray cluster)."""
+    pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    with open(f"/proc/{pid}/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
+def test_a_killed_controller_is_restarted_by_ray_while_the_members_copy_on(sandbox, name, supervised, caplog):
+    """ray.kill(no_restart=False) kills the controller's process: the members go on copying
+    with the topics it published last, Ray starts it again, and the new one follows a topic
+    created since."""
+    caplog.set_level("INFO", logger="cluster")
+    create_topic(sandbox.source, f"{name}-a", partitions=2)
+    config = settings(sandbox, name)
+    config["replication"] = {"sourceToTarget": {"include": [f"{re.escape(name)}-.*"], "topicRefreshSeconds": 1}}
+    supervisor = supervised(parse_config(config))
+    controller = supervisor.actor("controller-sourceToTarget")
+    first = ray.get(controller.stats.remote(), timeout=30).incarnation
+    feed = Feed(sandbox.source, f"{name}-a", 2, total=2000, rate=200)
+    wait_until(lambda: on_target(sandbox, f"{name}-a") >= 200, 60, interval=0.5, what="copying to begin")
+
+    ray.kill(controller, no_restart=False)
+    killed = time.monotonic()
+    copied_at_kill = on_target(sandbox, f"{name}-a")
+    wait_until(lambda: on_target(sandbox, f"{name}-a") >= copied_at_kill + 100, 30, interval=0.2,
+               what="the members to copy on")
+    wait_until(lambda: ray.get(controller.stats.remote(), timeout=30).incarnation != first, 60, interval=0.5,
+               what="Ray to restart the controller")
+    back = time.monotonic() - killed
+    create_topic(sandbox.source, f"{name}-b", partitions=1)
+    produce(sandbox.source, f"{name}-b", [(0, None, f"b{i}".encode(), [], None) for i in range(10)])
+    wait_until(lambda: on_target(sandbox, f"{name}-b") == 10, 60, interval=0.5, what="the new topic's copy")
+    feed.join()
+    wait_until(lambda: caught_up(sandbox.source, f"{name}-s2t", f"{name}-a"), 90, interval=1,
+               what="the group to commit everything")
+    statuses = supervisor.poll()
+
+    print(f"\ncontroller back in {back:.1f}s; the members copied on meanwhile; resident memory: "
+          f"controller {rss_mib(controller):.0f} MiB, member {rss_mib(supervisor.actor('sourceToTarget-0')):.0f} MiB")
+    assert all(check.exact and check.duplicates == 0 for check in compare(sandbox.source, sandbox.target, f"{name}-a"))
+    assert statuses[0].restarts == 0 and statuses[0].running == 2  # the members were not touched
+    assert "controller-sourceToTarget was restarted by Ray" in caplog.text
 
 
 @dataclass

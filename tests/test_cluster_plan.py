@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.plan import DEFAULT_CPUS, MemberPlan, plan
+from cluster.plan import DEFAULT_CPUS, MemberPlan, controllers, plan
 from replicator.config import parse_config
 from replicator.errors import ConfigError
 from replicator.quantity import cpus, memory_bytes
@@ -84,3 +84,10 @@ def test_a_bad_cpu_quantity_names_an_example(quantity):
 def test_a_bad_quantity_is_refused_with_the_config_naming_its_key(key, value):
     with pytest.raises(ConfigError, match=rf"resources\.{key}\.{next(iter(value))}: .* quantity"):
         parse_config({**BOTH, "resources": {key: value}})
+
+
+def test_each_enabled_direction_gets_one_controller_that_reserves_no_cpu():
+    replication = {**BOTH["replication"], "targetToSource": {"enabled": False}}
+    planned = controllers(parse_config({**BOTH, "replicaCount": 3, "replication": replication}))
+    assert [(c.name, c.num_cpus, c.pin) for c in planned] == [
+        ("controller-sourceToTarget", 0.0, "kafka-replicator-sourceToTarget")]

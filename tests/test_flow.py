@@ -6,7 +6,12 @@ import threading
 import time
 
 import pytest
-from kafka.errors import MessageSizeTooLargeError, NotLeaderForPartitionError
+from kafka.errors import (
+    MessageSizeTooLargeError,
+    NotLeaderForPartitionError,
+    OffsetOutOfRangeError,
+    UnknownTopicOrPartitionError,
+)
 from kafka.structs import TopicPartition
 
 from batch_support import make, rec
@@ -62,6 +67,7 @@ class FakeFetcher:
         self.pumps = 0
         self.high_watermarks: dict = {}
         self.waiting = False
+        self.errors: dict = {}  # offset → the error its first fetch answers
 
     def assign(self, tp, offset):
         self.positions[tp] = offset
@@ -86,6 +92,9 @@ class FakeFetcher:
     def pause(self, tp):
         self.paused.add(tp)
 
+    def resume(self, tp):
+        self.paused.discard(tp)
+
     def discard(self, node):
         pass
 
@@ -99,6 +108,8 @@ class FakeFetcher:
         [(tp, offset)] = sent.items()
         if self.positions.get(tp) != offset or tp in self.paused:
             return []
+        if offset in self.errors:
+            return [Fetched(tp, offset, b"", [], self.errors.pop(offset))]
         self.high_watermarks[tp] = self.end
         batch = make([rec(i) for i in range(BATCH)], base_offset=offset)
         return [Fetched(tp, offset, bytes(batch.data), [], None)]
@@ -220,6 +231,9 @@ class FakeGroup:
     def position(self, tp):
         return 0
 
+    def reset_offset(self, tp, how):
+        return {"earliest": 0, "latest": self.target.acknowledged_prefix()}[how]
+
     def evicted(self):
         return self.polls < self.evicted_until_poll
 
@@ -248,16 +262,30 @@ class World:
         self.target = FakeTarget(answer)
         self.group = FakeGroup(self.target, **group)
         self.committer = committer or PassThrough()
+        self.topics = FakeTopics()
 
     def assemble(self, flow) -> Parts:
-        flow.topics_from(FakeTopicSync())
+        flow.topics_from(self.topics)
         self.group.join(flow)
         return Parts(self.fetcher, FakeShipper(), self.target, self.committer, self.group, [])
 
 
-class FakeTopicSync:
+class FakeTopics:
+    """The direction's controller: it publishes one topic, and counts the early syncs asked for."""
+
+    def __init__(self):
+        self.synced = Synced({"orders": "orders"}, {"orders": Layout(1, 1)}, {"orders": None})
+        self.asked = 0
+
+    def current(self):
+        return self.synced
+
+    def refresh_soon(self):
+        self.asked += 1
+
     def sync(self):
-        return Synced({"orders": "orders"}, {"orders": Layout(1, 1)}, {"orders": None})
+        """A sync that finds the topic as it was."""
+        self.synced = Synced(self.synced.routes, self.synced.layouts, self.synced.ids, time.time())
 
 
 def stop_once_committed(offset: int):
@@ -419,6 +447,50 @@ def test_a_failure_met_while_partitions_are_revoked_stops_the_flow():
     world = World(committer=PassThrough(flush_error=refused), on_poll=on_poll)
     with pytest.raises(ClusterError, match="could not write the offset map topic"):
         run(world)
+
+
+# Topics come from the controller ------------------------------------------------------
+
+def test_a_topic_the_source_says_is_unknown_waits_for_the_controllers_next_sync_then_goes_on():
+    paused_polls = []
+
+    def on_poll(group):
+        if T in world.fetcher.paused:
+            paused_polls.append(group.polls)
+            if len(paused_polls) == 5:
+                world.topics.sync()
+        stop_once_committed(30)(group)
+
+    world = World(on_poll=on_poll)
+    world.fetcher.errors[10] = UnknownTopicOrPartitionError
+    run(world)
+    assert world.topics.asked == 1
+    assert len(paused_polls) >= 5  # nothing fetched until the sync came
+    assert world.target.shipped == [0, 10, 20]
+
+
+def test_a_partition_out_of_the_source_logs_range_is_reset_only_once_a_sync_since_finds_its_topic():
+    paused_polls = []
+    seeks_after_a_stale_answer = []
+
+    def on_poll(group):
+        if T in world.fetcher.paused:
+            paused_polls.append(group.polls)
+            if len(paused_polls) == 3:  # an answer listed before the flow asked
+                world.topics.synced = Synced(world.topics.synced.routes, world.topics.synced.layouts,
+                                             world.topics.synced.ids, time.time() - 60)
+            if len(paused_polls) == 10:
+                seeks_after_a_stale_answer.extend(world.fetcher.seeks)
+                world.topics.sync()
+        stop_once_committed(30)(group)
+
+    world = World(on_poll=on_poll)
+    world.fetcher.errors[10] = OffsetOutOfRangeError
+    run(world, a_config(group={"autoOffsetReset": "latest"}))
+    assert world.topics.asked == 1
+    assert seeks_after_a_stale_answer == []
+    assert world.fetcher.seeks == [(T, 10)]  # latest: after what the target acknowledged
+    assert world.target.shipped == [0, 10, 20]
 
 
 # What the operator is told -----------------------------------------------------------

@@ -225,9 +225,10 @@ def test_a_missing_target_without_create_topics_is_a_clear_error(sandbox, name, 
     from replicator.errors import ConfigError
 
     create_topic(sandbox.source, name, partitions=1)
+    flow = s2t(sandbox, name, name, mode, createTopics=False)
     with pytest.raises(ConfigError, match="createTopics is false"):
-        with running(s2t(sandbox, name, name, mode, createTopics=False)):
-            pass
+        with running(flow):  # the flow fails once its controller's first topic sync is in
+            wait_until(lambda: flow.health().state == "failed", 30, what="the flow to fail")
 
 
 def _tp(topic, partition):

@@ -158,3 +158,35 @@ def test_the_structure_checks_see_what_they_look_for():
     assert not _kafka_internal("kafka.errors.KafkaError")
     assert not _kafka_internal("kafka.admin.NewTopic")
     assert _ray_internal("ray._private.services") and not _ray_internal("ray.util")
+
+
+
+# The admin requests that create, grow or configure topics, or move a group's offsets.
+TOPIC_AND_GROUP_CHANGES = {"create_topics", "create_partitions", "alter_configs",
+                           "incremental_alter_configs", "alter_group_offsets"}
+
+
+def _calls(path: Path) -> list[str]:
+    """The names of the functions and methods a file calls."""
+    called = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called.append(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return called
+
+
+def _callers(*names: str) -> set[str]:
+    return {module for module, path in _sources().items() if set(_calls(path)) & set(names)}
+
+
+def test_the_data_loop_only_copies_the_syncs_run_in_the_controller():
+    """The member's loop and what assembles it create, grow and configure no topic and sync
+    no group; the direction's controller builds the syncs that do. (`status` builds a group
+    sync too, to show what it would write, and writes nothing; `cutover` syncs the groups
+    that move a last time, once, when the operator runs it.)"""
+    assert _callers("TopicSync", "ConfigSync") == {"replicator.controller"}
+    assert _callers("GroupSync") == {"replicator.controller", "replicator.offsets", "replicator.cutover"}
+    data_loop = {"replicator.flow", "replicator.assembly", "cluster.member"}
+    assert not data_loop & _callers(*TOPIC_AND_GROUP_CHANGES)
+    assert {"replicator.topics", "replicator.config_sync"} <= _callers(*TOPIC_AND_GROUP_CHANGES)
