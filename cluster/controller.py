@@ -2,7 +2,10 @@
 
 The supervisor starts one controller per enabled direction beside its members, with
 max_restarts=-1: Ray restarts one whose process dies, and the new one lists the topics
-again at once. A member asks its controller for the topics it publishes, in the
+again at once. It exports the direction's backlog (ray_kafka_replicator_committed_lag,
+_lag_seconds, _partitions_ownerless) and its group offset sync's figures as Ray metrics:
+from an actor, they reach Prometheus as the members' do (the driver usually joins with Ray
+Client from a pod of its own, whose metrics reach no Ray metrics agent). A member asks its controller for the topics it publishes, in the
 background of its loop; while the controller is away (restarting) it copies on with the
 topics it was last told of.
 """
@@ -19,10 +22,11 @@ from ray.exceptions import RayError
 
 from replicator import controller, logs
 from replicator.config import ReplicatorConfig
+from replicator.export import BacklogExporter
 from replicator.topics import Synced
 
 from .plan import controller_name
-from .telemetry import exporter
+from .telemetry import RayMetrics, exporter
 from .worker import EXPORT_SECONDS, log_to_stderr, reconstructed
 
 log = logging.getLogger("cluster.controller")
@@ -52,7 +56,9 @@ class Controller:
         context = ray.get_runtime_context()
         self._incarnation = context.get_worker_id()
         self._exporter = exporter(direction, name)
-        self._lock = threading.Lock()  # the exporter is not thread-safe
+        self._backlog_exporter = BacklogExporter(RayMetrics(), direction)
+        self._exported_backlog = None
+        self._lock = threading.Lock()  # the exporters are not thread-safe
         self._stopping = threading.Event()
         if reconstructed(context):
             self._exporter.restarted()
@@ -83,10 +89,13 @@ class Controller:
             self._export()
 
     def _export(self) -> None:
-        group_sync = self._controller.group_sync
-        if group_sync is not None:
-            with self._lock:
+        group_sync, backlog = self._controller.group_sync, self._controller.backlog
+        with self._lock:
+            if group_sync is not None:
                 self._exporter.publish_sync(group_sync.figures)
+            if backlog is not None and backlog is not self._exported_backlog:
+                self._backlog_exporter.publish(backlog)
+                self._exported_backlog = backlog
 
 
 class ControllerTopics:

@@ -3,8 +3,8 @@
 Joins the Ray cluster at --address or $RAY_ADDRESS (a `ray://host:10001` Ray Client
 address works too). Without either, Ray's default applies: the cluster that `ray start`
 started on this machine, else a new local one, which stops with the driver. Starts one
-actor per group member (cluster.plan) and one that measures each direction's backlog
-(cluster.meter), supervises them until SIGTERM or SIGINT, then stops them within
+actor per group member and one controller per direction (cluster.plan, cluster.controller),
+supervises them until SIGTERM or SIGINT, then stops them within
 shutdownGracePeriodSeconds and exits. It reads the config file again when
 it changes, and on SIGHUP: a new replicaCount starts or stops members (cluster.reload). As
 a Ray job (README, "Ray"; ray-job.yaml installs the dependencies on the nodes):
@@ -33,7 +33,6 @@ from replicator.offsets import describe_groups
 
 from . import ray_internals
 from .loopback import is_loopback, stay_on_loopback
-from .meter import start_meters, stop_meters
 from .options import PROGRESS_SECONDS, add_run_arguments, health_address
 from .owners import CHECK_SECONDS, OwnerWatch
 from .plan import NAMESPACE, MemberPlan, plan
@@ -98,13 +97,11 @@ def _run(config, config_path: Path, config_file: ConfigFile, members: list[Membe
     signal.signal(signal.SIGHUP, hang_up)
     supervisor = Supervisor(config, namespace, log_level, log_format)
     owners = OwnerWatch(config)
-    meters = []
     code = 0
     try:
         log.info("starting %d members in Ray namespace %s: %s", len(members), namespace,
                  ", ".join(member.name for member in members))
         supervisor.apply(members)
-        meters = start_meters(config, log_level, log_format)
         next_progress = time.monotonic() + progress_seconds
         next_owner_check = time.monotonic() + CHECK_SECONDS
         while True:
@@ -142,7 +139,6 @@ def _run(config, config_path: Path, config_file: ConfigFile, members: list[Membe
     finally:
         started = time.monotonic()
         supervisor.stop(grace)
-        stop_meters(meters)
         log.info("all members stopped in %.1fs", time.monotonic() - started)
         ray.shutdown()
     return code

@@ -14,17 +14,13 @@ partition count.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 
 from . import batches, link, wire
 from .config import ReplicatorConfig
-from .errors import ReplicatorError
 from .offsets import describe_group
 
 log = logging.getLogger(__name__)
@@ -177,48 +173,3 @@ class Backlog:
             if not asking:
                 break
         return found
-
-
-class Measuring:
-    """Measures a direction's backlog every `seconds` on a thread of its own and hands each
-    measure to `publish`, until close(). Its Backlog is opened once the source answers; a
-    measure that fails is skipped, and the failure logged when it differs from the last."""
-
-    def __init__(self, open_backlog: Callable[[], Backlog], publish: Callable[[BacklogFigures], None],
-                 seconds: float = MEASURE_SECONDS):
-        self._open = open_backlog
-        self._publish = publish
-        self._seconds = seconds
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="backlog", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self, timeout: float = 15.0) -> None:
-        self._closing.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        backlog, failure = None, None
-        try:
-            while True:
-                try:
-                    backlog = backlog or self._open()
-                    self._publish(backlog.measure())
-                    if failure is not None:
-                        log.info("the backlog is measured again")
-                    failure = None
-                except (KafkaError, OSError, ReplicatorError) as exc:
-                    described = f"{type(exc).__name__}: {exc}"
-                    if described != failure:
-                        log.warning("the backlog is not measured, trying again every %.0fs: %s",
-                                    self._seconds, described)
-                    failure = described
-                if self._closing.wait(self._seconds):
-                    return
-        finally:
-            if backlog is not None:
-                backlog.close()

@@ -185,16 +185,15 @@ def _replicate(args) -> int:
     for warning in config.warnings():
         log.warning("%s", warning)
     identities = Identities()
-    controller = Controller(config, args.direction).start()
+    controller = Controller(config, args.direction, measure_backlog=args.metrics_port is not None).start()
     flows = Restarts(lambda: Flow(config, args.direction, args.member, identities=identities,
                                   topics=controller), restart_on_errors=False)
     probes = None
     if args.metrics_port is not None:
-        from .backlog import Backlog
         from .probes import MemberProbes
 
-        probes = MemberProbes(flows, args.direction, args.member, args.metrics_host, args.metrics_port,
-                              controller.group_sync, backlog=lambda: Backlog(config, args.direction))
+        probes = MemberProbes(flows, controller, args.direction, args.member, args.metrics_host,
+                              args.metrics_port)
 
     def stop(signum, _frame):
         log.info("%s received: stopping", signal.Signals(signum).name)

@@ -2,10 +2,11 @@
 
 As MirrorMaker 2's connector schedules what its tasks do not (topics, configs, ACLs), one
 controller per direction lists the source topics, creates and grows their targets, keeps
-their configs in step and syncs the chosen groups' offsets; the direction's members only
-copy. It publishes what the last topic sync found (`current()`), which the members follow.
-Every job is idempotent, so two controllers of one direction (two `replicate` processes)
-do the same work twice, not different work.
+their configs and ACLs in step, syncs the chosen groups' offsets and measures the
+direction's backlog; the direction's members only copy. It publishes what the last topic
+sync found (`current()`), which the members follow, and the last backlog measured
+(`backlog`), which its process exports. Every job is idempotent, so two controllers of one
+direction (two `replicate` processes) do the same work twice, not different work.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Callable, Protocol
 from kafka.errors import KafkaError
 
 from . import link
+from .acl_sync import AclSync
+from .backlog import MEASURE_SECONDS, Backlog, BacklogFigures
 from .config import ReplicatorConfig
 from .config_sync import ConfigSync
 from .errors import ReplicatorError
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 TOPICS = "topics"
 GROUP_OFFSETS = "group offsets"
+ACLS = "ACL sync"
+BACKLOG = "backlog"
 TOPIC_SYNC_RETRY_SECONDS = 5.0  # a failed topic sync (a broker restarting) is tried again this soon
 # A job asked for early runs no sooner than this after its last start, so that the
 # members of a direction asking at once make one run, yet one that starts after they asked.
@@ -112,10 +117,12 @@ class Schedule:
 
 
 class Controller:
-    """One direction's periodic jobs: the topic sync every topicRefreshSeconds, and the
-    group offset sync every syncGroupOffsets.intervalSeconds when it is enabled."""
+    """One direction's periodic jobs: the topic sync every topicRefreshSeconds, the group
+    offset sync every syncGroupOffsets.intervalSeconds and the ACL sync every
+    syncAcls.intervalSeconds when they are enabled, and with `measure_backlog` the backlog
+    every MEASURE_SECONDS."""
 
-    def __init__(self, config: ReplicatorConfig, direction: str):
+    def __init__(self, config: ReplicatorConfig, direction: str, measure_backlog: bool = True):
         self.config = config
         self.direction = direction
         settings = config.direction(direction)
@@ -123,11 +130,19 @@ class Controller:
         self._topic_sync: TopicSync | None = None
         self._admins: list = []
         self._synced: Synced | None = None
+        self._acl_sync: AclSync | None = None  # kept for the direction's life: it says a refusal once
+        self._acl_admins: list = []
+        self._backlog: Backlog | None = None
+        self.backlog: BacklogFigures | None = None  # the last measure
         self.group_sync = GroupSync(config, direction) if settings.sync_group_offsets.enabled else None
         jobs = [Job(TOPICS, settings.topic_refresh_seconds, self._sync_topics, TOPIC_SYNC_RETRY_SECONDS)]
         if self.group_sync is not None:
             jobs.append(Job(GROUP_OFFSETS, settings.sync_group_offsets.interval_seconds,
                             self.group_sync.sync_once))
+        if settings.sync_acls.enabled:
+            jobs.append(Job(ACLS, settings.sync_acls.interval_seconds, self._sync_acls))
+        if measure_backlog:
+            jobs.append(Job(BACKLOG, MEASURE_SECONDS, self._measure_backlog))
         self.schedule = Schedule(f"{direction} controller", jobs)
         self._thread: threading.Thread | None = None
 
@@ -143,6 +158,8 @@ class Controller:
             self.schedule.run()
         finally:
             self._close_admins()
+            self._close_acl_sync()
+            self._close_backlog()
 
     def start(self) -> Controller:
         """Run in a thread of this process."""
@@ -164,6 +181,49 @@ class Controller:
         except BaseException:
             self._close_admins()  # clients of a cluster that went away: new ones next time
             raise
+
+    def _sync_acls(self) -> None:
+        synced = self._synced
+        if synced is None:
+            return  # no topic sync went through yet: nothing is replicated
+        if self._acl_sync is None:
+            (source_side, source), (target_side, target) = self.config.clusters(self.direction)
+            source_admin = link.admin_client(source_side, source)
+            try:
+                target_admin = link.admin_client(target_side, target)
+            except BaseException:
+                source_admin.close()
+                raise
+            self._acl_admins = [source_admin, target_admin]
+            self._acl_sync = AclSync(source_admin, target_admin, self.config, self.direction)
+        routes = {source: target for source, target in synced.routes.items() if source in synced.layouts}
+        groups: list[str] = []
+        if self.group_sync is not None:
+            listed = self._acl_admins[0].list_groups()
+            groups = self.group_sync.chosen(group["group_id"] for group in listed)
+        self._acl_sync.sync(routes, groups)
+
+    def _measure_backlog(self) -> None:
+        if self._backlog is None:
+            self._backlog = Backlog(self.config, self.direction)
+        try:
+            self.backlog = self._backlog.measure()
+        except BaseException:
+            self._close_backlog()  # clients of a cluster that went away: new ones next time
+            raise
+
+    def _close_acl_sync(self) -> None:
+        if self._acl_sync is not None:
+            self._acl_sync.close()
+            self._acl_sync = None
+        for admin in self._acl_admins:
+            admin.close()
+        self._acl_admins = []
+
+    def _close_backlog(self) -> None:
+        if self._backlog is not None:
+            self._backlog.close()
+            self._backlog = None
 
     def _new_topic_sync(self) -> TopicSync:
         (source_side, source), (target_side, target) = self.config.clusters(self.direction)

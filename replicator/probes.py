@@ -2,22 +2,20 @@
 
 Metrics are exported when scraped, so that a scrape sees the counts of that moment; a flow
 that Restarts replaced has its last counts exported before the new one's. The direction's
-backlog is measured on a thread of its own (replicator.backlog), every MEASURE_SECONDS: each
-member that serves metrics exports it, so alerts take the max over members.
+backlog and group offset sync are the controller's beside the member (replicator.controller):
+each `replicate` that serves metrics exports them, so alerts take the max over members.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .controller import Controller
 from .endpoint import Endpoint, Exposition
-from .backlog import Backlog, BacklogFigures, Measuring
 from .export import BacklogExporter, Exporter
 from .flow import Flow
-from .group_sync import GroupSync
 from .health import not_alive, not_ready
 from .prometheus import PrometheusMetrics
 from .restarts import Restarts
@@ -26,29 +24,21 @@ from .restarts import Restarts
 class MemberProbes:
     """Serves one `replicate` member until close()."""
 
-    def __init__(self, flows: Restarts, direction: str, member: str | None, host: str, port: int,
-                 group_sync: GroupSync | None = None, backlog: Callable[[], Backlog] | None = None):
-        """`group_sync`: the group offset sync of the controller beside the member, if it runs
-        one. `backlog` opens the direction's Backlog, to measure it; None: not measured."""
+    def __init__(self, flows: Restarts, controller: Controller, direction: str, member: str | None,
+                 host: str, port: int):
         self._flows = flows
-        self._group_sync = group_sync
-        self._lock = threading.Lock()  # scrapes (several threads at once) and backlog measures
+        self._controller = controller
+        self._lock = threading.Lock()  # scrapes come on several threads at once
         self._metrics = PrometheusMetrics()
         self._exporter = Exporter(self._metrics, direction, member or "-")
         self._backlog_exporter = BacklogExporter(self._metrics, direction)
+        self._exported_backlog = None
         self._flow: Flow | None = None
         self.endpoint = Endpoint(host, port, self._not_alive, self._not_ready,
                                  Exposition(CONTENT_TYPE_LATEST, self._scrape))
-        self._measuring = None if backlog is None else Measuring(backlog, self._measured)
 
     def close(self) -> None:
         self.endpoint.close()
-        if self._measuring is not None:
-            self._measuring.close()
-
-    def _measured(self, figures: BacklogFigures) -> None:
-        with self._lock:
-            self._backlog_exporter.publish(figures)
 
     def _not_alive(self) -> list[str]:
         return not_alive(self._flows.flow.health())
@@ -65,8 +55,12 @@ class MemberProbes:
                     self._exporter.new_flow()
                 self._flow = flow
             self._publish(flow)
-            if self._group_sync is not None:
-                self._exporter.publish_sync(self._group_sync.figures)
+            group_sync, backlog = self._controller.group_sync, self._controller.backlog
+            if group_sync is not None:
+                self._exporter.publish_sync(group_sync.figures)
+            if backlog is not None and backlog is not self._exported_backlog:
+                self._backlog_exporter.publish(backlog)
+                self._exported_backlog = backlog
             return self._metrics.exposition()
 
     def _publish(self, flow: Flow) -> None:

@@ -20,7 +20,6 @@ spans were written) are counted, not compared.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 

@@ -929,8 +929,8 @@ def test_alerts_and_dashboard_use_only_the_metrics_the_replicator_exports(helm):
 
 
 def test_lag_alerts_read_the_committed_backlog_and_absent_alerts_series_always_exported(helm):
-    """The lag alerts see partitions that no member owns (the meters' series, not a member's
-    position); the absent alerts watch a series every member exports and one every meter does."""
+    """The lag alerts see partitions that no member owns (the controllers' series, not a member's
+    position); the absent alerts watch a series every member exports and one every controller does."""
     rules = {r["alert"]: r["expr"] for r in alert_rules(render(helm, VARIATIONS["alerts-and-dashboard"]))}
     for alert in ("KafkaReplicatorHighLag", "KafkaReplicatorStalled"):
         assert "ray_kafka_replicator_committed_lag" in rules[alert] and "consumer_lag" not in rules[alert]

@@ -26,8 +26,8 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from cluster.controller import Controller as ControllerActor
 from cluster.loopback import on_loopback
-from cluster.meter import start_meters, stop_meters
 from cluster.plan import NAMESPACE, plan
 from cluster.supervisor import Supervisor
 from workbench.traffic import PartitionCheck, check_partition
@@ -546,12 +546,12 @@ def test_members_export_their_figures_as_ray_metrics(sandbox, name, supervised, 
     assert metrics["ray_kafka_replicator_assigned_partitions"] == 2
 
 
-def test_the_meter_exports_the_backlog_of_partitions_nobody_owns_as_ray_metrics(sandbox, name, ray_cluster):
+def test_the_controller_exports_the_backlog_of_partitions_nobody_owns_as_ray_metrics(sandbox, name, ray_cluster):
     create_topic(sandbox.source, name, partitions=2)
     produce(sandbox.source, name, [(0, b"k", b"v%d" % i, [], None) for i in range(7)])
     config = parse_config(settings(sandbox, name, s2t=[name]))
     set_group_offsets(sandbox.source, f"{name}-s2t", {TopicPartition(name, 0): 2, TopicPartition(name, 1): 0})
-    [meter] = start_meters(config, "INFO", "text")
+    controller = ControllerActor.options(num_cpus=0).remote(config, "sourceToTarget")
     url = f"http://127.0.0.1:{ray_cluster.address_info['metrics_export_port']}/metrics"
 
     def exported() -> dict[str, float] | None:
@@ -563,18 +563,18 @@ def test_the_meter_exports_the_backlog_of_partitions_nobody_owns_as_ray_metrics(
                 found[series.split("{")[0] + (f"[{partition.group(1)}]" if partition else "")] = float(value)
         return found if len(found) == 5 else None
     try:
-        assert ray.get(meter.measuring.remote(), timeout=60)
-        found = wait_until(exported, 60, interval=2, what="the backlog in Ray's metrics")
+        found = wait_until(exported, 90, interval=2, what="the backlog in Ray's metrics")
     finally:
-        stop_meters([meter])
+        ray.get(controller.stop.remote(10), timeout=30)
+        ray.kill(controller)
     assert found["ray_kafka_replicator_committed_lag[0]"] == 5 and found["ray_kafka_replicator_committed_lag[1]"] == 0
     assert 0 < found["ray_kafka_replicator_lag_seconds[0]"] < 120 and found["ray_kafka_replicator_lag_seconds[1]"] == 0
     assert found["ray_kafka_replicator_partitions_ownerless"] == 2
 
 
-def test_the_driver_starts_a_meter_whose_backlog_series_reach_ray_metrics(sandbox, name, ray_cluster, tmp_path):
+def test_the_drivers_controller_exports_backlog_series_that_reach_ray_metrics(sandbox, name, ray_cluster, tmp_path):
     """The driver (a Ray Client in the chart's Deployment mode) exports nothing itself: its
-    meter actor does, tagged with its own worker id, beside the members' series."""
+    controller actor does, tagged with its own worker id, beside the members' series."""
     create_topic(sandbox.source, name, partitions=2)
     produce(sandbox.source, name, [(p, b"k", b"v", [], None) for p in (0, 1, 0)])
     config_file = tmp_path / "config.yaml"
@@ -596,7 +596,7 @@ def test_the_driver_starts_a_meter_whose_backlog_series_reach_ray_metrics(sandbo
     driver = _driver(config_file, ray_cluster, tmp_path / "driver.log")
     try:
         found = wait_until(caught_up_in_metrics, 120, interval=2,
-                           what="the meter's series: every partition copied and owned")
+                           what="the controller's series: every partition copied and owned")
     finally:
         _terminate(driver)
     assert set(found) == {"ray_kafka_replicator_committed_lag[0]", "ray_kafka_replicator_committed_lag[1]",

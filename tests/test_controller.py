@@ -10,7 +10,9 @@ import time
 import pytest
 from kafka.errors import KafkaTimeoutError
 
-from kafka_support import count, create_topic, produce, running, wait_until
+from kafka.structs import TopicPartition
+
+from kafka_support import count, create_topic, produce, running, set_group_offsets, wait_until
 from replicator.config import parse_config
 from replicator.controller import SOONEST_SECONDS, Controller, Job, Schedule
 from replicator.flow import Flow
@@ -143,3 +145,60 @@ def test_a_topic_created_after_start_is_created_on_the_target_by_the_controller_
 
     assert published.routes == {f"{name}-a": f"{name}-a", f"{name}-b": f"{name}-b"}
     assert published.layouts[f"{name}-b"].target_partitions == 2
+
+
+@pytest.mark.kafka
+def test_the_controller_keeps_the_targets_acls_in_step_with_the_sources_on_its_schedule(sandbox, name):
+    from kafka import KafkaAdminClient
+
+    from replicator.acls import Binding
+
+    create_topic(sandbox.source, name, partitions=1)
+    config = parse_config(sandbox.config(consumerGroup={"sourceToTarget": name}, replication={
+        "sourceToTarget": {"topics": [{"sourceTopicName": name, "targetTopicName": f"{name}-copy"}],
+                           "syncAcls": {"enabled": True, "intervalSeconds": 1}}}))
+    reader = Binding("TOPIC", name, "LITERAL", f"User:{name}", "*", "READ", "ALLOW")
+    copied = Binding("TOPIC", f"{name}-copy", "LITERAL", f"User:{name}", "*", "READ", "ALLOW")
+
+    def acls(bootstrap: str) -> set:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            found, _ = admin.describe_acls(copied.exact_filter())
+        finally:
+            admin.close()
+        return set(map(Binding.of, found))
+
+    def change(bootstrap: str, add: bool) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            admin.create_acls([reader.acl()]) if add else admin.delete_acls([reader.exact_filter()])
+        finally:
+            admin.close()
+
+    controller = Controller(config, "sourceToTarget", measure_backlog=False).start()
+    try:
+        change(sandbox.source, add=True)
+        wait_until(lambda: acls(sandbox.target) == {copied}, 30, what="the ACL copied to the target")
+        change(sandbox.source, add=False)
+        wait_until(lambda: not acls(sandbox.target), 30, what="the ACL removed from the target")
+    finally:
+        controller.close()
+        change(sandbox.source, add=False)
+
+
+@pytest.mark.kafka
+def test_the_controller_measures_its_directions_backlog(sandbox, name):
+    create_topic(sandbox.source, name, partitions=1)
+    produce(sandbox.source, name, [(0, None, b"v%d" % i, [], None) for i in range(4)])
+    config = parse_config(sandbox.config(consumerGroup={"sourceToTarget": name},
+                                         replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}}))
+    set_group_offsets(sandbox.source, name, {TopicPartition(name, 0): 1})
+    controller = Controller(config, "sourceToTarget").start()
+    try:
+        measured = wait_until(lambda: controller.backlog, 30, what="a backlog measure")
+    finally:
+        controller.close()
+
+    [partition] = measured.partitions
+    assert (partition.records, partition.owner, measured.ownerless) == (3, None, 1)
+    assert 0 <= partition.seconds < 60

@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaConnectionError
 
 from kafka_support import count, create_topic, flow_for, produce, running, set_group_offsets, wait_until
-from replicator.backlog import Backlog
+from replicator.controller import Controller
 from replicator.config import parse_config
 from replicator.endpoint import Endpoint
 from replicator.errors import PortUnavailable
@@ -110,7 +110,8 @@ def test_replicate_serves_the_series_ray_exports_without_the_ray_prefix(sandbox,
 
 def probes_for(flow) -> MemberProbes:
     """Probes on a flow that a test runs itself, on any free loopback port."""
-    return MemberProbes(types.SimpleNamespace(flow=flow), flow.direction, flow.member, "127.0.0.1", 0)
+    no_controller = types.SimpleNamespace(group_sync=None, backlog=None)
+    return MemberProbes(types.SimpleNamespace(flow=flow), no_controller, flow.direction, flow.member, "127.0.0.1", 0)
 
 
 @pytest.mark.kafka
@@ -203,8 +204,8 @@ def test_the_backlog_of_a_partition_nobody_owns_shows_in_records_seconds_and_the
     config = sandbox.config(consumerGroup={"sourceToTarget": name},
                             replication={"sourceToTarget": {"topics": [{"sourceTopicName": name}]}})
     flow = flow_for(sandbox, **config)  # never run: nobody owns the partitions
-    probes = MemberProbes(types.SimpleNamespace(flow=flow), flow.direction, flow.member, "127.0.0.1", 0,
-                          backlog=lambda: Backlog(parse_config(config), "sourceToTarget"))
+    controller = Controller(parse_config(config), "sourceToTarget").start()
+    probes = MemberProbes(types.SimpleNamespace(flow=flow), controller, flow.direction, flow.member, "127.0.0.1", 0)
     metrics = f"http://127.0.0.1:{probes.endpoint.port}/metrics"
 
     def backlog() -> dict[str, float] | None:
@@ -220,6 +221,7 @@ def test_the_backlog_of_a_partition_nobody_owns_shows_in_records_seconds_and_the
         found = wait_until(backlog, 30, interval=0.5, what="the backlog in /metrics")
     finally:
         probes.close()
+        controller.close()
     assert found["kafka_replicator_partitions_ownerless"] == 2
     assert (found["kafka_replicator_committed_lag[0]"], found["kafka_replicator_committed_lag[1]"]) == (0, 5)
     assert found["kafka_replicator_lag_seconds[0]"] == 0
