@@ -99,6 +99,9 @@ def start_head(python: Path, log: Path, cpus: int = 4) -> Head:
             [str(python.parent / "ray"), "start", "--head", "--block", "--node-ip-address", LOOPBACK,
              "--port", str(free_port()), "--dashboard-host", LOOPBACK, "--dashboard-port", str(dashboard_port),
              "--ray-client-server-port", str(free_port()), "--num-cpus", str(cpus),
+             # Not Ray's fixed default (52365): another Ray node on this machine, or one left behind,
+             # would hold it, and this node's job agent would not start ("No available agent").
+             "--dashboard-agent-listen-port", str(free_port()),
              "--object-store-memory", str(100 * 1024**2), "--disable-usage-stats",
              "--temp-dir", str(temp_dir)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

@@ -134,6 +134,8 @@ class RayNodes:
             return subprocess.Popen(
                 [sys.executable, "-m", "cluster.loopback", "start", "--block",
                  "--node-ip-address", LOOPBACK, "--disable-usage-stats",
+                 # Not Ray's fixed default (52365), which the other node on this machine takes.
+                 "--dashboard-agent-listen-port", str(free_port()),
                  "--object-store-memory", str(80 * 1024**2), *args],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 cwd=REPO, start_new_session=True)
