@@ -16,30 +16,20 @@ import time
 from collections import defaultdict
 from dataclasses import asdict
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaAdminClient, KafkaProducer
 
+from . import own_topics
 from .acls import Binding
 
 log = logging.getLogger(__name__)
 
 TOPIC = "kafka-replicator-acls"
-_PARTITION = TopicPartition(TOPIC, 0)
-READ_TIMEOUT_SECONDS = 30.0
+WRITE_TIMEOUT_SECONDS = 30.0
 
 
 def ensure_topic(admin: KafkaAdminClient) -> None:
     """Create the ledger topic (compacted, one partition) if it is missing."""
-    if TOPIC in set(admin.list_topics()):
-        return
-    brokers = len(admin.describe_cluster()["brokers"])
-    try:
-        admin.create_topics({TOPIC: {"num_partitions": 1, "replication_factor": min(3, brokers),
-                                     "configs": {"cleanup.policy": "compact"}}},
-                            wait_for_metadata=True)
-        log.info("created the ACL ledger topic %r", TOPIC)
-    except TopicAlreadyExistsError:
-        pass
+    own_topics.ensure(admin, TOPIC, {"cleanup.policy": "compact"}, "the ACL ledger topic")
 
 
 class Ledger:
@@ -49,7 +39,7 @@ class Ledger:
         self._settings = settings
         self._owner = owner
         self._entries: dict[bytes, tuple[str, Binding]] = {}  # record key → (owner, binding)
-        self._consumer: KafkaConsumer | None = None
+        self._tail = own_topics.Tail(settings, TOPIC, "the ACL ledger")
         self._producer: KafkaProducer | None = None
 
     def holders(self) -> dict[Binding, set[str]]:
@@ -71,9 +61,9 @@ class Ledger:
         self._write({self._key(binding): None for binding in bindings})
 
     def close(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                client.close()
+        self._tail.close()
+        if self._producer is not None:
+            self._producer.close()
 
     def _key(self, binding: Binding) -> bytes:
         return json.dumps([self._owner, *asdict(binding).values()]).encode()
@@ -86,26 +76,14 @@ class Ledger:
         sent = [self._producer.send(TOPIC, key=key, value=value, partition=0)
                 for key, value in records.items()]
         for future in sent:
-            future.get(timeout=READ_TIMEOUT_SECONDS)
+            future.get(timeout=WRITE_TIMEOUT_SECONDS)
 
     def _read_to_end(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            consumer = self._consumer = KafkaConsumer(**self._settings, enable_auto_commit=False,
-                                                      group_id=None)
-            consumer.assign([_PARTITION])
-            consumer.seek(_PARTITION, 0)
-        end = consumer.end_offsets([_PARTITION])[_PARTITION]
-        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
-        while consumer.position(_PARTITION) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the ACL ledger {TOPIC!r} to its end")
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    if record.value is None:
-                        self._entries.pop(record.key, None)
-                    else:
-                        entry = json.loads(record.value)
-                        owner = entry.pop("owner")
-                        entry.pop("createdAt", None)
-                        self._entries[record.key] = (owner, Binding(**entry))
+        for record in self._tail.read():
+            if record.value is None:
+                self._entries.pop(record.key, None)
+            else:
+                entry = json.loads(record.value)
+                owner = entry.pop("owner")
+                entry.pop("createdAt", None)
+                self._entries[record.key] = (owner, Binding(**entry))

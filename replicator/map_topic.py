@@ -14,9 +14,8 @@ import logging
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
 
-from . import batches
+from . import batches, own_topics
 from .offset_map import Entry, Journal, Partition, PartitionMap, Position, Span
 from .producer import Delivery, Shipment
 from .topics import topic_configs
@@ -33,19 +32,11 @@ SEGMENT_MS = 60_000
 def ensure_topic(admin: KafkaAdminClient, retention_ms: int) -> None:
     """Create the map topic (one partition) if it is missing; `retention_ms` is the
     longest retention of the topics it maps (-1: forever)."""
-    if TOPIC in set(admin.list_topics()):
-        return
-    brokers = len(admin.describe_cluster()["brokers"])
     # Short segments: only closed segments are compacted, and an exactly-once member reads
     # the whole topic when it is given partitions, while each transaction adds a Position.
-    configs = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms),
-               "segment.ms": str(SEGMENT_MS), "min.cleanable.dirty.ratio": "0.1"}
-    try:
-        admin.create_topics({TOPIC: {"num_partitions": 1, "replication_factor": min(3, brokers),
-                                     "configs": configs}}, wait_for_metadata=True)
-        log.info("created the offset map topic %r (retention.ms %s)", TOPIC, retention_ms)
-    except TopicAlreadyExistsError:
-        pass
+    own_topics.ensure(admin, TOPIC, {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms),
+                                    "segment.ms": str(SEGMENT_MS), "min.cleanable.dirty.ratio": "0.1"},
+                     "the offset map topic")
 
 
 def longest_retention(admin: KafkaAdminClient, topics) -> int:

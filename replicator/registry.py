@@ -19,30 +19,20 @@ import logging
 import socket
 import time
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaAdminClient, KafkaProducer
 
+from . import own_topics
 from .batches import NO_PRODUCER
 
 log = logging.getLogger(__name__)
 
 TOPIC = "kafka-replicator-producers"
-_PARTITION = TopicPartition(TOPIC, 0)
-READ_TIMEOUT_SECONDS = 30.0
+WRITE_TIMEOUT_SECONDS = 30.0
 
 
 def ensure_topic(admin: KafkaAdminClient) -> None:
     """Create the registry topic (compacted, one partition) if it is missing."""
-    if TOPIC in set(admin.list_topics()):
-        return
-    brokers = len(admin.describe_cluster()["brokers"])
-    try:
-        admin.create_topics({TOPIC: {"num_partitions": 1, "replication_factor": min(3, brokers),
-                                     "configs": {"cleanup.policy": "compact"}}},
-                            wait_for_metadata=True)
-        log.info("created the producer-id registry topic %r", TOPIC)
-    except TopicAlreadyExistsError:
-        pass
+    own_topics.ensure(admin, TOPIC, {"cleanup.policy": "compact"}, "the producer-id registry topic")
 
 
 def register(settings: dict, producer_ids: list[int], direction: str, member: str | None) -> None:
@@ -54,7 +44,7 @@ def register(settings: dict, producer_ids: list[int], direction: str, member: st
         sent = [producer.send(TOPIC, key=str(producer_id).encode(), value=entry, partition=0)
                 for producer_id in producer_ids]
         for future in sent:
-            future.get(timeout=READ_TIMEOUT_SECONDS)
+            future.get(timeout=WRITE_TIMEOUT_SECONDS)
     finally:
         producer.close()
 
@@ -66,7 +56,7 @@ class Registry:
         self._settings = settings
         self._ours: set[int] = set()
         self._foreign: set[int] = set()
-        self._consumer: KafkaConsumer | None = None
+        self._tail = own_topics.Tail(settings, TOPIC, "the producer-id registry")
 
     def load(self) -> None:
         """Read the registry now, so that a lookup on the data path costs a round trip or two,
@@ -85,20 +75,7 @@ class Registry:
         return False
 
     def _read_to_end(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            consumer = self._consumer = KafkaConsumer(**self._settings, enable_auto_commit=False,
-                                                      group_id=None)
-            consumer.assign([_PARTITION])
-            consumer.seek(_PARTITION, 0)
-        end = consumer.end_offsets([_PARTITION])[_PARTITION]
-        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
-        while consumer.position(_PARTITION) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the producer-id registry {TOPIC!r} to its end")
-            for records in consumer.poll(timeout_ms=200).values():
-                self._ours.update(int(record.key) for record in records)
+        self._ours.update(int(record.key) for record in self._tail.read())
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
+        self._tail.close()
