@@ -1,4 +1,4 @@
-"""The scale sweep runs end to end on its tiny plan (1×6 and 1×60 partitions): every point
+"""The scale sweep runs end to end on its tiny plan (1 topic × 6 partitions, 3 topics × 20): every point
 has its figures and every copy was verified."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_the_scale_sweep_measures_every_point_of_verified_copies(sandbox, tmp_pa
 
     sweep = json.loads(out.read_text())["scale"]
     points = {(p["replicator"], p["shape"]): p for p in sweep["points"]}
-    assert set(points) == {(who, shape) for who in ("ours-batch", "mirrormaker2-tuned") for shape in ("1×6", "1×60")}
+    assert set(points) == {(who, shape) for who in ("ours-batch", "mirrormaker2-tuned") for shape in ("1×6", "3×20")}
     for key, point in points.items():
         assert point["valid"], f"{key}: {point['verification']}"
         assert "content digest match" in point["verification"], key
@@ -29,11 +29,11 @@ def test_the_scale_sweep_measures_every_point_of_verified_copies(sandbox, tmp_pa
             point["members"] if key[0] == "ours-batch" else 1), key
         assert all(rss > 0 for rss in point["peak_rss_bytes"]), key
         assert all(0 <= cpu < 100 for cpu in point["idle_cpu_percent"]), key
-    for shape in ("1×6", "1×60"):
+    for shape in ("1×6", "3×20"):
         # Two members: the survivor owned every partition again after the other's SIGKILL.
         assert points[("ours-batch", shape)]["kill_absorbed_seconds"] > 0, shape
     offsets = sweep["offsets"]
     assert offsets["translated"] == offsets["partitions"] == 60 and offsets["exit_code"] == 0, offsets
     assert offsets["translate_seconds"] > 0 and offsets["map_added"]["records"] > 0, offsets
     assert {t["replicator"] for t in sweep["targets"]} == {"ours-batch", "mirrormaker2-tuned"}
-    assert "| ours, batch mode | 1×60 | 2 |" in capsys.readouterr().out
+    assert "| ours, batch mode | 3×20 | 2 |" in capsys.readouterr().out

@@ -438,7 +438,10 @@ class Bench:
             self.translation = failover.translation_cost()
             self._stamp(f"translation in memory: {self.translation}")
         if "scale" in only:  # not by default: ours and MM2 tuned as partitions, topics and members grow
-            self.scale = scale.Sweep(self.source, self.target, self.work, scale.PLANS[self.plan.name], self.members,
+            plan = scale.PLANS[self.plan.name]
+            if self.args.scale_shapes:
+                plan = plan.only(self.args.scale_shapes)
+            self.scale = scale.Sweep(self.source, self.target, self.work, plan, self.members,
                                      self.run_id, self._stamp, self.args.preload_workers).run()
         if only & {"failover", *OURS}:
             self.offset_map = failover.map_size(self.target)
@@ -552,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or by all, not run by default; mm2-search: MirrorMaker 2 with each of its "
                         "tunings, not run by default; scale: ours and MirrorMaker 2 tuned over "
                         "1×6 to 1×3,000 and 300×10 partitions and 1, 2 and 4 members, not run by default)")
+    parser.add_argument("--scale-shapes", nargs="+", metavar="TOPICSxPARTITIONS",
+                        help="the scale sweep's shapes to run, of its plan's (e.g. 1x6 1x3000 300x10)")
     parser.add_argument("--preload-workers", type=int, default=2)
     parser.add_argument("--mm2-tuning", choices=list(mirrormaker.TUNINGS), default=mirrormaker.DEFAULT_TUNING,
                         help=f"the mirrormaker2-tuned row's settings (default {mirrormaker.DEFAULT_TUNING}; "
