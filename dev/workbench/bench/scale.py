@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -425,9 +426,7 @@ def preload_many(bootstrap: str, sets: list[data.DataSet]) -> None:
             raise RuntimeError(f"pre-loading {d.topic}: the source holds {held}, expected {d.counts}")
 
 
-def _new_topic(dataset: data.DataSet):
-    from kafka.admin import NewTopic
-
+def _new_topic(dataset: data.DataSet) -> NewTopic:
     return NewTopic(dataset.topic, dataset.partitions, 1)
 
 
