@@ -464,11 +464,12 @@ class Sandbox:
     """Start, inspect and stop the two-cluster sandbox kept in one state directory."""
 
     def __init__(self, state_dir: Path | None = None, kafka_version: str = KAFKA_VERSION,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", broker_heap: tuple[str, ...] = BROKER_HEAP) -> None:
         # Absolute, because the broker's config path doubles as its process marker.
         self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
         self.kafka_version = kafka_version
         self.host = host  # where a new sandbox listens; a running one keeps its own
+        self.broker_heap = broker_heap  # of brokers this object starts; running ones keep theirs
         self._state_file = self.state_dir / "sandbox.json"
         self._password_file = self.state_dir / "sasl-password"
         self._tls_dir = self.state_dir / "tls"
@@ -726,7 +727,7 @@ class Sandbox:
         """Launch a broker detached from this process, recording its pid in ``state``."""
         cluster = state["clusters"][name]
         command = [
-            java_executable(), *BROKER_HEAP, "-Djava.awt.headless=true",
+            java_executable(), *self.broker_heap, "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self._log4j_config}",
             "-cp", f"{state['libs']}/*", "kafka.Kafka", cluster["config"],
         ]  # fmt: skip

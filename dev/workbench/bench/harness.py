@@ -18,9 +18,9 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 
-from ..sandbox import KAFKA_VERSION, Sandbox, _cache_root, java_executable
+from ..sandbox import BROKER_HEAP, KAFKA_VERSION, Sandbox, _cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, report
-from . import failover
+from . import failover, scale
 from .failover import Failover
 from .measure import Copy, watch_copy
 
@@ -33,9 +33,10 @@ REPLICATORS = [*OURS, ours.RAY_ROW, *MIRROR_MAKERS]
 LATENCY_ROWS = [*OURS, *MIRROR_MAKERS]
 FAILOVER = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
-EXTRA_ROWS = ["relay", "failover", "mm2-search"]
+EXTRA_ROWS = ["relay", "failover", "mm2-search", "scale"]
 ALIASES = {"ours": list(OURS)}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SCALE_BROKER_HEAP = ("-Xms512m", "-Xmx2g")
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Bench:
         self.failover: list[dict] = []
         self.translation: dict = {}
         self.offset_map: dict = {}
+        self.scale: dict = {}
         self.started = time.monotonic()
         self.timeline: list[tuple[str, float]] = []
         self.ray: ours.OnRay | None = None  # started for the first ours-ray row
@@ -136,7 +138,9 @@ class Bench:
         jars.mirror_maker_libs()
         jars.tools_libs()
         if not (self.source and self.target):
-            self.sandbox = Sandbox(self.args.state_dir or (_cache_root() / "bench-sandbox"))
+            # 3,000-partition topics on each side need more than the tests' broker heap.
+            heap = SCALE_BROKER_HEAP if "scale" in selected(self.args.only) else BROKER_HEAP
+            self.sandbox = Sandbox(self.args.state_dir or (_cache_root() / "bench-sandbox"), broker_heap=heap)
             info = self.sandbox.up()
             self.source, self.target = info.source.bootstrap_servers, info.target.bootstrap_servers
         self._stamp(f"clusters ready: source {self.source}, target {self.target}")
@@ -146,6 +150,8 @@ class Bench:
         only = selected(self.args.only)
         if "failover" in only and only <= {"failover", *REPLICATORS}:
             return {}  # `--only failover [replicators]`: its topics are its own
+        if only == {"scale"}:
+            return {}  # the sweep pre-loads its own topics
         cache = self.work.parent / "datasets.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         wanted = {
@@ -431,6 +437,12 @@ class Bench:
                 self._stamp(f"failover {who}: {run.detail}")
             self.translation = failover.translation_cost()
             self._stamp(f"translation in memory: {self.translation}")
+        if "scale" in only:  # not by default: ours and MM2 tuned as partitions, topics and members grow
+            plan = scale.PLANS[self.plan.name]
+            if self.args.scale_shapes:
+                plan = plan.only(self.args.scale_shapes)
+            self.scale = scale.Sweep(self.source, self.target, self.work, plan, self.members,
+                                     self.run_id, self._stamp, self.args.preload_workers).run()
         if only & {"failover", *OURS}:
             self.offset_map = failover.map_size(self.target)
             self._stamp(f"offset map on the target: {self.offset_map}")
@@ -464,6 +476,7 @@ class Bench:
             "failover": self.failover,
             "translation": self.translation,
             "offset_map": self.offset_map,
+            "scale": self.scale,
             "timeline": self.timeline,
             "work_dir": str(self.work),
         }
@@ -540,7 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "latency of a bare kafka-python poll/send loop, not run by default; "
                         "failover: a consumer group moved to the target by each replicator named, "
                         "or by all, not run by default; mm2-search: MirrorMaker 2 with each of its "
-                        "tunings, not run by default)")
+                        "tunings, not run by default; scale: ours and MirrorMaker 2 tuned over "
+                        "1×6 to 1×3,000 and 300×10 partitions and 1, 2 and 4 members, not run by default)")
+    parser.add_argument("--scale-shapes", nargs="+", metavar="TOPICSxPARTITIONS",
+                        help="the scale sweep's shapes to run, of its plan's (e.g. 1x6 1x3000 300x10)")
     parser.add_argument("--preload-workers", type=int, default=2)
     parser.add_argument("--mm2-tuning", choices=list(mirrormaker.TUNINGS), default=mirrormaker.DEFAULT_TUNING,
                         help=f"the mirrormaker2-tuned row's settings (default {mirrormaker.DEFAULT_TUNING}; "
@@ -563,11 +579,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
     # A full run's results are the ones BENCHMARKS.md shows; smaller runs stay in their work dir.
-    out = args.out or (RESULTS_DIR / "bench-full.json" if args.mode == "full" else bench.work / f"bench-{args.mode}.json")
+    # A sweep alone keeps its own file: it leaves the full run's results as they are.
+    stem = "scale" if selected(args.only) == {"scale"} else "bench"
+    out = args.out or (RESULTS_DIR / f"{stem}-full.json" if args.mode == "full" else bench.work / f"{stem}-{args.mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(report.table(results))
     png = out.with_suffix(".png")
+    if not (results["throughput"] or results["latency"]):
+        print(f"\nresults: {out}")
+        return 0
     try:
         report.chart(results, png)
         print(f"\nresults: {out}\nchart:   {png}")

@@ -54,24 +54,33 @@ def watch_copy(bootstrap: str, topic: str, expected: dict[int, int], pids, start
     says when the copy is complete instead of the end offsets (which count transaction
     markers too).
     """
-    total = sum(expected.values())
+    return watch_topics(bootstrap, {topic: expected}, pids, started, timeout, nbytes, alive, done)
+
+
+def watch_topics(bootstrap: str, expected: dict[str, dict[int, int]], pids, started: float,
+                 timeout: float, nbytes: int, alive=None, done=None) -> Copy:
+    """watch_copy over several target topics: `expected` holds each one's records per partition."""
+    total = sum(sum(counts.values()) for counts in expected.values())
     result = Copy(records=total, bytes=nbytes)
     meter = CpuMeter(pids)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    tps = [TopicPartition(topic, p) for p in sorted(expected)]
+    tps = [TopicPartition(topic, p) for topic, counts in expected.items() for p in sorted(counts)]
+    present: set[str] = set()
     first = None
     empty_at = started  # the last poll that saw nothing copied yet
     meter.mark()
     deadline = started + timeout
     try:
         while time.monotonic() < deadline:
-            copied = 0
-            if topic in (consumer.topics() if first is None else {topic}):
+            if len(present) < len(expected):
+                # The replicator creates the target topics: end offsets of a missing one fail.
+                present = set(expected) & set(consumer.topics())
+            copied = result.copied
+            if present:
                 try:
-                    ends = consumer.end_offsets(tps)
-                    copied = sum(ends.values())
-                except Exception:  # the topic is still being created
-                    copied = 0
+                    copied = sum(consumer.end_offsets([tp for tp in tps if tp.topic in present]).values())
+                except Exception:  # a topic is still being created
+                    pass
             now = time.monotonic()
             result.copied = copied
             result.peak_rss_bytes = max(result.peak_rss_bytes, meter.rss())

@@ -77,8 +77,39 @@ def table(results: dict) -> str:
         m = results["offset_map"]
         lines += ["", f"Offset map on the target after this run: {m['records']:,} records, "
                       f"{m['spans']:,} spans, {m['bytes']:,} bytes (before compaction)"]
+    if results.get("scale"):
+        lines += _scale(results["scale"])
     lines += _targets(results)
     return "\n".join(lines)
+
+
+def _scale(sweep: dict) -> list[str]:
+    plan = sweep["plan"]
+    lines = ["", f"Scale: {plan['records']:,} records of {plan['record_bytes']} B per shape (topics × partitions); "
+                 f"idle CPU over {plan['idle_seconds']:.0f} s after the copy; RSS and idle CPU per process",
+             "", "| replicator | shape | members | rec/s | µs CPU/record | start-up (s) | peak RSS (MB) | "
+                 "idle CPU (% of a core) | kill absorbed (s) | verified |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for p in sweep["points"]:
+        rss = ", ".join(f"{b / 1e6:,.0f}" for b in p["peak_rss_bytes"])
+        idle = ", ".join(f"{c:.1f}" for c in p["idle_cpu_percent"]) or "–"
+        kill = _num(p["kill_absorbed_seconds"], 1)
+        lines.append(f"| {NAMES[p['replicator']]} | {p['shape']} | {p['members']} | {_num(p['records_per_second'])} | "
+                     f"{_num(p['cpu_us_per_record'], 2)} | {_num(p['startup_seconds'], 1)} | {rss} | {idle} | "
+                     f"{kill} | {'ok' if p['valid'] else 'INVALID: ' + p['verification']} |")
+    offsets = sweep.get("offsets") or {}
+    if offsets:
+        added = offsets["map_added"]
+        lines += ["", f"Offset map: the copy of {offsets['partitions']:,} partitions added "
+                      f"{added.get('records', 0):,} records, {added.get('spans', 0):,} spans, "
+                      f"{added.get('bytes', 0):,} bytes (now {offsets['map_after'].get('bytes', 0):,} bytes in all); "
+                      f"`offsets translate` of a group committed on all of them: {offsets['translate_seconds']:.1f} s, "
+                      f"{offsets['translated']} of {offsets['partitions']:,} partitions translated"]
+    if sweep.get("targets"):
+        lines += ["", "| replicator | what | figure | target | met? |", "|---|---|---|---|---|"]
+        lines += [f"| {NAMES[t['replicator']]} | {t['what']} | {t['figure']} | {t['target']} | "
+                  f"{'yes' if t['met'] else '**no**'} |" for t in sweep["targets"]]
+    return lines
 
 
 def _failover(runs: list[dict]) -> list[str]:
