@@ -81,7 +81,7 @@ def _assemble(flow, opened: list) -> Parts:
         registry.ensure_topic(target_admin)
     topics = flow.topics
     if topics is None:  # a flow on its own: it runs its direction's controller beside it
-        topics = Controller(config, direction).start()
+        topics = Controller(config, direction, measure_backlog=False).start()  # nobody exports it
         opened.append(topics)
     flow.topics_from(topics)
     routes = flow.routes
