@@ -427,6 +427,17 @@ def _judge(dataset: DataSet, results: dict, ends: dict[int, int], seconds: float
                    "per partition", seconds, ends)
 
 
+def group_description(bootstrap: str, group: str) -> dict:
+    """The group as DescribeGroups tells it; empty if the cluster did not answer."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return admin.describe_groups([group]).get(group, {})
+    except Exception:
+        return {}
+    finally:
+        admin.close()
+
+
 def committed_counts(bootstrap: str, topic: str, partitions: int = PARTITIONS,
                      timeout: float = 120.0) -> dict[int, int]:
     """Records per partition as a read_committed reader sees them (transaction markers and

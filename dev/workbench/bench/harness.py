@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaAdminClient
 
 from ..sandbox import BROKER_HEAP, KAFKA_VERSION, Sandbox, _cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, report
@@ -384,13 +383,7 @@ class Bench:
 
     def _group_settled(self, group: str) -> bool:
         """Whether the group is stable with each of our members owning partitions."""
-        admin = KafkaAdminClient(bootstrap_servers=self.source)
-        try:
-            description = admin.describe_groups([group]).get(group, {})
-        except Exception:
-            return False
-        finally:
-            admin.close()
+        description = data.group_description(self.source, group)
         owners = {member.get("group_instance_id") or member.get("member_id")
                   for member in description.get("members", ())
                   if (member.get("member_assignment") or {}).get("assigned_partitions")}

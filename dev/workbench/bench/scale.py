@@ -469,13 +469,7 @@ def verify_many(bootstrap: str, sets: list[data.DataSet], routes: dict[str, str]
 
 def _owned_by(bootstrap: str, group: str, members: set[str], partitions: int) -> bool:
     """Whether the group is stable with exactly `members` (static ids) owning all `partitions`."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        description = admin.describe_groups([group]).get(group, {})
-    except Exception:
-        return False
-    finally:
-        admin.close()
+    description = data.group_description(bootstrap, group)
     owners, owned = set(), 0
     for member in description.get("members", ()):
         owners.add(member.get("group_instance_id") or member.get("member_id"))
