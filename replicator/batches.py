@@ -42,7 +42,7 @@ CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 NO_PRODUCER = -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is 7x slower to make, once per batch
 class Batch:
     """One batch as fetched: its header fields and its bytes."""
 
@@ -57,6 +57,7 @@ class Batch:
     base_sequence: int
     record_count: int
     data: memoryview
+    size: int  # len(data), asked several times per batch
 
     @property
     def last_offset(self) -> int:
@@ -73,10 +74,6 @@ class Batch:
     @property
     def is_transactional(self) -> bool:
         return bool(self.attributes & TRANSACTIONAL)
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
 
     @property
     def whole(self) -> bool:
@@ -122,7 +119,7 @@ def split(data: bytes | memoryview, truncated: bool = False) -> list[Batch]:
             producer_id, producer_epoch, base_sequence, count = NO_PRODUCER, -1, -1, 1
         batches.append(Batch(base_offset, magic, attributes, last_delta, base_ts, max_ts,
                              producer_id, producer_epoch, base_sequence, count,
-                             view[at:at + size]))
+                             view[at:at + size], size))
         at += size
     return batches
 
@@ -192,6 +189,17 @@ def _put_varint(out: bytearray, value: int) -> None:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    _put_varint(out, value)
+    return bytes(out)
+
+
+_MOST_RECORD_HEAD = 17  # a record's length, attributes, timestamp and offset deltas at their longest
+SMALL = 1 << 13  # what most deltas and record lengths of a merge are under: 2 bytes or less
+_SMALL_VARINTS = [_varint_bytes(value) for value in range(SMALL)]
 
 
 def _bytes(data, at: int) -> tuple[bytes | None, int]:
@@ -397,6 +405,95 @@ def encode(items: list[Record], codec: str = "none") -> bytes:
     header = HEADER.pack(0, HEADER_SIZE - 12 + len(body), -1, 2, 0, compression,
                          len(items) - 1, base_ts, max_ts, NO_PRODUCER, -1, -1, len(items))
     return header + bytes(body)
+
+
+@dataclass(slots=True)
+class Merged:
+    """Records of several batches in one new batch, as `encode` leaves it for `stamp`."""
+
+    data: bytes
+    count: int
+    max_timestamp: int
+    runs: tuple[tuple[int, int], ...]  # (first source offset, count) of each contiguous run
+
+
+def merge(batch_list: list[Batch], position: int, codec: str, limit: int) -> list[Merged]:
+    """The v2 batches' records from `position` on, in new batches of about `limit` bytes.
+
+    Each record's key, value and headers are copied as bytes: only its length, timestamp
+    delta and offset delta are written again. A merge of small batches thus costs a walk
+    of varints per record, not a decode and an encode.
+    """
+    merged: list[Merged] = []
+    body = bytearray()
+    count = base_ts = max_ts = 0
+    runs: list[list[int]] = []
+    small = _SMALL_VARINTS
+
+    def close():
+        nonlocal body, count, runs
+        if count:
+            merged.append(_merged(body, count, base_ts, max_ts, runs, codec))
+        body, count, runs = bytearray(), 0, []
+
+    for batch in batch_list:
+        records_body = batch.data[HEADER_SIZE:]
+        compression = batch.attributes & COMPRESSION_MASK
+        if compression:
+            records_body = memoryview(DECOMPRESS[compression](records_body.tobytes()))
+        fixed_ts = batch.max_timestamp if batch.attributes & LOG_APPEND_TIME else None
+        at = 0
+        for _ in range(batch.record_count):
+            byte = records_body[at]
+            if byte < 0x80 or records_body[at + 1] >= 0x80:
+                length, at = _varint(records_body, at)
+            else:  # most records are 64 bytes to 8 KiB: a length of two bytes
+                length = ((byte & 0x7F) | records_body[at + 1] << 7) >> 1
+                at += 2
+            end = at + length
+            byte = records_body[at + 1]  # after the record's attributes
+            if byte < 0x80:
+                ts_delta, fields = (byte >> 1) ^ -(byte & 1), at + 2
+            else:
+                ts_delta, fields = _varint(records_body, at + 1)
+            byte = records_body[fields]
+            if byte < 0x80:  # an offset delta below 64: one byte
+                offset_delta, fields = (byte >> 1) ^ -(byte & 1), fields + 1
+            else:
+                offset_delta, fields = _varint(records_body, fields)
+            offset = batch.base_offset + offset_delta
+            if offset >= position:
+                timestamp = batch.base_timestamp + ts_delta if fixed_ts is None else fixed_ts
+                if count and len(body) + end - fields + _MOST_RECORD_HEAD > limit:
+                    close()
+                if not count:
+                    base_ts = max_ts = timestamp
+                elif timestamp > max_ts:
+                    max_ts = timestamp
+                delta = timestamp - base_ts
+                head = b"\0" + (small[delta] if 0 <= delta < SMALL else _varint_bytes(delta)) \
+                    + (small[count] if count < SMALL else _varint_bytes(count))
+                size = len(head) + end - fields
+                body += small[size] if size < SMALL else _varint_bytes(size)
+                body += head
+                body += records_body[fields:end]
+                if runs and runs[-1][0] + runs[-1][1] == offset:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([offset, 1])
+                count += 1
+            at = end
+    close()
+    return merged
+
+
+def _merged(body: bytearray, count: int, base_ts: int, max_ts: int, runs: list[list[int]],
+            codec: str) -> Merged:
+    compression = CODECS[codec]
+    records_body = COMPRESS[compression](bytes(body)) if compression else bytes(body)
+    header = HEADER.pack(0, HEADER_SIZE - 12 + len(records_body), -1, 2, 0, compression,
+                         count - 1, base_ts, max_ts, NO_PRODUCER, -1, -1, count)
+    return Merged(header + records_body, count, max_ts, tuple((first, n) for first, n in runs))
 
 
 def readable(fetched: list[Batch], aborted: list[tuple[int, int]]) -> Iterator[tuple[Batch, bool]]:

@@ -8,7 +8,8 @@ records, our own copies coming back).
 - batch mode copies a batch as bytes unless something stops it (`Batch.obstacle`,
   a key-hashed target, a batch over the request limit), then re-encodes only it;
 - runs of small batches are merged into full ones: copying costs per batch,
-  re-encoding per record, so below `merge_below` bytes a merge is cheaper;
+  merging per record, so below `merge_below` bytes a merge is cheaper; batch mode
+  merges them as bytes (`batches.merge`), record mode decodes them;
 - record mode re-encodes every record with provenance headers, as before batches;
 - whatever is re-encoded is merged with its neighbours up to the batch size.
 """
@@ -151,6 +152,8 @@ class Shipper:
         """Re-encode the records of consecutive batches: "merge" for several, else "encode"."""
         first = max(batch_list[0].base_offset, position)
         step = Step(first, batch_list[-1].next_offset, how="merge" if len(batch_list) > 1 else "encode")
+        if self.mode == "batch" and target.partition is not None and all(b.magic == 2 for b in batch_list):
+            return self._merge(tp, target, batch_list, position, step)
         kept, step.loop_skipped = self._records(batch_list, position)
         if not kept:
             return step
@@ -162,6 +165,19 @@ class Shipper:
                                            data=data, **_origin(tp, target, chunk)))
             step.bytes += len(data)
         step.records = len(kept)
+        return step
+
+    def _merge(self, tp, target: Target, batch_list: list[Batch], position: int, step: Step) -> Step:
+        """`_encode` without decoding: batch mode adds no headers and keeps the partition."""
+        merged = batches.merge(batch_list, position, self._codec, self._batch_bytes)
+        if not merged:
+            return step
+        delivery = Delivery(len(merged), max(m.max_timestamp for m in merged), tp.topic)
+        destination = TopicPartition(target.topic, target.partition)
+        for m in merged:
+            step.shipments.append(Shipment(destination, m.count, delivery, data=m.data, origin=tp, runs=m.runs))
+            step.records += m.count
+            step.bytes += len(m.data)
         return step
 
     def _singles(self, tp, target: Target, batch: Batch, position: int) -> list[Step]:

@@ -139,3 +139,57 @@ def test_headers_at_finds_the_headers_after_any_key_and_value():
         end, count, first = batches.headers_at(fields)
         assert fields[:end] == batches.encode_fields(key, value, [])[:end]
         assert (count, fields[first:]) == (2, batches.encode_headers(headers))
+
+
+def merged_records(merged: list[batches.Merged]) -> list[tuple]:
+    return [(r.offset, r.timestamp, r.key, r.value, r.headers)
+            for m in merged for r in batches.records(batches.split(m.data)[0])]
+
+
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_merge_keeps_each_records_key_value_headers_and_timestamp(codec):
+    first = make([rec(0, b"a", b"1", [("h", b"x")], 5_000), rec(1, None, b"2", [], 4_990)], base_offset=10,
+                 codec=codec)
+    second = make([rec(0, b"c", None, [("n", None)], 5_020)], base_offset=12, codec=codec)
+    [merged] = batches.merge([first, second], 10, codec, 1 << 18)
+    assert merged_records([merged]) == [(0, 5_000, b"a", b"1", [("h", b"x")]), (1, 4_990, None, b"2", []),
+                                        (2, 5_020, b"c", None, [("n", None)])]
+    assert (merged.count, merged.max_timestamp, merged.runs) == (3, 5_020, ((10, 3),))
+
+
+def test_a_merged_batch_decodes_the_same_in_kafka_python():
+    fetched = [make([rec(0, b"k%d" % i, b"v" * 200, [], 7_000 + i)], base_offset=i) for i in range(300)]
+    [merged] = batches.merge(fetched, 0, "none", 1 << 18)
+    stamped = batches.stamp(merged.data, 5, 0, 0)
+    assert MemoryRecords(stamped).next_batch().validate_crc()
+    assert decoded(stamped) == [(i, 7_000 + i, b"k%d" % i, b"v" * 200, []) for i in range(300)]
+
+
+def test_merge_leaves_out_records_before_the_position():
+    batch = make([rec(0, b"a"), rec(1, b"b"), rec(2, b"c")], base_offset=20)
+    [merged] = batches.merge([batch], 22, "none", 1 << 18)
+    assert [key for _, _, key, _, _ in merged_records([merged])] == [b"c"]
+    assert merged.runs == ((22, 1),)
+
+
+def test_merge_cuts_new_batches_at_the_limit_and_keeps_the_order():
+    fetched = [make([rec(0, b"%03d" % i, b"v" * 100)], base_offset=i) for i in range(50)]
+    merged = batches.merge(fetched, 0, "none", 1_000)
+    assert len(merged) > 1 and all(len(m.data) - batches.HEADER_SIZE <= 1_000 for m in merged)
+    assert [key for _, _, key, _, _ in merged_records(merged)] == [b"%03d" % i for i in range(50)]
+    assert [m.runs[0][0] for m in merged] == [0] + [sum(m.count for m in merged[:i]) for i in range(1, len(merged))]
+
+
+def test_merge_names_the_offset_runs_around_a_compacted_gap():
+    fetched = [make([rec(0, b"a")], base_offset=3), make([rec(0, b"b")], base_offset=4),
+               make([rec(0, b"c")], base_offset=9)]
+    [merged] = batches.merge(fetched, 0, "none", 1 << 18)
+    assert merged.runs == ((3, 2), (9, 1))
+
+
+def test_merge_gives_log_append_time_records_the_batch_timestamp():
+    batch = make([rec(0, timestamp=10), rec(1, timestamp=20)], attributes=batches.LOG_APPEND_TIME)
+    data = bytearray(batch.data)
+    struct.pack_into(">q", data, 35, 99_999)
+    [merged] = batches.merge(batches.split(bytes(data)), 0, "none", 1 << 18)
+    assert [timestamp for _, timestamp, _, _, _ in merged_records([merged])] == [99_999, 99_999]
