@@ -118,6 +118,7 @@ class Bench:
         self.rows: list[Row] = []
         self.latency: list[dict] = []
         self.costs: dict = {}
+        self.costs_one_per_batch: dict = {}
         self.failover: list[dict] = []
         self.translation: dict = {}
         self.offset_map: dict = {}
@@ -421,6 +422,8 @@ class Bench:
             self.latency += self.latency_rows("relay")
         if "costs" in only:
             self.costs = self.cpu_per_record(sets["100B"])
+            if data.ONE_PER_BATCH in sets:  # where batch mode merges instead of copying
+                self.costs_one_per_batch = self.cpu_per_record(sets[data.ONE_PER_BATCH])
         if "failover" in only:  # not by default: a correctness comparison, not a speed one
             scenario = Failover(self.source, self.target, self.members, self.work, self.plan.failover_records)
             # A tuning changes nothing of how MM2 translates offsets: the failover row runs it as shipped.
@@ -466,6 +469,7 @@ class Bench:
             "throughput": [row.as_json() for row in self.rows],
             "latency": self.latency,
             "cpu_per_record": self.costs,
+            "cpu_per_record_one_per_batch": self.costs_one_per_batch,
             "failover": self.failover,
             "translation": self.translation,
             "offset_map": self.offset_map,
