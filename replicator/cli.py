@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import logs
 from .config import DIRECTIONS, ReplicatorConfig, load_config
-from .errors import ProblemFound
+from .errors import ProblemFound, UsageError
 
 log = logging.getLogger("replicator")
 
@@ -278,6 +278,8 @@ def _verify(args) -> int:
 
     # Its IO thread receives large fetches, and warns of each that takes it over 100 ms.
     logging.getLogger(wire.SELECTOR_LOGGER).setLevel(max(logging.ERROR, logging.getLogger().level))
+    if args.every is None and args.metrics_port is not None:
+        raise UsageError("--metrics-port serves the mismatches of `verify --every`; add --every SECONDS")
     config = load_config(args.config)
     directions = [args.direction] if args.direction else config.enabled_directions()
 
@@ -296,8 +298,6 @@ def _verify(args) -> int:
         print(verification.summary(verdicts, elapsed), flush=True)
 
     if args.every is None:
-        if args.metrics_port is not None:
-            raise ProblemFound("--metrics-port serves the mismatches of `verify --every`; add --every SECONDS")
         started = time.monotonic()
         verdicts = verification.verify(config, directions, args.topics)
         show(verdicts, time.monotonic() - started)

@@ -7,6 +7,12 @@ class ReplicatorError(Exception):
     exit_code = 1  # the command line's exit code for it (README, "Commands")
 
 
+class UsageError(ReplicatorError):
+    """The command line asks for what the command cannot do; the message says what to add."""
+
+    exit_code = 2
+
+
 class ConfigError(ReplicatorError):
     """The configuration is invalid; the message names each field and the fix."""
 

@@ -143,3 +143,9 @@ def test_verify_every_takes_a_positive_number_of_seconds(capsys, every):
     code, _, err = run(capsys, "verify", "--config", "c.yaml", "--every", every)
     assert code == 2
     assert f"{every!r} is not a positive number of seconds" in err
+
+
+def test_verify_metrics_port_without_every_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "verify", "--config", "c.yaml", "--metrics-port", "0")
+    assert code == 2
+    assert err == "error: --metrics-port serves the mismatches of `verify --every`; add --every SECONDS\n"
