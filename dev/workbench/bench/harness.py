@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -39,6 +39,24 @@ SCALE_BROKER_HEAP = ("-Xms512m", "-Xmx2g")
 
 
 @dataclass
+class LatencySession:
+    """One replicator running for the latency rows, on topics of its own (one per load)."""
+
+    who: str
+    topics: dict[int, str]
+    targets: dict[int, str]
+    runner: object
+    source: str
+    target: str
+    ready: bool = False
+
+    def close(self) -> None:
+        self.runner.stop()
+        data.delete_topics(self.source, list(self.topics.values()))
+        data.delete_topics(self.target, list(self.targets.values()))
+
+
+@dataclass
 class Plan:
     """How big a run is. `full` is the issue's data set; `quick` and `tiny` shrink it."""
 
@@ -51,6 +69,7 @@ class Plan:
     chart_records: int
     latency_seconds: float
     loads: tuple[int, ...] = (1000, 10000)
+    latency_turns: int = 3  # per replicator and load, sharing latency_seconds
     sizes: tuple[str, ...] = ("100B", "1KiB", data.ONE_PER_BATCH)
     chart_seconds: float = 90.0
     settle_seconds: float = 2.0
@@ -62,8 +81,9 @@ PLANS = {
     "full": Plan("full", 2_000_000, 500_000, 200_000, 30_000, 60.0),
     "quick": Plan("quick", 80_000, 20_000, 20_000, 2_000, 5.0, settle_seconds=1.0, costs_records=30_000),
     # The smoke test's: every kind of row once (1 KiB copies go the same way as 100 B).
-    "tiny": Plan("tiny", 6_000, 1_200, 2_000, 300, 2.0, chart_seconds=30.0, settle_seconds=0.5,
-                 costs_records=5_000, failover_records=400, sizes=("100B", data.ONE_PER_BATCH)),
+    "tiny": Plan("tiny", 6_000, 1_200, 2_000, 300, 2.0, latency_turns=2, chart_seconds=30.0,
+                 settle_seconds=0.5, costs_records=5_000, failover_records=400,
+                 sizes=("100B", data.ONE_PER_BATCH)),
 }
 
 
@@ -107,6 +127,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.plan = PLANS[args.mode]
+        if args.latency_seconds is not None:
+            self.plan = replace(self.plan, latency_seconds=args.latency_seconds)
         self.members = args.members
         self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning}
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
@@ -299,7 +321,53 @@ class Bench:
 
     # -- latency -------------------------------------------------------------------------
 
-    def latency_rows(self, who: str) -> list[dict]:
+    def latency_rows(self, whos: list[str]) -> list[dict]:
+        """Each replicator's latency at each load, measured in the plan's latency_turns taken
+        in rotation while all of them run (each on topics of its own, idle out of its turn).
+
+        One row after the other, whichever ran first met the brokers still busy with the
+        throughput rows (its Kafka-alone p99 was the run's worst each time); in turns, every
+        replicator sees the machine as the others do.
+        """
+        sessions = []
+        try:
+            for who in whos:
+                sessions.append(self._latency_session(who))
+            rows = []
+            for rate in self.plan.loads:
+                turns: dict[str, list[latency.LatencyRun]] = {who: [] for who in whos}
+                for round_ in range(self.plan.latency_turns):
+                    shift = round_ % len(sessions)
+                    for session in sessions[shift:] + sessions[:shift]:
+                        if session.ready:
+                            turns[session.who].append(latency.measure(
+                                self.source, self.target, session.topics[rate], session.targets[rate], rate,
+                                self.plan.latency_seconds / self.plan.latency_turns))
+                for session in sessions:
+                    rows.append({"replicator": session.who, **self._latency_row(session, rate, turns[session.who])})
+            return rows
+        finally:
+            for session in sessions:
+                session.close()
+
+    def _latency_row(self, session: LatencySession, rate: int, turns: list[latency.LatencyRun]) -> dict:
+        if not session.ready:
+            return latency.LatencyRun(rate, self.plan.latency_seconds,
+                                      detail="replicator never copied the warm-up records").as_json()
+        run = latency.combined(turns)
+        # The whole topic too (warm-up records included): counts per partition match.
+        src = data.verify_counts(self.source, session.topics[rate], -1)
+        arrived = data.committed_counts(self.target, session.targets[rate])
+        if src.counts != arrived:
+            run.valid = False
+            run.detail += f"; topic counts differ: source {src.counts}, target {arrived}"
+        self._stamp(f"latency {session.who} {rate}/s in {len(turns)} turns: p50 {_fmt(run.p50_ms)} ms, "
+                    f"p99 {_fmt(run.p99_ms)} ms, p99.9 {_fmt(run.p999_ms)} ms, max {_fmt(run.max_ms)} ms, "
+                    f"Kafka alone p99 {_fmt(run.direct_p99_ms)} ms, valid={run.valid}")
+        return run.as_json()
+
+    def _latency_session(self, who: str) -> LatencySession:
+        """`who` started on topics of its own, one per load, and warmed up."""
         tag = uuid.uuid4().hex[:6]
         topics = {rate: f"bench.lat{rate}.{who}-{tag}" for rate in self.plan.loads}
         for topic in topics.values():
@@ -309,42 +377,21 @@ class Bench:
             config = ours.write_config(self.work / f"{who}-latency.yaml", self.source, self.target,
                                        f"bench-{who}-lat-{tag}", {topics[r]: targets[r] for r in topics},
                                        self.members, who, self.args.override)
-            runner = ours.Replicators(config, self.members, self.work, f"{who}-latency").start()
+            runner = ours.Replicators(config, self.members, self.work, f"{who}-latency")
         elif who == "relay":
             targets = {rate: f"{t}.copy" for rate, t in topics.items()}
             for topic in targets.values():  # the relay creates no topics
                 data.create_topic(self.target, topic)
             runner = ours.Relay(self.source, self.target, f"bench-relay-{tag}",
-                                {topics[r]: targets[r] for r in topics}, self.work).start()
+                                {topics[r]: targets[r] for r in topics}, self.work)
         else:
             targets = dict(topics)
             runner = mirrormaker.MirrorMaker(self.source, self.target, list(topics.values()), self.members,
-                                             self.work, tag, tuning=self.tunings[who]).start()
-        rows = []
-        try:
-            ready = self._warm_up(topics, targets, runner,
-                                  group=f"bench-{who}-lat-{tag}" if who in OURS else None)
-            for rate, topic in topics.items():
-                if not ready:
-                    rows.append({"replicator": who, **latency.LatencyRun(rate, self.plan.latency_seconds,
-                                 detail="replicator never copied the warm-up records").as_json()})
-                    continue
-                run = latency.measure(self.source, self.target, topic, targets[rate], rate,
-                                      self.plan.latency_seconds)
-                # The whole topic too (warm-up records included): counts per partition match.
-                src = data.verify_counts(self.source, topic, -1)
-                arrived = data.committed_counts(self.target, targets[rate])
-                if src.counts != arrived:
-                    run.valid = False
-                    run.detail += f"; topic counts differ: source {src.counts}, target {arrived}"
-                rows.append({"replicator": who, **run.as_json()})
-                self._stamp(f"latency {who} {rate}/s: p50 {_fmt(run.p50_ms)} ms, p99 {_fmt(run.p99_ms)} ms, "
-                            f"max {_fmt(run.max_ms)} ms, valid={run.valid}")
-        finally:
-            runner.stop()
-            data.delete_topics(self.source, list(topics.values()))
-            data.delete_topics(self.target, list(targets.values()))
-        return rows
+                                             self.work, tag, tuning=self.tunings[who])
+        session = LatencySession(who, topics, targets, runner.start(), self.source, self.target)
+        session.ready = self._warm_up(topics, targets, session.runner,
+                                      group=f"bench-{who}-lat-{tag}" if who in OURS else None)
+        return session
 
     def _warm_up(self, topics: dict, targets: dict, runner, records: int = 60, timeout: float = 90.0,
                  group: str | None = None) -> bool:
@@ -414,12 +461,12 @@ class Bench:
                     self.rows.append(self.mirror_maker(size, dataset, f"mm2-search:{tuning}", tuning))
         if "chart" in only:
             self.rows.append(self.chart(sets["chart"]))
-        if "latency" in only:
+        if only & {"latency", "relay"}:
             # Latency of the replicators --only names, or of all of them if it names none.
-            for who in [r for r in LATENCY_ROWS if r in only] or LATENCY_ROWS:
-                self.latency += self.latency_rows(who)
-        if "relay" in only:  # not by default: kafka-python's own latency, for the analysis
-            self.latency += self.latency_rows("relay")
+            whos = [r for r in LATENCY_ROWS if r in only] or (list(LATENCY_ROWS) if "latency" in only else [])
+            if "relay" in only:  # not by default: kafka-python's own latency, for the analysis
+                whos.append("relay")
+            self.latency = self.latency_rows(whos)
         if "costs" in only:
             self.costs = self.cpu_per_record(sets["100B"])
             if data.ONE_PER_BATCH in sets:  # where batch mode merges instead of copying
@@ -554,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "1×6 to 1×3,000 and 300×10 partitions and 1, 2 and 4 members, not run by default)")
     parser.add_argument("--scale-shapes", nargs="+", metavar="TOPICSxPARTITIONS",
                         help="the scale sweep's shapes to run, of its plan's (e.g. 1x6 1x3000 300x10)")
+    parser.add_argument("--latency-seconds", type=float, metavar="SECONDS",
+                        help="each latency load's length (default: the plan's, 60 s in a full run)")
     parser.add_argument("--preload-workers", type=int, default=2)
     parser.add_argument("--mm2-tuning", choices=list(mirrormaker.TUNINGS), default=mirrormaker.DEFAULT_TUNING,
                         help=f"the mirrormaker2-tuned row's settings (default {mirrormaker.DEFAULT_TUNING}; "

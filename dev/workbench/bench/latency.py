@@ -11,6 +11,7 @@ so that none's work delays another's clock readings.
 
 from __future__ import annotations
 
+import bisect
 import multiprocessing
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from .data import PARTITIONS, Digest, value_of
 VALUE_SIZE = 100
 TICK = 0.005
 LATE_MS = 100.0
+HISTOGRAM_EDGES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000]
 
 
 def latency_key(index: int) -> bytes:
@@ -115,6 +117,7 @@ class LatencyRun:
     arrived: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
+    p999_ms: float | None = None
     max_ms: float | None = None
     achieved_rate: float | None = None
     valid: bool = False
@@ -126,9 +129,39 @@ class LatencyRun:
     direct_p50_ms: float | None = None
     direct_p99_ms: float | None = None
     direct_max_ms: float | None = None
+    turns: int = 1  # measurements combined into this one (`combined`)
+    # Every arrival's latency and Kafka alone's, sorted, ms: what `combined` pools.
+    samples: list = field(default_factory=list, repr=False)
+    direct_samples: list = field(default_factory=list, repr=False)
 
     def as_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in ("samples", "direct_samples")}
+
+    def summarize(self) -> None:
+        """The percentiles and histogram of `samples` and `direct_samples`."""
+        latencies, floor = self.samples, self.direct_samples
+        self.arrived = len(latencies)
+        self.p50_ms, self.p99_ms, self.p999_ms = (percentile(latencies, q) for q in (0.5, 0.99, 0.999))
+        self.max_ms = latencies[-1] if latencies else None
+        self.direct_p50_ms, self.direct_p99_ms = percentile(floor, 0.5), percentile(floor, 0.99)
+        self.direct_max_ms = floor[-1] if floor else None
+        self.histogram = {f"<={e}ms": bisect.bisect_right(latencies, e) for e in HISTOGRAM_EDGES_MS}
+
+
+def combined(turns: list[LatencyRun]) -> LatencyRun:
+    """Turns at the same rate as one run: their arrivals pooled; valid if every turn was."""
+    run = LatencyRun(turns[0].rate, sum(t.seconds for t in turns), turns=len(turns))
+    run.sent = sum(t.sent for t in turns)
+    rates = [t.achieved_rate for t in turns if t.achieved_rate]
+    run.achieved_rate = sum(rates) / len(rates) if rates else None
+    run.samples = sorted(x for t in turns for x in t.samples)
+    run.direct_samples = sorted(x for t in turns for x in t.direct_samples)
+    run.summarize()
+    run.valid = bool(turns) and all(t.valid for t in turns)
+    run.detail = "; ".join(f"turn {i + 1}: {t.detail}" for i, t in enumerate(turns))
+    run.late_by_second = {f"turn {i + 1} s{second}": n for i, t in enumerate(turns)
+                          for second, n in t.late_by_second.items()}
+    return run
 
 
 def measure(source: str, target: str, source_topic: str, target_topic: str, rate: int,
@@ -176,16 +209,9 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    floor = sorted(direct_arrived[1])
-    run.direct_p50_ms, run.direct_p99_ms = percentile(floor, 0.5), percentile(floor, 0.99)
-    run.direct_max_ms = floor[-1] if floor else None
     run.sent, run.achieved_rate = sent[1], sent[1] / sent[2] if sent[2] else None
-    latencies = sorted(arrived[1])
-    run.arrived = len(latencies)
-    run.p50_ms, run.p99_ms, run.max_ms = (percentile(latencies, 0.5), percentile(latencies, 0.99),
-                                          latencies[-1] if latencies else None)
-    edges = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000]
-    run.histogram = {f"<={e}ms": sum(1 for x in latencies if x <= e) for e in edges}
+    run.samples, run.direct_samples = sorted(arrived[1]), sorted(direct_arrived[1])
+    run.summarize()
     run.late_by_second = _late_by_second(arrived[3], load_started_ms)
     expected = expected_digests(run.sent)
     if arrived[2] != expected:
