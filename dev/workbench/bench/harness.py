@@ -26,10 +26,14 @@ from .measure import Copy, watch_copy
 log = logging.getLogger("workbench.bench")
 
 OURS = list(ours.ROWS)
-MIRROR_MAKERS = {"mirrormaker2": None, "mirrormaker2-tuned": mirrormaker.DEFAULT_TUNING}
+# The exactly-once row runs with the tuned row's settings: it measures what exactly once costs MM2.
+MM2_EXACTLY_ONCE = "mirrormaker2-eos"
+MIRROR_MAKERS = {"mirrormaker2": None, "mirrormaker2-tuned": mirrormaker.DEFAULT_TUNING,
+                 MM2_EXACTLY_ONCE: mirrormaker.DEFAULT_TUNING}
 REPLICATORS = [*OURS, ours.RAY_ROW, *MIRROR_MAKERS]
-# The Ray row measures what Ray costs in throughput: the latency and failover rows run bare members.
-LATENCY_ROWS = [*OURS, *MIRROR_MAKERS]
+# The Ray row measures what Ray costs in throughput, and MM2's exactly-once row what exactly
+# once costs it in throughput: the latency and failover rows run neither.
+LATENCY_ROWS = [*OURS, "mirrormaker2", "mirrormaker2-tuned"]
 FAILOVER = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
 EXTRA_ROWS = ["relay", "failover", "mm2-search", "scale"]
@@ -108,7 +112,7 @@ class Bench:
         self.args = args
         self.plan = PLANS[args.mode]
         self.members = args.members
-        self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning}
+        self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning, MM2_EXACTLY_ONCE: args.mm2_tuning}
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
         self.work = Path(args.work_dir or (_cache_root() / "bench" / self.run_id)).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
@@ -252,20 +256,39 @@ class Bench:
                      tuning: str | None = None) -> Row:
         # Identity replication policy: the target topic has the source's name.
         tag = uuid.uuid4().hex[:6]
+        transactional = name == MM2_EXACTLY_ONCE
         data.delete_topics(self.target, [dataset.topic])
         mm2 = mirrormaker.MirrorMaker(self.source, self.target, [dataset.topic], self.members,
-                                      self.work, tag, tuning=tuning).start()
+                                      self.work, tag, tuning=tuning, exactly_once=transactional).start()
+        reads = 0
+
+        def committed() -> bool:
+            """The copy is done once a read_committed reader sees every record: read it only
+            when the stable offsets allow it, since each look reads the whole topic."""
+            if not data.stable_at(self.target, dataset.topic, dataset.counts):
+                return False
+            nonlocal reads
+            reads += 1
+            return data.committed_counts(self.target, dataset.topic) == dataset.counts
+
         try:
             copy = watch_copy(self.target, dataset.topic, dataset.counts, mm2.pids, mm2.started,
-                              self._timeout(dataset) + 30, dataset.bytes, alive=mm2.alive)
+                              self._timeout(dataset) + 30, dataset.bytes, alive=mm2.alive,
+                              done=committed if transactional else None)
         finally:
             code = mm2.stop()
-        verdict = data.verify(self.target, dataset.topic, dataset) if copy.finished else None
+        verdict = (data.verify(self.target, dataset.topic, dataset, transactional=transactional)
+                   if copy.finished else None)
         settings = f", tuning {tuning!r}: {mirrormaker.TUNINGS[tuning]}" if tuning else ", as shipped"
+        if transactional:
+            settings += ", exactly.once.source.support=enabled, source consumer read_committed"
         row = _copy_row(name, size, dataset, copy, verdict,
                         note=f"dedicated mode, tasks.max={self.members}{settings}")
         row.details["exit_code"] = code
         row.details["client_settings"] = mirrormaker.client_settings(self.work, tag)
+        row.details["task_clients"] = mirrormaker.task_clients(self.work, tag)
+        if transactional:
+            row.details["committed_reads"] = reads
         if not copy.finished:
             row.details["log_tail"] = mirrormaker.log_tail(self.work, tag)
         data.delete_topics(self.target, [dataset.topic])
