@@ -569,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="results JSON (default: dev/workbench/bench/results/"
                         "bench-full.json for a full run, else in the work dir); the PNG goes next to it")
     parser.add_argument("--only", nargs="+", choices=ROWS + EXTRA_ROWS + list(ALIASES),
-                        help="run these rows only (ours: ours-batch, ours-record and ours-exactly-once; with latency, "
+                        help="run these rows only (ours: ours-batch, ours-record and ours-exactly-once; "
+                        "mirrormaker2-eos: MirrorMaker 2 tuned with exactly-once source support; with latency, "
                         "the latency rows of the replicators named, or of all if none is; relay: "
                         "latency of a bare kafka-python poll/send loop, not run by default; "
                         "failover: a consumer group moved to the target by each replicator named, "
