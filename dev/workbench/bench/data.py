@@ -459,6 +459,20 @@ def committed_counts(bootstrap: str, topic: str, partitions: int = PARTITIONS,
         consumer.close()
 
 
+def stable_at(bootstrap: str, topic: str, counts: dict[int, int]) -> bool:
+    """Whether each partition's last stable offset reaches `counts`: a transactional copy of
+    `counts` records needs it before a read_committed reader sees them all, but it is not
+    enough (transaction markers take offsets too)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    try:
+        stable = end_offsets(consumer, topic, len(counts))
+    except KafkaError:  # the topic is still being created
+        return False
+    finally:
+        consumer.close()
+    return all(stable[p] >= count for p, count in counts.items())
+
+
 def verify_counts(bootstrap: str, topic: str, expected_total: int, partitions: int = PARTITIONS) -> Verdict:
     """A count-only check (the ceiling row writes records of its own, not copies)."""
     started = time.monotonic()

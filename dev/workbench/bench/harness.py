@@ -26,10 +26,14 @@ from .measure import Copy, watch_copy
 log = logging.getLogger("workbench.bench")
 
 OURS = list(ours.ROWS)
-MIRROR_MAKERS = {"mirrormaker2": None, "mirrormaker2-tuned": mirrormaker.DEFAULT_TUNING}
+# The exactly-once row runs with the tuned row's settings: it measures what exactly once costs MM2.
+MM2_EXACTLY_ONCE = "mirrormaker2-eos"
+MIRROR_MAKERS = {"mirrormaker2": None, "mirrormaker2-tuned": mirrormaker.DEFAULT_TUNING,
+                 MM2_EXACTLY_ONCE: mirrormaker.DEFAULT_TUNING}
 REPLICATORS = [*OURS, ours.RAY_ROW, *MIRROR_MAKERS]
-# The Ray row measures what Ray costs in throughput: the latency and failover rows run bare members.
-LATENCY_ROWS = [*OURS, *MIRROR_MAKERS]
+# The Ray row measures what Ray costs in throughput, and MM2's exactly-once row what exactly
+# once costs it in throughput: the latency and failover rows run neither.
+LATENCY_ROWS = [*OURS, "mirrormaker2", "mirrormaker2-tuned"]
 FAILOVER = [*OURS, "mirrormaker2"]
 ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
 EXTRA_ROWS = ["relay", "failover", "mm2-search", "scale"]
@@ -75,15 +79,18 @@ class Plan:
     settle_seconds: float = 2.0
     costs_records: int = 100_000
     failover_records: int = 2_000  # per partition
+    # Rows run on the first data set only: a second copy would prove nothing the first did not.
+    first_set_only: tuple[str, ...] = ()
 
 
 PLANS = {
     "full": Plan("full", 2_000_000, 500_000, 200_000, 30_000, 60.0),
     "quick": Plan("quick", 80_000, 20_000, 20_000, 2_000, 5.0, settle_seconds=1.0, costs_records=30_000),
     # The smoke test's: every kind of row once (1 KiB copies go the same way as 100 B).
+    # MM2's exactly-once row once: its clients' settings and a read_committed copy are the point.
     "tiny": Plan("tiny", 6_000, 1_200, 2_000, 300, 2.0, latency_turns=2, chart_seconds=30.0,
                  settle_seconds=0.5, costs_records=5_000, failover_records=400,
-                 sizes=("100B", data.ONE_PER_BATCH)),
+                 sizes=("100B", data.ONE_PER_BATCH), first_set_only=(MM2_EXACTLY_ONCE,)),
 }
 
 
@@ -130,7 +137,7 @@ class Bench:
         if args.latency_seconds is not None:
             self.plan = replace(self.plan, latency_seconds=args.latency_seconds)
         self.members = args.members
-        self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning}
+        self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning, MM2_EXACTLY_ONCE: args.mm2_tuning}
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
         self.work = Path(args.work_dir or (_cache_root() / "bench" / self.run_id)).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
@@ -275,20 +282,39 @@ class Bench:
                      tuning: str | None = None) -> Row:
         # Identity replication policy: the target topic has the source's name.
         tag = uuid.uuid4().hex[:6]
+        transactional = name == MM2_EXACTLY_ONCE
         data.delete_topics(self.target, [dataset.topic])
         mm2 = mirrormaker.MirrorMaker(self.source, self.target, [dataset.topic], self.members,
-                                      self.work, tag, tuning=tuning).start()
+                                      self.work, tag, tuning=tuning, exactly_once=transactional).start()
+        reads = 0
+
+        def committed() -> bool:
+            """The copy is done once a read_committed reader sees every record: read it only
+            when the stable offsets allow it, since each look reads the whole topic."""
+            if not data.stable_at(self.target, dataset.topic, dataset.counts):
+                return False
+            nonlocal reads
+            reads += 1
+            return data.committed_counts(self.target, dataset.topic) == dataset.counts
+
         try:
             copy = watch_copy(self.target, dataset.topic, dataset.counts, mm2.pids, mm2.started,
-                              self._timeout(dataset) + 30, dataset.bytes, alive=mm2.alive)
+                              self._timeout(dataset) + 30, dataset.bytes, alive=mm2.alive,
+                              done=committed if transactional else None)
         finally:
             code = mm2.stop()
-        verdict = data.verify(self.target, dataset.topic, dataset) if copy.finished else None
+        verdict = (data.verify(self.target, dataset.topic, dataset, transactional=transactional)
+                   if copy.finished else None)
         settings = f", tuning {tuning!r}: {mirrormaker.TUNINGS[tuning]}" if tuning else ", as shipped"
+        if transactional:
+            settings += ", exactly.once.source.support=enabled, source consumer read_committed"
         row = _copy_row(name, size, dataset, copy, verdict,
                         note=f"dedicated mode, tasks.max={self.members}{settings}")
         row.details["exit_code"] = code
         row.details["client_settings"] = mirrormaker.client_settings(self.work, tag)
+        row.details["task_clients"] = mirrormaker.task_clients(self.work, tag)
+        if transactional:
+            row.details["committed_reads"] = reads
         if not copy.finished:
             row.details["log_tail"] = mirrormaker.log_tail(self.work, tag)
         data.delete_topics(self.target, [dataset.topic])
@@ -443,20 +469,21 @@ class Bench:
         self.setup()
         sets = self.datasets()
         only = selected(self.args.only)
-        for size in self.plan.sizes:
+        for index, size in enumerate(self.plan.sizes):
             dataset = sets.get(size)
             if dataset is None:
                 continue
+            here = only - set(self.plan.first_set_only) if index else only
             # The brokers' own limit is measured on the batched data sets only.
-            if "ceiling" in only and not dataset.one_per_batch:
+            if "ceiling" in here and not dataset.one_per_batch:
                 self.rows.append(self.ceiling(size, dataset))
             for name in (*OURS, ours.RAY_ROW):
-                if name in only:
+                if name in here:
                     self.rows.append(self.ours(name, size, dataset, profile=self.args.profile))
             for name, tuning in self.tunings.items():
-                if name in only:
+                if name in here:
                     self.rows.append(self.mirror_maker(size, dataset, name, tuning))
-            if "mm2-search" in only:  # not by default: which tuning the tuned row uses
+            if "mm2-search" in here:  # not by default: which tuning the tuned row uses
                 for tuning in mirrormaker.TUNINGS:
                     self.rows.append(self.mirror_maker(size, dataset, f"mm2-search:{tuning}", tuning))
         if "chart" in only:
@@ -592,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="results JSON (default: dev/workbench/bench/results/"
                         "bench-full.json for a full run, else in the work dir); the PNG goes next to it")
     parser.add_argument("--only", nargs="+", choices=ROWS + EXTRA_ROWS + list(ALIASES),
-                        help="run these rows only (ours: ours-batch, ours-record and ours-exactly-once; with latency, "
+                        help="run these rows only (ours: ours-batch, ours-record and ours-exactly-once; "
+                        "mirrormaker2-eos: MirrorMaker 2 tuned with exactly-once source support; with latency, "
                         "the latency rows of the replicators named, or of all if none is; relay: "
                         "latency of a bare kafka-python poll/send loop, not run by default; "
                         "failover: a consumer group moved to the target by each replicator named, "

@@ -1,7 +1,8 @@
 """MirrorMaker 2 in dedicated mode (org.apache.kafka.connect.mirror.MirrorMaker), as its
 users run it, configured like our replicator: the same topics, the identity replication
 policy (same topic names), tasks.max = our member count, acks=all. As shipped, or tuned
-for throughput (TUNINGS) the way its operators' guides tune it."""
+for throughput (TUNINGS) the way its operators' guides tune it, and with exactly-once
+source support (KIP-618) or without."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ _LOG4J2 = """\
 
 def properties(source: str, target: str, topics: list[str], tasks: int, tag: str,
                groups: list[str] | None = None, flush_interval_ms: int | None = None,
-               tuning: str | None = None) -> str:
+               tuning: str | None = None, exactly_once: bool = False) -> str:
     """mm2.properties for one source->target flow. The cluster aliases carry `tag` so
     that each run has internal topics (and stored source offsets) of its own. With `groups`,
     checkpoints and group offset sync run for them, every second. `tuning`: one of TUNINGS."""
@@ -124,8 +125,23 @@ def properties(source: str, target: str, topics: list[str], tasks: int, tag: str
         *([f"offset.flush.interval.ms = {flush_interval_ms}"] if flush_interval_ms else []),
         *(f"{tgt}.producer.{name} = {value}" for name, value in tuned.get("producer", {}).items()),
         *(f"{src}.consumer.{name} = {value}" for name, value in tuned.get("consumer", {}).items()),
+        *(_exactly_once(src, tgt) if exactly_once else []),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _exactly_once(src: str, tgt: str) -> list[str]:
+    """Exactly-once delivery to the target as Kafka's geo-replication docs set it up for a
+    dedicated cluster: each task writes its copies and its source offsets in one transaction.
+    Connect fences a task's earlier producers through the leader's REST API (KIP-710's
+    internal REST server; on loopback, on a free port). Without a read_committed consumer the
+    source connector declares no exactly-once support."""
+    return [
+        f"{tgt}.exactly.once.source.support = enabled",
+        "dedicated.mode.enable.internal.rest = true",
+        "listeners = http://127.0.0.1:0",
+        f"{src}.consumer.isolation.level = read_committed",
+    ]
 
 
 def _group_sync(groups: list[str]) -> list[str]:
@@ -144,11 +160,11 @@ def _group_sync(groups: list[str]) -> list[str]:
 class MirrorMaker:
     def __init__(self, source: str, target: str, topics: list[str], tasks: int, work_dir: Path, tag: str,
                  groups: list[str] | None = None, flush_interval_ms: int | None = None,
-                 tuning: str | None = None):
+                 tuning: str | None = None, exactly_once: bool = False):
         self.source, self.target, self.topics, self.tasks = source, target, topics, tasks
         self.work_dir, self.tag, self.groups = work_dir, tag, groups
         self.flush_interval_ms = flush_interval_ms
-        self.tuning = tuning
+        self.tuning, self.exactly_once = tuning, exactly_once
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
 
@@ -161,7 +177,7 @@ class MirrorMaker:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / f"mm2-{self.tag}.properties"
         config.write_text(properties(self.source, self.target, self.topics, self.tasks, self.tag, self.groups,
-                                     self.flush_interval_ms, self.tuning))
+                                     self.flush_interval_ms, self.tuning, self.exactly_once))
         log4j = self.work_dir / "mm2-log4j2.xml"
         log4j.write_text(_LOG4J2)
         command = [java_executable(), *HEAP, "-Djava.awt.headless=true",
@@ -221,6 +237,41 @@ def client_settings(work_dir: Path, tag: str) -> dict[str, list[str]]:
         if name in names:
             seen.setdefault(name, set()).add(value)
     return {name: sorted(values) for name, values in sorted(seen.items())}
+
+
+# What shows exactly-once at work in a copying task's clients.
+EXACTLY_ONCE_SETTINGS = ("transactional.id", "enable.idempotence", "isolation.level")
+_CLIENT_CONFIGS = ("ProducerConfig values:", "ConsumerConfig values:")
+
+
+def task_clients(work_dir: Path, tag: str) -> dict[str, dict[str, str]]:
+    """The source connector's task clients by client.id, with their EXACTLY_ONCE_SETTINGS as
+    they logged them: the producer writing the copies (`connector-producer-MirrorSourceConnector-N`)
+    and the consumer reading the source (`...|MirrorSourceConnector-N|replication-consumer`)."""
+    try:
+        lines = (work_dir / f"mm2-{tag}.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    clients: dict[str, dict[str, str]] = {}
+    block: dict[str, str] | None = None
+    for line in lines:
+        if line.rstrip().endswith(_CLIENT_CONFIGS):
+            block = {}
+        elif block is not None and line.startswith("\t"):
+            name, _, value = line.strip().partition(" = ")
+            block[name] = value
+        elif block is not None:
+            client = block.get("client.id", "")
+            if _copies(client):
+                clients[client] = {name: block.get(name, "") for name in EXACTLY_ONCE_SETTINGS}
+            block = None
+    return dict(sorted(clients.items()))
+
+
+def _copies(client_id: str) -> bool:
+    """Whether the client is one of the source connector's tasks' (not Connect's own)."""
+    return client_id.startswith("connector-producer-MirrorSourceConnector-") or (
+        "|MirrorSourceConnector-" in client_id and client_id.endswith("|replication-consumer"))
 
 
 def log_tail(work_dir: Path, tag: str, lines: int = 20) -> str:
