@@ -32,12 +32,14 @@ from pathlib import Path
 
 import yaml
 
+from workbench.sandbox import cache_root
+
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "kafka-replicator"
 DOCKERFILE = CHART / "image" / "Dockerfile"
 STAND_IN = REPO / "tests" / "ray-stand-in" / "Containerfile"
 CACHE = Path(os.environ.get("KAFKA_REPLICATOR_IMAGE_CACHE",
-                            Path.home() / ".cache" / "kafka-replicator" / "images"))
+                            cache_root() / "images"))
 # What the chart's defaults resolve to (image.repository kafka-replicator, tag appVersion).
 CHART_IMAGE = "docker.io/library/kafka-replicator"
 DEBIAN_SUITE = "bookworm"  # Python 3.11, the minor version of Ray's -py311 images

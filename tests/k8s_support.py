@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from workbench.sandbox import cache_root
+
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 KUBERAY_VERSION = "v1.6.1"
@@ -39,7 +41,7 @@ PROMETHEUS_VERSION = "v0.316.0"  # Prometheus 3.x's Go module: its rule-file che
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"  # its CRDs: PodMonitor, PrometheusRule
 PROMETHEUS_OPERATOR_CRDS = ("monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
 CACHE = Path(os.environ.get("KAFKA_REPLICATOR_K8S_CACHE",
-                            Path.home() / ".cache" / "kafka-replicator" / "k8s"))
+                            cache_root() / "k8s"))
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # Staging modules of k8s.io/kubernetes: its go.mod replaces them with ./staging/...,
 # which a module that requires it cannot use; their published v0.x versions are the same code.

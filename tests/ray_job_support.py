@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.chaos import free_port, kill_session
+from workbench.sandbox import cache_root
 from cluster.loopback import LOOPBACK, SWITCH
 from image_support import ray_version
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = Path.home() / ".cache" / "kafka-replicator" / "ray-node"
+CACHE = cache_root() / "ray-node"
 
 
 def ray_cli() -> str:

@@ -45,12 +45,13 @@ from replicator.config import (
     parse_config,
 )
 from replicator.errors import ConfigError
+from workbench.sandbox import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "kafka-replicator"
 CRD_DIR = Path(__file__).resolve().parent / "kuberay-crds"  # KubeRay v1.6.1, Apache-2.0
 HELM_VERSION = "v3.22.0"
-HELM_CACHE_BIN = Path.home() / ".cache" / "kafka-replicator" / "helm" / "bin"
+HELM_CACHE_BIN = cache_root() / "helm" / "bin"
 # Oldest and newest Kubernetes versions whose schemas kubernetes-validate ships that we claim.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 RELEASE = "kafka-replicator"

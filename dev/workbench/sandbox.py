@@ -159,14 +159,15 @@ class SandboxInfo:
         return result
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """Where jars, builds and runs are kept: $XDG_CACHE_HOME/kafka-replicator, else ~/.cache/kafka-replicator."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kafka-replicator"
 
 
 def default_state_dir() -> Path:
     """``$KAFKA_REPLICATOR_SANDBOX_DIR``, else ``~/.cache/kafka-replicator/sandbox``."""
     override = os.environ.get("KAFKA_REPLICATOR_SANDBOX_DIR")
-    return Path(override).expanduser() if override else _cache_root() / "sandbox"
+    return Path(override).expanduser() if override else cache_root() / "sandbox"
 
 
 @functools.lru_cache(maxsize=1)
@@ -266,7 +267,7 @@ def maven_libs(artifact: str, version: str, cache_name: str) -> Path:
     A tiny generated pom and ``mvn dependency:copy-dependencies`` fill
     ``~/.cache/kafka-replicator/<cache_name>/libs``; a marker file says it is complete.
     """
-    home = _cache_root() / cache_name
+    home = cache_root() / cache_name
     libs, done_marker = home / "libs", home / ".complete"
     if done_marker.exists():
         return libs

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
-from ..sandbox import BROKER_HEAP, KAFKA_VERSION, Sandbox, _cache_root, java_executable
+from ..sandbox import BROKER_HEAP, KAFKA_VERSION, Sandbox, cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, report
 from . import failover, scale
 from .failover import Failover
@@ -139,7 +139,7 @@ class Bench:
         self.members = args.members
         self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning, MM2_EXACTLY_ONCE: args.mm2_tuning}
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
-        self.work = Path(args.work_dir or (_cache_root() / "bench" / self.run_id)).resolve()
+        self.work = Path(args.work_dir or (cache_root() / "bench" / self.run_id)).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.sandbox: Sandbox | None = None
         self.source = args.source
@@ -169,7 +169,7 @@ class Bench:
         if not (self.source and self.target):
             # 3,000-partition topics on each side need more than the tests' broker heap.
             heap = SCALE_BROKER_HEAP if "scale" in selected(self.args.only) else BROKER_HEAP
-            self.sandbox = Sandbox(self.args.state_dir or (_cache_root() / "bench-sandbox"), broker_heap=heap)
+            self.sandbox = Sandbox(self.args.state_dir or (cache_root() / "bench-sandbox"), broker_heap=heap)
             info = self.sandbox.up()
             self.source, self.target = info.source.bootstrap_servers, info.target.bootstrap_servers
         self._stamp(f"clusters ready: source {self.source}, target {self.target}")
@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", help="bootstrap servers of a running source cluster (else the sandbox)")
     parser.add_argument("--target", help="bootstrap servers of a running target cluster (else the sandbox)")
     parser.add_argument("--state-dir", type=Path, help="sandbox state directory "
-                        "(default ~/.cache/kafka-dev/workbench/bench-sandbox)")
+                        "(default ~/.cache/kafka-replicator/bench-sandbox)")
     parser.add_argument("--keep-sandbox", action="store_true",
                         help="leave the sandbox running (a re-run then reuses the pre-loaded data)")
     parser.add_argument("--work-dir", type=Path, help="logs and configs of this run")
