@@ -362,6 +362,7 @@ class Bench:
             rows = []
             for rate in self.plan.loads:
                 turns: dict[str, list[latency.LatencyRun]] = {who: [] for who in whos}
+                before = {session.who: self._own_latency(session, rate) for session in sessions}
                 for round_ in range(self.plan.latency_turns):
                     shift = round_ % len(sessions)
                     for session in sessions[shift:] + sessions[:shift]:
@@ -370,7 +371,11 @@ class Bench:
                                 self.source, self.target, session.topics[rate], session.targets[rate], rate,
                                 self.plan.latency_seconds / self.plan.latency_turns))
                 for session in sessions:
-                    rows.append({"replicator": session.who, **self._latency_row(session, rate, turns[session.who])})
+                    row = self._latency_row(session, rate, turns[session.who])
+                    after = self._own_latency(session, rate)
+                    if before[session.who] is not None and after is not None:
+                        row["own_metric"] = latency.own_metric(before[session.who], after)
+                    rows.append({"replicator": session.who, **row})
             return rows
         finally:
             for session in sessions:
@@ -392,6 +397,16 @@ class Bench:
                     f"Kafka alone p99 {_fmt(run.direct_p99_ms)} ms, valid={run.valid}")
         return run.as_json()
 
+    def _own_latency(self, session: LatencySession, rate: int) -> dict[float, float] | None:
+        """Our members' own latency histogram of the load's topic; None for others, or unread."""
+        if session.who not in OURS or not session.ready:
+            return None
+        try:
+            return latency.metric_buckets(session.runner.metrics_ports, session.topics[rate])
+        except OSError as exc:
+            log.warning("%s: its members' /metrics not read: %r", session.who, exc)
+            return None
+
     def _latency_session(self, who: str) -> LatencySession:
         """`who` started on topics of its own, one per load, and warmed up."""
         tag = uuid.uuid4().hex[:6]
@@ -403,7 +418,7 @@ class Bench:
             config = ours.write_config(self.work / f"{who}-latency.yaml", self.source, self.target,
                                        f"bench-{who}-lat-{tag}", {topics[r]: targets[r] for r in topics},
                                        self.members, who, self.args.override)
-            runner = ours.Replicators(config, self.members, self.work, f"{who}-latency")
+            runner = ours.Replicators(config, self.members, self.work, f"{who}-latency", metrics=True)
         elif who == "relay":
             targets = {rate: f"{t}.copy" for rate, t in topics.items()}
             for topic in targets.values():  # the relay creates no topics

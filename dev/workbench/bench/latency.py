@@ -14,10 +14,12 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from .data import PARTITIONS, Digest, value_of
 
@@ -222,6 +224,44 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
         run.valid = True
         run.detail = f"all {run.sent} records arrived once, in order per partition"
     return run
+
+
+def metric_buckets(ports: list[int], topic: str) -> dict[float, float]:
+    """The replicator's own latency histogram of `topic` (kafka_replicator_topic_latency_ms:
+    target acknowledgement minus CreateTime, one observation per acknowledged write), its
+    members' cumulative buckets summed."""
+    buckets: dict[float, float] = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "kafka_replicator_topic_latency_ms_bucket" and sample.labels.get("topic") == topic:
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def own_metric(before: dict[float, float], after: dict[float, float]) -> dict:
+    """p50 and p99 of what the histogram counted between two readings, estimated as
+    Prometheus's histogram_quantile does (linear within a bucket), and how many writes."""
+    bounds = sorted(after)
+    counted = {bound: after[bound] - before.get(bound, 0.0) for bound in bounds}
+    if not bounds or not counted[bounds[-1]]:
+        return {}
+    return {"writes": int(counted[bounds[-1]]), "p50_ms": _bucket_quantile(bounds, counted, 0.5),
+            "p99_ms": _bucket_quantile(bounds, counted, 0.99)}
+
+
+def _bucket_quantile(bounds: list[float], cumulative: dict[float, float], q: float) -> float:
+    rank, lower, below = q * cumulative[bounds[-1]], 0.0, 0.0
+    for bound in bounds:
+        if cumulative[bound] >= rank:
+            if bound == float("inf"):
+                return lower  # beyond the last finite bucket: its bound, as Prometheus says
+            return lower + (bound - lower) * (rank - below) / max(cumulative[bound] - below, 1e-9)
+        lower, below = bound, cumulative[bound]
+    return lower
 
 
 def _late_by_second(late: list[float], started_ms: float) -> dict[str, int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from ..chaos import free_port
 from .procstat import terminate
 
 
@@ -66,9 +67,12 @@ def _merge(into: dict, extra: dict) -> None:
 class Replicators:
     """N member processes of the sourceToTarget direction; stopped with SIGTERM."""
 
-    def __init__(self, config: Path, members: int, log_dir: Path, label: str, profile: bool = False):
+    def __init__(self, config: Path, members: int, log_dir: Path, label: str, profile: bool = False,
+                 metrics: bool = False):
+        """`metrics`: each member serves /metrics on a port of its own (`metrics_ports`)."""
         self.config, self.members, self.log_dir, self.label = config, members, log_dir, label
         self.profile = profile
+        self.metrics_ports = [free_port() for _ in range(members)] if metrics else []
         self.procs: list[subprocess.Popen] = []
         self.started = 0.0
 
@@ -79,6 +83,8 @@ class Replicators:
             command = [sys.executable, "-m", "cluster.cli", "--log-level", "WARNING", "replicate",
                        "--config", str(self.config), "--direction", "sourceToTarget",
                        "--member", f"bench-m{member}"]
+            if self.metrics_ports:
+                command += ["--metrics-port", str(self.metrics_ports[member])]
             if self.profile:
                 out = self.log_dir / f"{self.label}-m{member}.prof"
                 command[1:3] = ["-m", "cProfile", "-o", str(out), "-m", "cluster.cli"]

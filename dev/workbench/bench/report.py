@@ -201,6 +201,18 @@ def _latency_table(results: dict) -> list[str]:
                 ratios = [_ratio(a.get(pct), b.get(pct)) for pct in ("p50_ms", "p99_ms", "p999_ms", "max_ms")]
                 lines.append(f"| **{NAMES[who]} / {NAMES[compared]}** | {rate:,}/s | "
                              + " | ".join(f"**{r}**" for r in ratios) + " | | | | |")
+    own = [(who, rate, _latency(results, who, rate)) for who in OURS for rate in rates]
+    own = [(who, rate, r) for who, rate, r in own if r and r.get("own_metric", {}).get("writes")]
+    if own:
+        lines += ["", "Our own metric (`kafka_replicator_topic_latency_ms`: target acknowledgement minus "
+                  "CreateTime, one observation per write, p50/p99 estimated from its buckets) beside "
+                  "the bench's arrivals, ms", "",
+                  "| replicator | offered load | bench p50 / p99 | own metric p50 / p99 | writes observed |",
+                  "|---|---:|---:|---:|---:|"]
+        for who, rate, r in own:
+            m = r["own_metric"]
+            lines.append(f"| {NAMES[who]} | {rate:,}/s | {_num(r['p50_ms'], 1)} / {_num(r['p99_ms'], 1)} | "
+                         f"{_num(m.get('p50_ms'), 1)} / {_num(m.get('p99_ms'), 1)} | {m['writes']:,} |")
     return lines
 
 
