@@ -27,6 +27,9 @@ class FakeWire:
     def leader(self, tp):
         return "node-1"
 
+    def metadata_stamp(self):
+        return 1
+
     def refresh(self):
         pass
 
@@ -37,8 +40,12 @@ class FakeWire:
 
 class Protocol:
     @staticmethod
-    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms):
+    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms, **session):
         return dict(offsets)
+
+    @staticmethod
+    def fetch_session(answer):
+        return None, 0  # the broker keeps no session: every fetch is a full one
 
     @staticmethod
     def fetched(answer):
