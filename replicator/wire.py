@@ -357,15 +357,19 @@ async def commit_in_listener(consumer, positions: dict[TopicPartition, int], tim
 
 
 def group_needs_time(consumer) -> bool:
-    """Whether poll() has group work to finish (find the coordinator, join, resolve positions).
+    """Whether poll() has group work to finish (find the coordinator, join).
 
     A poll(timeout_ms=0) cannot complete that work, and a longer poll of a consumer whose
     partitions are all paused always lasts its whole timeout.
     """
     coordinator = consumer._coordinator
-    return (coordinator.coordinator_unknown() or coordinator.need_rejoin()
-            or not coordinator.stable()
-            or not consumer._subscription.has_all_fetch_positions())
+    return coordinator.coordinator_unknown() or coordinator.need_rejoin() or not coordinator.stable()
+
+
+def positions_missing(consumer) -> bool:
+    """Whether poll() has positions to resolve, which it cannot in a poll(timeout_ms=0) either;
+    a look at every assigned partition."""
+    return not consumer._subscription.has_all_fetch_positions()
 
 
 def session_expired(consumer) -> bool:
