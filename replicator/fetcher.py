@@ -36,7 +36,7 @@ class Fetched:
 @dataclass(frozen=True)
 class FetchAnswer:
     """What the IO thread hands back for one fetch request: the response, or the exception
-    that ended it; `sent` is what was asked, per partition (offset, epoch)."""
+    that ended it; `sent` is what the broker's session holds, per partition (offset, stamp)."""
 
     node: object
     sent: dict
