@@ -19,7 +19,7 @@ from kafka.errors import FetchSessionIdNotFoundError
 
 NO_SESSION = 0  # a session id: none
 FULL = 0  # an epoch: a full fetch, which (re)creates the session
-THROTTLED = -1  # the session id of an answer throttled by a quota: the session stays
+THROTTLED = -1  # the session id of an empty answer held back by a quota
 MAX_EPOCH = 2**31 - 1
 
 
@@ -78,6 +78,7 @@ class FetchSession:
             self.reset()
             return False
         if session_id == THROTTLED:
+            self.reset()  # an empty answer to a request the broker may not have applied
             return True
         if session_id == NO_SESSION:
             self.session_id, self.epoch = NO_SESSION, FULL  # the broker keeps none: full fetches
