@@ -55,6 +55,7 @@ class Checkpoint:
         3. Stop at the first failed one and report it; the caller skips, rewinds or stops.
         """
         failures = []
+        emptied = []
         for partition, queue in self._pending.items():
             acked = None
             popleft = queue.popleft
@@ -68,6 +69,10 @@ class Checkpoint:
                 acked = next_offset
             if acked is not None:
                 self._acked[partition] = acked
+            if not queue:
+                emptied.append(partition)
+        for partition in emptied:  # so that a round costs what is in flight, not what is owned
+            del self._pending[partition]
         return failures
 
     def skip_failed(self, partition: Partition) -> None:

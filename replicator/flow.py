@@ -51,7 +51,9 @@ TOPICS_POLL_SECONDS = 0.5  # how often the flow looks at what its controller pub
 FIRST_TOPICS_PATIENCE_SECONDS = 10.0  # waited for the controller's first topic sync before saying so
 EVENT_WAIT_SECONDS = 0.05
 GROUP_POLL_MS = 100
-GROUP_POLL_INTERVAL_SECONDS = 0.2
+# A poll with nothing to take still walks every assigned partition (kafka-python validates
+# each position); group work to finish (a join) is seen at every round and polled for at once.
+GROUP_POLL_INTERVAL_SECONDS = 1.0
 # Commits wait while the group rebalances; a rebalance that lasts longer deserves a warning.
 REBALANCE_PATIENCE_SECONDS = 60.0
 # The runbook greps `Auto commit` to see commits happen: the first is logged, then a summary

@@ -33,9 +33,11 @@ ASSIGNORS = {
     "roundrobin": RoundRobinPartitionAssignor,
 }
 LISTENER_COMMIT_TIMEOUT_MS = 10_000
+POSITIONS_CHECK_SECONDS = 0.2
 # kafka-python retries a retriable refusal until this is up (its default: request_timeout_ms, 5 min),
 # e.g. for a topic deleted at the source since the last fetch; the Flow tries again at its next commit.
 COMMIT_TIMEOUT_MS = 10_000
+POSITIONS_CHECK_SECONDS = 0.2
 
 
 def source_consumer(config: ReplicatorConfig, direction: str, member: str | None) -> KafkaConsumer:
@@ -108,6 +110,8 @@ class GroupMember:
         self._evicted_since: float | None = None
         self._leave = False
         self._listener: _Rebalance | None = None
+        self._positions_missing = False
+        self._next_positions_check = 0.0
 
     def join(self, listener: Listener) -> None:
         """Join the group; with no topics yet (patterns that match none), once `follow` gives some."""
@@ -147,8 +151,18 @@ class GroupMember:
             wire.refresh_group_metadata(self._consumer)
 
     def needs_time(self) -> bool:
-        """Whether a poll must wait for group work (a join, finding the coordinator)."""
-        return self._joined and wire.group_needs_time(self._consumer)
+        """Whether a poll must wait for group work (a join, finding the coordinator, positions
+        to resolve). Positions are looked at every POSITIONS_CHECK_SECONDS while all are
+        known: the look walks every assigned partition, and the loop asks at every round."""
+        if not self._joined:
+            return False
+        if wire.group_needs_time(self._consumer):
+            return True
+        now = time.monotonic()
+        if self._positions_missing or now >= self._next_positions_check:
+            self._next_positions_check = now + POSITIONS_CHECK_SECONDS
+            self._positions_missing = wire.positions_missing(self._consumer)
+        return self._positions_missing
 
     def poll(self, timeout_ms: int) -> dict[TopicPartition, int]:
         """Take what the group decided (callbacks run in here); per partition fetched before

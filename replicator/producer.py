@@ -177,6 +177,7 @@ class BatchProducer:
         self._max_request_bytes = max_request_bytes
         self._timeout_ms = timeout_ms
         self._lanes: dict[object, Lane] = {}
+        self._queued: dict[object, Lane] = {}  # the lanes with batches, all a round looks at
         self._requests: dict[object, int] = {}
         self._reset_needed = False
         self.unacknowledged_bytes = 0
@@ -186,6 +187,7 @@ class BatchProducer:
         lane = self._lanes.get(shipment.tp)
         if lane is None:
             lane = self._lanes[shipment.tp] = Lane()
+        self._queued[shipment.tp] = lane
         lane.queue.append(shipment)
         self.unacknowledged_bytes += shipment.size
 
@@ -197,7 +199,11 @@ class BatchProducer:
             self._reset()
         now = time.monotonic()
         by_node: dict[object, list[Shipment]] = {}
-        for tp, lane in self._lanes.items():
+        emptied = []
+        for tp, lane in self._queued.items():
+            if not lane.queue:
+                emptied.append(tp)
+                continue
             if lane.hold and lane.in_flight == 0 and now >= lane.retry_at:
                 self._resume(lane)
             if lane.hold or lane.in_flight >= lane.limit:
@@ -210,6 +216,8 @@ class BatchProducer:
                 self._wire.refresh()
                 continue
             by_node.setdefault(node, []).append((lane, ready))
+        for tp in emptied:
+            del self._queued[tp]
         for node, lanes in by_node.items():
             while self._requests.get(node, 0) < MAX_REQUESTS_PER_NODE and lanes:
                 lanes = self._send_one(node, lanes, on_answer)

@@ -8,7 +8,9 @@ in Python (~75 µs a record); whole batches as bytes cost a few µs each. Relied
 
 - `kafka.net.KafkaNetClient` and its `_manager` (connections, cluster metadata) and
   `_net` (the selector and its IO thread): a client for requests we build ourselves;
-- `kafka.protocol` messages `FetchRequest`/`FetchResponse` (v4–v12, read_committed),
+  `ClusterMetadata._last_successful_refresh_ms` (whether leaders may have moved);
+- `kafka.protocol` messages `FetchRequest`/`FetchResponse` (v4–v12, read_committed, in
+  fetch sessions from v7),
   `ProduceRequest`/`ProduceResponse` (v3–v9, acks=all), `InitProducerIdRequest` (an
   idempotent producer id, or a transactional one), and for exactly-once
   `FindCoordinatorRequest` (transaction coordinators), `AddPartitionsToTxnRequest` and
@@ -76,6 +78,7 @@ READ_COMMITTED = 1
 ACKS_ALL = -1
 _FetchTopic = FetchRequest.FetchTopic
 _FetchPartition = FetchRequest.FetchTopic.FetchPartition
+_ForgottenTopic = FetchRequest.ForgottenTopic
 _ProduceTopic = ProduceRequest.TopicProduceData
 _ProducePartition = ProduceRequest.TopicProduceData.PartitionProduceData
 
@@ -118,6 +121,10 @@ class Wire:
 
     def refresh(self) -> None:
         self._manager.cluster.request_update()
+
+    def metadata_stamp(self) -> float:
+        """Changes whenever the cluster metadata (the partitions' leaders) is updated."""
+        return self._manager.cluster._last_successful_refresh_ms
 
     def leader(self, tp: TopicPartition) -> int | None:
         node = self._manager.cluster.leader_for_partition(tp)
@@ -169,18 +176,35 @@ class FetchedPartition:
     aborted: list[tuple[int, int]]
 
 
+NO_FETCH_SESSION = (0, -1)  # session id and epoch of a fetch outside any session
+
+
 def fetch_request(offsets: dict[TopicPartition, int], partition_max_bytes: int, max_bytes: int,
-                  max_wait_ms: int, min_bytes: int = 1):
+                  max_wait_ms: int, min_bytes: int = 1, session_id: int = NO_FETCH_SESSION[0],
+                  session_epoch: int = NO_FETCH_SESSION[1], forgotten=()):
+    """A read_committed fetch of `offsets`; in a fetch session (KIP-227, v7 and up) it may
+    list only some of the session's partitions, and `forgotten` ones leave it."""
     topics: dict[str, list] = {}
     for tp, offset in offsets.items():
         topics.setdefault(tp.topic, []).append(_FetchPartition(
             partition=tp.partition, current_leader_epoch=-1, fetch_offset=offset,
             last_fetched_epoch=-1, log_start_offset=-1, partition_max_bytes=partition_max_bytes))
+    gone: dict[str, list[int]] = {}
+    for tp in forgotten:
+        gone.setdefault(tp.topic, []).append(tp.partition)
     return FetchRequest(
         replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes,
-        isolation_level=READ_COMMITTED, session_id=0, session_epoch=-1,
+        isolation_level=READ_COMMITTED, session_id=session_id, session_epoch=session_epoch,
         topics=[_FetchTopic(topic=t, partitions=p) for t, p in topics.items()],
-        forgotten_topics_data=[], rack_id="", min_version=4, max_version=12)
+        forgotten_topics_data=[_ForgottenTopic(topic=t, partitions=p) for t, p in gone.items()],
+        rack_id="", min_version=4, max_version=12)
+
+
+def fetch_session(response) -> tuple[type | None, int]:
+    """The error that refused a fetch as a whole (its session unknown, say), and the fetch
+    session id the broker gave (0: none; a broker below v7 gives none)."""
+    error_code = getattr(response, "error_code", 0) or 0
+    return (for_code(error_code) if error_code else None), getattr(response, "session_id", 0) or 0
 
 
 def fetched(response) -> list[FetchedPartition]:
@@ -333,15 +357,19 @@ async def commit_in_listener(consumer, positions: dict[TopicPartition, int], tim
 
 
 def group_needs_time(consumer) -> bool:
-    """Whether poll() has group work to finish (find the coordinator, join, resolve positions).
+    """Whether poll() has group work to finish (find the coordinator, join).
 
     A poll(timeout_ms=0) cannot complete that work, and a longer poll of a consumer whose
     partitions are all paused always lasts its whole timeout.
     """
     coordinator = consumer._coordinator
-    return (coordinator.coordinator_unknown() or coordinator.need_rejoin()
-            or not coordinator.stable()
-            or not consumer._subscription.has_all_fetch_positions())
+    return coordinator.coordinator_unknown() or coordinator.need_rejoin() or not coordinator.stable()
+
+
+def positions_missing(consumer) -> bool:
+    """Whether poll() has positions to resolve, which it cannot in a poll(timeout_ms=0) either;
+    a look at every assigned partition."""
+    return not consumer._subscription.has_all_fetch_positions()
 
 
 def session_expired(consumer) -> bool:

@@ -27,6 +27,9 @@ class FakeWire:
     def leader(self, tp):
         return "node-1"
 
+    def metadata_stamp(self):
+        return 1
+
     def refresh(self):
         pass
 
@@ -37,8 +40,12 @@ class FakeWire:
 
 class Protocol:
     @staticmethod
-    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms):
+    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms, **session):
         return dict(offsets)
+
+    @staticmethod
+    def fetch_session(answer):
+        return None, 0  # the broker keeps no session: every fetch is a full one
 
     @staticmethod
     def fetched(answer):
@@ -100,3 +107,63 @@ def test_the_partition_order_rotates_between_fetches():
         f.answered(events[0].node, events[0].sent, [])
         firsts.append(next(iter(wire.sent[-1].offsets)))
     assert firsts[0] != firsts[1]
+
+
+class InSession(Protocol):
+    """A broker that keeps fetch sessions: every answer continues session 7."""
+
+    @staticmethod
+    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms, **session):
+        return {"offsets": dict(offsets), **session}
+
+    @staticmethod
+    def fetch_session(answer):
+        return None, 7
+
+
+def in_session():
+    wire = FakeWire()
+    f = Fetcher(wire, InSession, 1 << 20, 50 << 20, 100)
+    f.assign(A, 0)
+    f.assign(B, 0)
+    return f, wire
+
+
+def answer_last(f, wire, events, parts=()):
+    wire.sent[-1].callbacks[0]("answer")
+    return f.answered(events[-1].node, events[-1].sent, list(parts))
+
+
+def test_in_a_session_a_fetch_lists_only_the_partitions_whose_position_moved():
+    f, wire = in_session()
+    events = []
+    f.pump(events.append)
+    answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"x", [])])
+    f.advance(A, 10)
+    f.pump(events.append)
+    assert wire.sent[-1].offsets["offsets"] == {A: 10}
+    assert (wire.sent[-1].offsets["session_id"], wire.sent[-1].offsets["session_epoch"]) == (7, 1)
+
+
+def test_a_partition_paused_while_a_full_fetch_is_in_flight_is_forgotten_by_the_session_it_opens():
+    f, wire = in_session()
+    events = []
+    f.pump(events.append)
+    f.pause(A)
+    assert [part.tp for part in answer_last(f, wire, events, [
+        FetchedPartition(tp, None, 100, b"x", []) for tp in (A, B)])] == [B]
+    f.pump(events.append)
+    assert wire.sent[-1].offsets["forgotten"] == [A]
+
+
+def test_a_failed_fetch_is_followed_by_a_full_one():
+    f, wire = in_session()
+    events = []
+    f.pump(events.append)
+    answer_last(f, wire, events)
+    f.pump(events.append)
+    wire.sent[-1].callbacks[0](ConnectionError("lost"))
+    f.answered(events[-1].node, events[-1].sent, ConnectionError("lost"))
+    f.pump(events.append)
+    assert wire.sent[-1].offsets["offsets"].keys() == {A, B}
+    assert wire.sent[-1].offsets["session_epoch"] == 0
