@@ -33,7 +33,6 @@ ASSIGNORS = {
     "roundrobin": RoundRobinPartitionAssignor,
 }
 LISTENER_COMMIT_TIMEOUT_MS = 10_000
-POSITIONS_CHECK_SECONDS = 0.2
 # kafka-python retries a retriable refusal until this is up (its default: request_timeout_ms, 5 min),
 # e.g. for a topic deleted at the source since the last fetch; the Flow tries again at its next commit.
 COMMIT_TIMEOUT_MS = 10_000
