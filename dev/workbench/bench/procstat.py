@@ -6,9 +6,40 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def machine_busy() -> tuple[float, float]:
+    """The machine's busy and total CPU time so far, in ticks of every core (/proc/stat)."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_quiet(busy_below: float, settled: float, timeout: float) -> tuple[float, float]:
+    """Wait until the machine's cores were less than `busy_below` busy (a fraction, all cores
+    together) for `settled` seconds in a row, or `timeout`; the seconds waited and the busy
+    fraction of the last second."""
+    started = time.monotonic()
+    quiet_since = None
+    busy, total = machine_busy()
+    fraction = 1.0
+    while True:
+        time.sleep(0.5)
+        now_busy, now_total = machine_busy()
+        fraction = (now_busy - busy) / max(1, now_total - total)
+        busy, total = now_busy, now_total
+        now = time.monotonic()
+        if fraction >= busy_below:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        if quiet_since is not None and now - quiet_since >= settled or now - started >= timeout:
+            return now - started, fraction
 
 
 def cpu_seconds(pid: int) -> float:
