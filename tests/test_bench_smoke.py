@@ -19,6 +19,7 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
                  "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
 
     results = json.loads(out.read_text())
+    assert len(results["source"]["commit"]) == 40  # the commit whose code ran
     replicators = ("ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2", "mirrormaker2-tuned")
     copiers = (*replicators, "ours-ray")
     rows = {(row["name"], row["size"]): row for row in results["throughput"]}

@@ -146,6 +146,7 @@ class Bench:
         self.members = args.members
         self.tunings = {**MIRROR_MAKERS, "mirrormaker2-tuned": args.mm2_tuning, MM2_EXACTLY_ONCE: args.mm2_tuning}
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+        self.source_commit = source_commit()  # at the start: the code that runs
         self.work = Path(args.work_dir or (cache_root() / "bench" / self.run_id)).resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.sandbox: Sandbox | None = None
@@ -576,6 +577,7 @@ class Bench:
             "run_id": self.run_id,
             "mode": self.plan.name,
             "command": "python -m workbench.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "source": self.source_commit,
             "members": self.members,
             "seconds": round(time.monotonic() - self.started, 1),
             "machine": machine(),
@@ -628,6 +630,22 @@ def machine() -> dict:
         pass
     return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory": mem, "platform": platform.platform(),
             "load_average": os.getloadavg()}
+
+
+def source_commit() -> dict:
+    """The commit the run's code comes from, and whether files differed from it (results
+    aside): None outside a git clone."""
+    repo = Path(__file__).resolve().parents[3]
+
+    def git(*args) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", ".", f":!{RESULTS_DIR.relative_to(repo)}")
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(changed) if changed is not None else None}
 
 
 def versions() -> dict:
