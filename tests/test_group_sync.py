@@ -71,9 +71,12 @@ def test_an_offset_on_the_target_never_moves_backwards(sandbox, name, replicated
 @pytest.mark.kafka
 def test_a_group_with_members_on_the_target_is_left_alone(sandbox, name, replicated):
     set_group_offsets(sandbox.source, f"{name}-app", {TopicPartition(name, 0): 40})
-    reader = KafkaConsumer(f"{name}.copy", bootstrap_servers=sandbox.target, group_id=f"{name}-app",
-                           enable_auto_commit=False)
+    reader = KafkaConsumer(bootstrap_servers=sandbox.target, group_id=f"{name}-app", enable_auto_commit=False)
     try:
+        # Joined before its metadata holds the topic, kafka-python's reader is assigned nothing
+        # and may not ask again for a minute: it subscribes once it sees the topic's partitions.
+        wait_until(lambda: reader.partitions_for_topic(f"{name}.copy"), what="the copy's partitions")
+        reader.subscribe([f"{name}.copy"])
         wait_until(lambda: reader.poll(timeout_ms=200) is not None and reader.assignment(),
                    what="the reader's assignment on the target")
         sync = GroupSync(replicated, "sourceToTarget")
