@@ -465,12 +465,17 @@ class Sandbox:
     """Start, inspect and stop the two-cluster sandbox kept in one state directory."""
 
     def __init__(self, state_dir: Path | None = None, kafka_version: str = KAFKA_VERSION,
-                 host: str = "127.0.0.1", broker_heap: tuple[str, ...] = BROKER_HEAP) -> None:
+                 host: str = "127.0.0.1", broker_heap: tuple[str, ...] = BROKER_HEAP,
+                 group_join_delay_ms: int = 0) -> None:
+        """`group_join_delay_ms`: the brokers' group.initial.rebalance.delay.ms. 0 lets a
+        test's lone consumer start at once; Kafka's default (3,000) lets members started
+        together join one generation."""
         # Absolute, because the broker's config path doubles as its process marker.
         self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
         self.kafka_version = kafka_version
         self.host = host  # where a new sandbox listens; a running one keeps its own
         self.broker_heap = broker_heap  # of brokers this object starts; running ones keep theirs
+        self.group_join_delay_ms = group_join_delay_ms  # likewise
         self._state_file = self.state_dir / "sandbox.json"
         self._password_file = self.state_dir / "sasl-password"
         self._tls_dir = self.state_dir / "tls"
@@ -677,7 +682,8 @@ class Sandbox:
             }
             broker_tls = self._broker_tls(authority, name, cluster_dir) if authority else None
             _write_private(Path(cluster["config"]),
-                           _server_properties(cluster_dir / "data", ports, password, broker_tls, self.host))
+                           _server_properties(cluster_dir / "data", ports, password, broker_tls, self.host,
+                                              self.group_join_delay_ms))
             state["clusters"][name] = cluster
         self._format_storage(java, libs, state, password)
         return state
@@ -783,7 +789,8 @@ class _BrokerTls:
 
 
 def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str,
-                       tls: _BrokerTls | None, host: str = "127.0.0.1") -> str:
+                       tls: _BrokerTls | None, host: str = "127.0.0.1",
+                       group_join_delay_ms: int = 0) -> str:
     """server.properties for a one-node combined broker+controller."""
     listeners = [f"PLAINTEXT://{host}:{ports['plaintext']}"]
     protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
@@ -815,7 +822,7 @@ def _server_properties(data_dir: Path, ports: dict[str, int], sasl_password: str
         "transaction.state.log.min.isr=1",
         "share.coordinator.state.topic.replication.factor=1",
         "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
+        f"group.initial.rebalance.delay.ms={group_join_delay_ms}",
         "auto.create.topics.enable=false",
         # Compacted topics get cleaned within seconds, so tests can see what the cleaner leaves.
         "log.cleaner.backoff.ms=1000",
