@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
-from ..sandbox import BROKER_HEAP, KAFKA_VERSION, Sandbox, cache_root, java_executable
+from ..sandbox import KAFKA_VERSION, Sandbox, cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, procstat, report
 from . import failover, scale
 from .failover import Failover
@@ -43,7 +43,9 @@ ROWS = ["ceiling", *REPLICATORS, "chart", "latency", "costs"]
 EXTRA_ROWS = ["relay", "failover", "mm2-search", "scale"]
 ALIASES = {"ours": list(OURS)}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SCALE_BROKER_HEAP = ("-Xms512m", "-Xmx2g")
+# 3,000-partition topics on each side need more than the tests' broker heap; every run gets
+# it, so that a run with the scale sweep and one without compare.
+BENCH_BROKER_HEAP = ("-Xms512m", "-Xmx2g")
 # Kafka's default group.initial.rebalance.delay.ms, as production brokers run: members
 # started together join one generation, instead of the first copying alone until the next
 # one's join rebalances the group in the middle of the copy.
@@ -189,9 +191,7 @@ class Bench:
         jars.mirror_maker_libs()
         jars.tools_libs()
         if not (self.source and self.target):
-            # 3,000-partition topics on each side need more than the tests' broker heap.
-            heap = SCALE_BROKER_HEAP if "scale" in selected(self.args.only) else BROKER_HEAP
-            self.sandbox = Sandbox(self.args.state_dir or (cache_root() / "bench-sandbox"), broker_heap=heap,
+            self.sandbox = Sandbox(self.args.state_dir or (cache_root() / "bench-sandbox"), broker_heap=BENCH_BROKER_HEAP,
                                    group_join_delay_ms=GROUP_JOIN_DELAY_MS)
             info = self.sandbox.up()
             self.source, self.target = info.source.bootstrap_servers, info.target.bootstrap_servers
