@@ -191,8 +191,8 @@ class Bench:
         jars.mirror_maker_libs()
         jars.tools_libs()
         if not (self.source and self.target):
-            self.sandbox = Sandbox(self.args.state_dir or (cache_root() / "bench-sandbox"), broker_heap=BENCH_BROKER_HEAP,
-                                   group_join_delay_ms=GROUP_JOIN_DELAY_MS)
+            self.sandbox = Sandbox(self.args.state_dir or (cache_root() / "bench-sandbox"),
+                                   broker_heap=BENCH_BROKER_HEAP, group_join_delay_ms=GROUP_JOIN_DELAY_MS)
             info = self.sandbox.up()
             self.source, self.target = info.source.bootstrap_servers, info.target.bootstrap_servers
         self._stamp(f"clusters ready: source {self.source}, target {self.target}")
