@@ -140,6 +140,7 @@ class ControllerTopics:
         except RayError as exc:
             self._say(f"{self._name} did not answer ({type(exc).__name__}); copying on with the "
                       "topics it published last")
+            self._actor = None  # found again by name: the driver may have replaced it
             return
         if self._trouble is not None:
             log.info("%s answers again", self._name)

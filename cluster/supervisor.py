@@ -83,6 +83,7 @@ class _WatchedController:
 
     plan: ControllerPlan
     actor: ray.actor.ActorHandle
+    pinned: bool  # started on a node with its direction's pin
     incarnation: str | None = None
     trouble: str | None = None
 
@@ -110,10 +111,17 @@ class Supervisor:
 
     def apply(self, members: list[MemberPlan]) -> None:
         """Start the members that are missing and stop the ones not in `members`; and the
-        controller of each enabled direction, first, since the members ask it for their topics."""
+        controller of each enabled direction, first, since the members ask it for their topics.
+        A controller started before any node had its direction's pin moves onto one once
+        a node has it."""
+        unpinned = [w for w in self._controllers.values() if not w.pinned]
+        resources = ray.cluster_resources() if unpinned else {}
+        for watched in unpinned:
+            if watched.plan.pin in resources:
+                self._move_controller(watched)
         for planned in controllers(self.config):
             if planned.name not in self._controllers:
-                self._controllers[planned.name] = _WatchedController(planned, self._start_controller(planned))
+                self._controllers[planned.name] = self._start_controller(planned)
         wanted = {member.name for member in members}
         surplus = [name for name in self._members if name not in wanted]
         if surplus:  # scaled down: they leave the group for good
@@ -190,7 +198,7 @@ class Supervisor:
             log.info("%s stopped", name)
         self._controllers = {}
 
-    def _start_controller(self, planned: ControllerPlan) -> ray.actor.ActorHandle:
+    def _start_controller(self, planned: ControllerPlan) -> _WatchedController:
         options = dict(name=planned.name, namespace=self.namespace, max_restarts=-1,
                        max_task_retries=MAX_TASK_RETRIES, num_cpus=planned.num_cpus)
         pinned = planned.pin in ray.cluster_resources()
@@ -199,7 +207,20 @@ class Supervisor:
         actor = self._create(Controller, planned.name, options, planned.direction)
         log.info("started %s (%s CPU%s)", planned.name, planned.num_cpus,
                  f", on a node with {planned.pin}" if pinned else "")
-        return actor
+        return _WatchedController(planned, actor, pinned)
+
+    def _move_controller(self, watched: _WatchedController) -> None:
+        """Replace a controller that started where it happened to fit (the driver came up
+        before the workers: on the chart's head, say) by one on a node with its pin. It
+        keeps nothing that a new one would miss; the members copy on meanwhile."""
+        name = watched.plan.name
+        log.info("a node with %s has joined: moving %s onto it", watched.plan.pin, name)
+        try:
+            ray.get(watched.actor.stop.remote(CALL_TIMEOUT_SECONDS), timeout=CALL_TIMEOUT_SECONDS * 1.5)
+        except Exception as exc:  # it goes either way
+            log.warning("%s did not stop cleanly: %s", name, _described(exc))
+        ray.kill(watched.actor, no_restart=True)
+        self._controllers[name] = self._start_controller(watched.plan)
 
     def _observe_controller(self, watched: _WatchedController, ref) -> None:
         name = watched.plan.name

@@ -119,9 +119,10 @@ def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
 class RayNodes:
     """A head and a worker node, each `ray start --block` in its own session on 127.0.0.1."""
 
-    def __init__(self, directory: Path, env: dict):
+    def __init__(self, directory: Path, env: dict, head_cpus: int = HEAD_CPUS):
         self.directory = directory
         self.env = env
+        self.head_cpus = head_cpus
         self.port = free_port()
         self.address = f"{LOOPBACK}:{self.port}"
         self.head: subprocess.Popen | None = None
@@ -144,7 +145,7 @@ class RayNodes:
         """The head, and the worker node unless `worker` is False."""
         # Short temp dirs: Ray's socket paths must stay under 108 bytes.
         self.head = self._ray_start(
-            ["--head", "--port", str(self.port), "--num-cpus", str(HEAD_CPUS),
+            ["--head", "--port", str(self.port), "--num-cpus", str(self.head_cpus),
              "--include-dashboard", "false", "--dashboard-port", str(free_port()),
              "--ray-client-server-port", str(free_port()),
              "--temp-dir", tempfile.mkdtemp(prefix="krch-", dir="/tmp")], "head")
@@ -152,9 +153,11 @@ class RayNodes:
         if worker:
             self.start_worker()
 
-    def start_worker(self) -> None:
+    def start_worker(self, resources: dict[str, float] | None = None) -> None:
+        """The worker node, with `resources` (custom ones, as `ray start --resources`)."""
+        extra = ["--resources", json.dumps(resources)] if resources else []
         self.worker = self._ray_start(
-            ["--address", self.address, "--num-cpus", str(WORKER_CPUS),
+            ["--address", self.address, "--num-cpus", str(WORKER_CPUS), *extra,
              "--temp-dir", tempfile.mkdtemp(prefix="krcw-", dir="/tmp")], "worker")
         self._wait_nodes(2)
 
@@ -179,6 +182,10 @@ class RayNodes:
 
     def member_pids(self) -> list[tuple[int, str]]:
         """(pid, node) of every replicator member process."""
+        return self.actor_pids("Member")
+
+    def actor_pids(self, actor_class: str) -> list[tuple[int, str]]:
+        """(pid, node) of every process of an actor class (Member, Controller)."""
         found = []
         for node, proc in (("head", self.head), ("worker", self.worker)):
             if proc is None:
@@ -186,7 +193,7 @@ class RayNodes:
             for pid in session_pids(proc.pid):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        if f.read().startswith(b"ray::Member"):
+                        if f.read().startswith(f"ray::{actor_class}".encode()):
                             found.append((pid, node))
                 except OSError:
                     pass
