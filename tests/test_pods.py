@@ -221,16 +221,40 @@ def pod_usage(node, namespace: str) -> dict[str, str]:
 NAMESPACE = "replication"
 
 
+def ray_state(node, namespace: str) -> str:
+    """What a failed wait needs to be understood: Ray's nodes and actors, the pods, and the
+    driver's last lines."""
+    lines = []
+    try:
+        for n in ray_list(node, namespace, "nodes"):
+            lines.append(f"node {n['node_id'][:8]} {n['state']} head={n['is_head_node']} "
+                         f"{ {k: v for k, v in n.get('resources_total', {}).items() if not k.startswith('node:')} }")
+        for a in ray_list(node, namespace, "actors"):
+            lines.append(f"actor {a.get('name') or a['class_name']} {a['state']} node {(a.get('node_id') or '-')[:8]} "
+                         f"pid {a.get('pid')} {(a.get('death_cause') or '')!s:.300}")
+    except Exception as exc:  # the dump must not hide the failure it explains
+        lines.append(f"ray list: {exc!r}")
+    lines.append(f"pods: {pod_states(node, namespace)}")
+    driver = node.kubectl("logs", "-n", namespace, "-l", "app.kubernetes.io/component=driver", "--tail", "80",
+                          check=False)
+    lines += ["driver log:", driver.stdout + driver.stderr]
+    return "\n".join(lines)
+
+
 def ready_pods(node, namespace: str) -> list[dict]:
     return [p for p in node.get("pods", "-n", namespace)["items"]
             if not p["metadata"].get("deletionTimestamp")
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
 
 
-def members_alive(node, namespace: str, names=("sourceToTarget-0", "targetToSource-0")) -> dict | None:
-    """The named members' actors if every one is ALIVE (a name's dead predecessors aside)."""
+MEMBERS = ("sourceToTarget-0", "targetToSource-0")
+CONTROLLERS = ("controller-sourceToTarget", "controller-targetToSource")
+
+
+def members_alive(node, namespace: str, names=MEMBERS) -> dict | None:
+    """The named actors if every one is ALIVE (a name's dead predecessors aside)."""
     actors = {a["name"]: a for a in ray_list(node, namespace, "actors") if a.get("name") and a["state"] == "ALIVE"}
-    return actors if all(n in actors for n in names) else None
+    return {n: actors[n] for n in names} if all(n in actors for n in names) else None
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +307,14 @@ def test_default_values_install_on_real_pods_and_replicate_both_directions(node,
 
     # The driver reached the head through its Service by name and started one member per direction.
     actors = wait_for("the members ALIVE", lambda: members_alive(node, namespace), timeout=180, every=3)
-    for name in ("sourceToTarget-0", "targetToSource-0"):
+    for name in MEMBERS:
         assert actors[name]["node_id"] == worker["node_id"], (name, actors[name])
+    # The controllers run on the worker too, off the head, even when the driver joined before
+    # the worker did (it then moves them once the worker's pins appear).
+    def controllers_on_the_worker():
+        placed = members_alive(node, namespace, CONTROLLERS)
+        return placed if placed and all(a["node_id"] == worker["node_id"] for a in placed.values()) else None
+    wait_for("the controllers ALIVE on the worker", controllers_on_the_worker, timeout=60, every=3)
 
     # Every record written before the install, and every one written while it runs, copied.
     counted = count_all(node, kafka, 0, RECORDS)
@@ -336,7 +366,10 @@ def stream_through(node, kafka, release, fault, recovered, what: str) -> None:
         time.sleep(5)
         started = time.monotonic()
         fault()
-        wait_for(f"the members running again after {what}", recovered, timeout=480, every=3)
+        try:
+            wait_for(f"the members running again after {what}", recovered, timeout=480, every=3)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}\n{ray_state(node, NAMESPACE)}") from None
         print(f"members running again {time.monotonic() - started:.0f} s after {what}")
         for topic, producer in producers.items():
             out, _ = producer.communicate(timeout=STREAM_SECONDS + 120)
