@@ -30,6 +30,7 @@ from kafka.errors import (
 
 from .config import ClusterConfig, ReplicatorConfig
 from .errors import ClusterError, ProblemFound, ReplicatorError
+from .own_topics import NotReady
 from .selection import Selection
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,8 @@ def reaching(side: str, cluster: ClusterConfig) -> Iterator[None]:
     except AuthorizationError as exc:
         raise _error(side, cluster, f"not authorized: {type(exc).__name__}; grant the "
                      "replicator's principal access to its topics and groups") from None
+    except NotReady as exc:
+        raise _error(side, cluster, str(exc)) from None
     except (KafkaConnectionError, KafkaTimeoutError) as exc:
         # kafka-python 3 reports a refused SASL login as a bootstrap timeout.
         credentials = (

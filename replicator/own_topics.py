@@ -7,25 +7,38 @@ import logging
 import time
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_SECONDS = 30.0
+# A KRaft controller busy creating thousands of partitions elsewhere takes more than
+# kafka-python's 10 s to give a new topic its leader.
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class NotReady(TimeoutError):
+    """One of our topics exists but has no leader yet: the brokers answer, the topic waits."""
 
 
 def ensure(admin, topic: str, configs: dict[str, str], what: str) -> None:
-    """Create the topic (one partition, up to three replicas) if it is missing; `what` names
-    it in the log line."""
+    """Create the topic (one partition, up to three replicas) if it is missing, and wait
+    until it has a leader; `what` names it in the log line and the error."""
     if topic in set(admin.list_topics()):
         return
     brokers = len(admin.describe_cluster()["brokers"])
     try:
         admin.create_topics({topic: {"num_partitions": 1, "replication_factor": min(3, brokers),
-                                     "configs": configs}}, wait_for_metadata=True)
+                                     "configs": configs}})
         log.info("created %s %r with configs %s", what, topic, configs)
     except TopicAlreadyExistsError:
-        pass
+        pass  # another member's, just created: it may have no leader yet either
+    try:
+        admin.wait_for_topics([topic], timeout_ms=READY_TIMEOUT_SECONDS * 1000)
+    except KafkaTimeoutError as exc:
+        raise NotReady(f"{what} {topic!r} has no leader {READY_TIMEOUT_SECONDS:.0f} s after it was "
+                       f"created ({exc}); the brokers answer, but their controller is slow, e.g. busy "
+                       "creating many partitions at once") from None
 
 
 class Tail:
