@@ -34,6 +34,8 @@ def test_the_scale_sweep_measures_every_point_of_verified_copies(sandbox, tmp_pa
         assert points[("ours-batch", shape)]["kill_absorbed_seconds"] > 0, shape
     offsets = sweep["offsets"]
     assert offsets["translated"] == offsets["partitions"] == 60 and offsets["exit_code"] == 0, offsets
-    assert offsets["translate_seconds"] > 0 and offsets["map_added"]["records"] > 0, offsets
+    # The map topic is compacted (its record count may even shrink during the copy); what
+    # translation needs is a span for every partition.
+    assert offsets["translate_seconds"] > 0 and offsets["map_after"]["spans"] >= 60, offsets
     assert {t["replicator"] for t in sweep["targets"]} == {"ours-batch", "mirrormaker2-tuned"}
     assert "| ours, batch mode | 3×20 | 2 |" in capsys.readouterr().out

@@ -102,9 +102,11 @@ def _scale(sweep: dict) -> list[str]:
     offsets = sweep.get("offsets") or {}
     if offsets:
         added = offsets["map_added"]
-        lines += ["", f"Offset map: the copy of {offsets['partitions']:,} partitions added "
-                      f"{added.get('records', 0):,} records, {added.get('spans', 0):,} spans, "
-                      f"{added.get('bytes', 0):,} bytes (now {offsets['map_after'].get('bytes', 0):,} bytes in all); "
+        lines += ["", f"Offset map: the copy of {offsets['partitions']:,} partitions changed it by "
+                      f"{added.get('records', 0):+,} records (compaction drops superseded ones), "
+                      f"{added.get('spans', 0):+,} spans, {added.get('bytes', 0):+,} bytes "
+                      f"(now {offsets['map_after'].get('spans', 0):,} spans, "
+                      f"{offsets['map_after'].get('bytes', 0):,} bytes in all); "
                       f"`offsets translate` of a group committed on all of them: {offsets['translate_seconds']:.1f} s, "
                       f"{offsets['translated']} of {offsets['partitions']:,} partitions translated"]
     if sweep.get("targets"):
