@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from crc32c import crc32c
 
@@ -191,7 +191,7 @@ def _put_varint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
-def _varint_bytes(value: int) -> bytes:
+def varint_bytes(value: int) -> bytes:
     out = bytearray()
     _put_varint(out, value)
     return bytes(out)
@@ -199,7 +199,7 @@ def _varint_bytes(value: int) -> bytes:
 
 _MOST_RECORD_HEAD = 17  # a record's length, attributes, timestamp and offset deltas at their longest
 SMALL = 1 << 13  # what most deltas and record lengths of a merge are under: 2 bytes or less
-_SMALL_VARINTS = [_varint_bytes(value) for value in range(SMALL)]
+_SMALL_VARINTS = [varint_bytes(value) for value in range(SMALL)]
 
 
 def _bytes(data, at: int) -> tuple[bytes | None, int]:
@@ -346,6 +346,20 @@ def headers_at(fields: bytes) -> tuple[int, int, int]:
     return at, count, first
 
 
+def has_header(fields: bytes, first: int, count: int, names: tuple[bytes, ...]) -> bool:
+    """Whether one of the `count` headers that begin at `first` (see `headers_at`) has one of
+    `names` (encoded)."""
+    at = first
+    for _ in range(count):
+        length, at = _varint(fields, at)
+        if fields[at:at + length] in names:
+            return True
+        length, at = _varint(fields, at + length)
+        if length > 0:
+            at += length
+    return False
+
+
 def encode_headers(headers) -> bytes:
     """Headers as a record encodes them after their count."""
     out = bytearray()
@@ -417,12 +431,14 @@ class Merged:
     runs: tuple[tuple[int, int], ...]  # (first source offset, count) of each contiguous run
 
 
-def merge(batch_list: list[Batch], position: int, codec: str, limit: int) -> list[Merged]:
+def merge(batch_list: list[Batch], position: int, codec: str, limit: int,
+          rewrite: Callable[[bytes], bytes | None] | None = None) -> list[Merged]:
     """The v2 batches' records from `position` on, in new batches of about `limit` bytes.
 
     Each record's key, value and headers are copied as bytes: only its length, timestamp
     delta and offset delta are written again. A merge of small batches thus costs a walk
-    of varints per record, not a decode and an encode.
+    of varints per record, not a decode and an encode. `rewrite`, given, turns each record's
+    key, value and headers as encoded into the ones to write, or None to leave it out.
     """
     merged: list[Merged] = []
     body = bytearray()
@@ -454,29 +470,39 @@ def merge(batch_list: list[Batch], position: int, codec: str, limit: int) -> lis
             byte = records_body[at + 1]  # after the record's attributes
             if byte < 0x80:
                 ts_delta, fields = (byte >> 1) ^ -(byte & 1), at + 2
+            elif records_body[at + 2] < 0x80:  # within 8 s of the batch's first record: two bytes
+                value = (byte & 0x7F) | records_body[at + 2] << 7
+                ts_delta, fields = (value >> 1) ^ -(value & 1), at + 3
             else:
                 ts_delta, fields = _varint(records_body, at + 1)
             byte = records_body[fields]
             if byte < 0x80:  # an offset delta below 64: one byte
                 offset_delta, fields = (byte >> 1) ^ -(byte & 1), fields + 1
+            elif records_body[fields + 1] < 0x80:  # below 8,192: two bytes
+                value = (byte & 0x7F) | records_body[fields + 1] << 7
+                offset_delta, fields = (value >> 1) ^ -(value & 1), fields + 2
             else:
                 offset_delta, fields = _varint(records_body, fields)
             offset = batch.base_offset + offset_delta
             if offset >= position:
+                written = records_body[fields:end] if rewrite is None else rewrite(bytes(records_body[fields:end]))
+                if written is None:
+                    at = end
+                    continue
                 timestamp = batch.base_timestamp + ts_delta if fixed_ts is None else fixed_ts
-                if count and len(body) + end - fields + _MOST_RECORD_HEAD > limit:
+                if count and len(body) + len(written) + _MOST_RECORD_HEAD > limit:
                     close()
                 if not count:
                     base_ts = max_ts = timestamp
                 elif timestamp > max_ts:
                     max_ts = timestamp
                 delta = timestamp - base_ts
-                head = b"\0" + (small[delta] if 0 <= delta < SMALL else _varint_bytes(delta)) \
-                    + (small[count] if count < SMALL else _varint_bytes(count))
-                size = len(head) + end - fields
-                body += small[size] if size < SMALL else _varint_bytes(size)
+                head = b"\0" + (small[delta] if 0 <= delta < SMALL else varint_bytes(delta)) \
+                    + (small[count] if count < SMALL else varint_bytes(count))
+                size = len(head) + len(written)
+                body += small[size] if size < SMALL else varint_bytes(size)
                 body += head
-                body += records_body[fields:end]
+                body += written
                 if runs and runs[-1][0] + runs[-1][1] == offset:
                     runs[-1][1] += 1
                 else:

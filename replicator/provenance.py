@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import batches
+
 ORIGIN = "kafka-replicator.origin"
 HOPS = "kafka-replicator.hops"
 _OURS = (ORIGIN, HOPS)
+_OURS_ENCODED = tuple(name.encode() for name in _OURS)
 
 Headers = list[tuple[str, bytes]]
 
@@ -26,6 +29,22 @@ class Provenance:
         # Bytes once, not per record: this runs on the hot path.
         object.__setattr__(self, "_target_id", self.target_cluster_id.encode())
         object.__setattr__(self, "_first_hop", first_hop(self.source_cluster_id))
+        encoded = batches.encode_headers(self._first_hop)
+        object.__setattr__(self, "_first_hop_encoded", encoded)
+        object.__setattr__(self, "_first_hop_alone", batches.varint_bytes(len(self._first_hop)) + encoded)
+
+    def forward_fields(self, fields: bytes) -> bytes | None:
+        """`forward` for a record's key, value and headers as encoded (`batches.merge`): a
+        record without our headers, the common first hop, gains them without being decoded."""
+        end, count, first = batches.headers_at(fields)
+        if count == 0:
+            return fields[:end] + self._first_hop_alone
+        if not batches.has_header(fields, first, count, _OURS_ENCODED):
+            return b"".join((fields[:end], batches.varint_bytes(count + len(self._first_hop)),
+                             fields[first:], self._first_hop_encoded))
+        key, value, headers = batches.decode_fields(fields)
+        forwarded = self.forward(headers)
+        return None if forwarded is None else batches.encode_fields(key, value, forwarded)
 
     def forward(self, headers: Headers) -> Headers | None:
         """The headers to write on the target, or None if the record must not go there."""

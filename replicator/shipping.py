@@ -8,9 +8,11 @@ records, our own copies coming back).
 - batch mode copies a batch as bytes unless something stops it (`Batch.obstacle`,
   a key-hashed target, a batch over the request limit), then re-encodes only it;
 - runs of small batches are merged into full ones: copying costs per batch,
-  merging per record, so below `merge_below` bytes a merge is cheaper; batch mode
-  merges them as bytes (`batches.merge`), record mode decodes them;
-- record mode re-encodes every record with provenance headers, as before batches;
+  merging per record, so below `merge_below` bytes a merge is cheaper; both modes
+  merge v2 batches as bytes (`batches.merge`);
+- record mode writes every record anew with provenance headers, which it appends to the
+  record's bytes (`Provenance.forward_fields`); it decodes only a record that already
+  carries them, and the records of a key-hashed target or of old (v0/v1) batches;
 - whatever is re-encoded is merged with its neighbours up to the batch size.
 """
 
@@ -152,7 +154,7 @@ class Shipper:
         """Re-encode the records of consecutive batches: "merge" for several, else "encode"."""
         first = max(batch_list[0].base_offset, position)
         step = Step(first, batch_list[-1].next_offset, how="merge" if len(batch_list) > 1 else "encode")
-        if self.mode == "batch" and target.partition is not None and all(b.magic == 2 for b in batch_list):
+        if target.partition is not None and all(b.magic == 2 for b in batch_list):
             return self._merge(tp, target, batch_list, position, step)
         kept, step.loop_skipped = self._records(batch_list, position)
         if not kept:
@@ -168,8 +170,18 @@ class Shipper:
         return step
 
     def _merge(self, tp, target: Target, batch_list: list[Batch], position: int, step: Step) -> Step:
-        """`_encode` without decoding: batch mode adds no headers and keeps the partition."""
-        merged = batches.merge(batch_list, position, self._codec, self._batch_bytes)
+        """`_encode` without decoding, for a target of the same partition: batch mode adds
+        no headers, record mode appends them to each record's bytes."""
+        rewrite = None
+        if self.mode == "record":
+            forward = self._provenance.forward_fields
+
+            def rewrite(fields: bytes) -> bytes | None:
+                forwarded = forward(fields)
+                if forwarded is None:
+                    step.loop_skipped += 1
+                return forwarded
+        merged = batches.merge(batch_list, position, self._codec, self._batch_bytes, rewrite)
         if not merged:
             return step
         delivery = Delivery(len(merged), max(m.max_timestamp for m in merged), tp.topic)

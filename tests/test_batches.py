@@ -180,6 +180,25 @@ def test_merge_cuts_new_batches_at_the_limit_and_keeps_the_order():
     assert [m.runs[0][0] for m in merged] == [0] + [sum(m.count for m in merged[:i]) for i in range(1, len(merged))]
 
 
+def test_merge_writes_each_records_fields_as_rewritten_and_leaves_out_the_dropped():
+    fetched = [make([rec(0, b"a"), rec(1, b"drop"), rec(2, b"c", headers=[("h", b"x")])], base_offset=3)]
+
+    def rewrite(fields: bytes) -> bytes | None:
+        key, _, headers = batches.decode_fields(fields)
+        return None if key == b"drop" else batches.encode_fields(key, key.upper(), headers + [("new", b"1")])
+    [merged] = batches.merge(fetched, 0, "none", 1 << 18, rewrite)
+    assert merged_records([merged]) == [(0, 1_000, b"a", b"A", [("new", b"1")]),
+                                        (1, 1_000, b"c", b"C", [("h", b"x"), ("new", b"1")])]
+    assert merged.runs == ((3, 1), (5, 1))
+
+
+def test_merge_reads_timestamp_and_offset_deltas_of_one_two_and_three_bytes():
+    records = [rec(i, b"%d" % i, timestamp=1_000 + 20 * i) for i in range(9_000)]
+    [merged] = batches.merge([make(records, base_offset=50)], 0, "none", 1 << 20)
+    assert [(t, k) for _, t, k, _, _ in merged_records([merged])] == [(1_000 + 20 * i, b"%d" % i) for i in range(9_000)]
+    assert merged.runs == ((50, 9_000),)
+
+
 def test_merge_names_the_offset_runs_around_a_compacted_gap():
     fetched = [make([rec(0, b"a")], base_offset=3), make([rec(0, b"b")], base_offset=4),
                make([rec(0, b"c")], base_offset=9)]

@@ -1,5 +1,8 @@
 """Provenance headers stop records from going back where they came from."""
 
+import pytest
+
+from replicator import batches
 from replicator.provenance import HOPS, ORIGIN, Provenance, origin_of, user_headers
 
 S2T = Provenance(source_cluster_id="src", target_cluster_id="tgt")
@@ -30,3 +33,16 @@ def test_a_record_from_a_third_cluster_keeps_its_origin_and_counts_hops():
 
 def test_a_garbled_hop_count_counts_as_zero():
     assert S2T.forward([(ORIGIN, b"third"), (HOPS, b"x")])[-1] == (HOPS, b"1")
+
+
+@pytest.mark.parametrize("headers", [
+    [],
+    [("h", b"x"), ("n", None)],
+    [(ORIGIN, b"third"), (HOPS, b"2"), ("k", b"v")],
+    [("k", b"v"), (ORIGIN, b"tgt"), (HOPS, b"1")],
+], ids=["none", "the record's own", "from a third cluster", "back at its origin"])
+def test_forward_fields_writes_as_bytes_what_forward_gives(headers):
+    fields = batches.encode_fields(b"key", b"value", headers)
+    forwarded = S2T.forward(headers)
+    expected = None if forwarded is None else batches.encode_fields(b"key", b"value", forwarded)
+    assert S2T.forward_fields(fields) == expected

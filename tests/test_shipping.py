@@ -107,6 +107,14 @@ def test_record_mode_adds_provenance_headers_and_drops_records_from_the_target()
     assert step.loop_skipped == 1 and fallbacks == []
 
 
+def test_record_mode_into_a_hashed_target_adds_provenance_headers_to_every_record():
+    s, _ = shipper(mode="record")
+    batch = make([rec(i, f"k{i}".encode()) for i in range(6)])
+    [step] = s.plan(TP, HASHED, 0, [batch], [])
+    assert sorted(written(step)) == [(f"k{i}".encode(), [(ORIGIN, b"source-id"), (HOPS, b"1")]) for i in range(6)]
+    assert {shipment.tp.partition for shipment in step.shipments} == {0, 1}
+
+
 def test_below_the_singles_offset_each_record_is_its_own_shipment_and_range():
     s, _ = shipper()
     batch = make([rec(0, b"a"), rec(1, b"b"), rec(2, b"c")], base_offset=5)
