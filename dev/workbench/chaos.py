@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -128,6 +129,12 @@ class RayNodes:
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self._starts = 0
+        self._temp_dirs: list[str] = []  # Ray's session files, removed by stop()
+
+    def _temp_dir(self, prefix: str) -> str:
+        # Short: Ray's socket paths must stay under 108 bytes.
+        self._temp_dirs.append(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        return self._temp_dirs[-1]
 
     def _ray_start(self, args: list[str], name: str) -> subprocess.Popen:
         self._starts += 1
@@ -143,12 +150,11 @@ class RayNodes:
 
     def start(self, worker: bool = True) -> None:
         """The head, and the worker node unless `worker` is False."""
-        # Short temp dirs: Ray's socket paths must stay under 108 bytes.
         self.head = self._ray_start(
             ["--head", "--port", str(self.port), "--num-cpus", str(self.head_cpus),
              "--include-dashboard", "false", "--dashboard-port", str(free_port()),
              "--ray-client-server-port", str(free_port()),
-             "--temp-dir", tempfile.mkdtemp(prefix="krch-", dir="/tmp")], "head")
+             "--temp-dir", self._temp_dir("krch-")], "head")
         self._wait_nodes(1)
         if worker:
             self.start_worker()
@@ -158,7 +164,7 @@ class RayNodes:
         extra = ["--resources", json.dumps(resources)] if resources else []
         self.worker = self._ray_start(
             ["--address", self.address, "--num-cpus", str(WORKER_CPUS), *extra,
-             "--temp-dir", tempfile.mkdtemp(prefix="krcw-", dir="/tmp")], "worker")
+             "--temp-dir", self._temp_dir("krcw-")], "worker")
         self._wait_nodes(2)
 
     def kill_worker(self) -> None:
@@ -204,6 +210,8 @@ class RayNodes:
             if proc is not None:
                 kill_session(proc.pid)
                 proc.wait()
+        for directory in self._temp_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _alive_nodes(address: str, env: dict) -> int:
