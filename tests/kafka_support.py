@@ -93,7 +93,11 @@ def read_all(bootstrap: str, topic: str) -> dict[int, list]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                              enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        known = consumer.partitions_for_topic(topic)
+        if not known:  # once seen in a full run: a topic just created, not in the first answer
+            consumer.topics()  # asks the cluster again
+            known = consumer.partitions_for_topic(topic)
+        partitions = [TopicPartition(topic, p) for p in known or ()]
         if not partitions:
             return {}
         consumer.assign(partitions)
