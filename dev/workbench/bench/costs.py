@@ -13,11 +13,13 @@ of REPEATS runs. The steps, as the Flow takes them:
   groups them, serialized as kafka-python's connection does;
 - merge: batches.merge and batches.stamp alone, the part of plan + rewrite that merges
   small batches (records copied as bytes, only their lengths and deltas written again);
-- re-encode: batches.records, batches.encode and batches.stamp (a fallback, or record
-  mode's merge), and the same with provenance headers added (record mode).
+- merge + provenance: the same merge with provenance headers appended to each record's
+  bytes (`Provenance.forward_fields`), record mode's path;
+- re-encode: batches.records, batches.encode and batches.stamp (a fallback: a key-hashed
+  target, v0/v1 batches).
 
-Batch mode costs fetch + plan + rewrite + request a record, record mode fetch + re-encode
-with provenance + request. The reference: a kafka-python consumer decoding the
+Batch mode costs fetch + plan + rewrite + request a record, record mode fetch + merge with
+provenance + request. The reference: a kafka-python consumer decoding the
 same records and a producer encoding them (the existing chart's relay, `relay.py`).
 """
 
@@ -42,7 +44,7 @@ PRODUCER_ID, EPOCH = 1000, 0  # any writer fields: the rewrite costs the same
 PRODUCE_VERSION = 9  # the highest of wire.produce_request's: what Kafka 4 brokers negotiate
 CONSUMER, PRODUCER = ConsumerConfig(), ProducerConfig()  # our defaults, as the Flow uses them
 
-NOTE = ("record mode's planning is its re-encode; its requests are taken to cost what batch "
+NOTE = ("record mode's planning is its merge with provenance; its requests are taken to cost what batch "
         "mode's do. Sending and answers of produce requests are not measured.")
 
 
@@ -127,21 +129,18 @@ def _requests(rewritten: dict[TopicPartition, list[bytes]]) -> int:
     return sent
 
 
-def _merge(fetched: dict) -> None:
+def _merge(fetched: dict, provenance: Provenance | None) -> None:
+    rewrite = None if provenance is None else provenance.forward_fields
     for found in fetched.values():
-        for merged in batches.merge(found, 0, PRODUCER.compression_type, PRODUCER.batch_size):
+        for merged in batches.merge(found, 0, PRODUCER.compression_type, PRODUCER.batch_size, rewrite):
             batches.stamp(merged.data, PRODUCER_ID, EPOCH, 0)
 
 
-def _reencode(fetched: dict, provenance: Provenance | None) -> None:
-    """Decode each batch's records and encode them into a new batch, as a merge or a fallback."""
+def _reencode(fetched: dict) -> None:
+    """Decode each batch's records and encode them into a new batch, as a fallback does."""
     for found in fetched.values():
         for batch in found:
-            records = batches.records(batch)
-            if provenance is not None:
-                for record in records:
-                    record.headers = provenance.forward(record.headers)
-            batches.stamp(batches.encode(records, PRODUCER.compression_type), PRODUCER_ID, EPOCH, 0)
+            batches.stamp(batches.encode(batches.records(batch), PRODUCER.compression_type), PRODUCER_ID, EPOCH, 0)
 
 
 def _ours(bootstrap: str, topic: str, limit: int) -> dict:
@@ -165,9 +164,9 @@ def _ours(bootstrap: str, topic: str, limit: int) -> dict:
     kinds = Counter(step.how for steps in planned.values() for step in steps)
     cpu["rewrite"], rewritten = _median_cpu(_rewrite, planned)
     cpu["request"], requests = _median_cpu(_requests, rewritten)
-    cpu["merge"], _ = _median_cpu(_merge, fetched)
-    cpu["re-encode"], _ = _median_cpu(_reencode, fetched, None)
-    cpu["re-encode + provenance"], _ = _median_cpu(_reencode, fetched, Provenance("a", "b"))
+    cpu["merge"], _ = _median_cpu(_merge, fetched, None)
+    cpu["merge + provenance"], _ = _median_cpu(_merge, fetched, Provenance("a", "b"))
+    cpu["re-encode"], _ = _median_cpu(_reencode, fetched)
 
     every = [batch for found in fetched.values() for batch in found]
     records = sum(batch.record_count for batch in every)
@@ -175,7 +174,7 @@ def _ours(bootstrap: str, topic: str, limit: int) -> dict:
         return {"records": 0}
     us_per_record = {step: seconds * 1e6 / records for step, seconds in cpu.items()}
     batch_mode = sum(us_per_record[step] for step in ("fetch", "plan", "rewrite", "request"))
-    record_mode = sum(us_per_record[step] for step in ("fetch", "re-encode + provenance", "request"))
+    record_mode = sum(us_per_record[step] for step in ("fetch", "merge + provenance", "request"))
     return {
         "records": records,
         "runs": REPEATS,

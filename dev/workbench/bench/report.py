@@ -223,8 +223,10 @@ STEPS = {"fetch": "fetch + split (the Fetcher)", "plan": "plan (Shipper.plan, ba
          "rewrite": "rewrite (writer fields + CRC-32C: a copy's header, a merge's stamp)",
          "request": "produce request (build + serialize)",
          "merge": "merge as bytes (batch mode's small batches) + stamp",
-         "re-encode": "re-encode (decode + encode + stamp: fallback, record mode)",
-         "re-encode + provenance": "re-encode with provenance headers (record mode)"}
+         "merge + provenance": "merge as bytes with provenance headers appended + stamp (record mode)",
+         "re-encode": "re-encode (decode + encode + stamp: fallbacks)",
+         # Results of code before 2026-12-06, when record mode decoded every record.
+         "re-encode + provenance": "re-encode with provenance headers (record mode until 2026-12-06)"}
 
 
 def _costs(c: dict, records: str) -> list[str]:
@@ -246,7 +248,7 @@ def _costs(c: dict, records: str) -> list[str]:
         relay_rate = f"{relay['records_per_cpu_second']:,.0f}"
     lines += ["", "CPU of a whole path per record, and the records per CPU-second it implies", "",
               "| | batch mode: fetch + plan + rewrite + request "
-              "| record mode: fetch + re-encode with provenance + request "
+              "| record mode: fetch + merge with provenance + request "
               "| a kafka-python relay: consumer decode + producer encode |",
               "|---|---:|---:|---:|",
               f"| µs per record | {c['batch_mode_us']:.2f} | {c['record_mode_us']:.2f} | {relay_us} |",
