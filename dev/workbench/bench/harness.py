@@ -559,6 +559,8 @@ class Bench:
             plan = scale.PLANS[self.plan.name]
             if self.args.scale_shapes:
                 plan = plan.only(self.args.scale_shapes)
+            if self.sandbox is not None:
+                self._stamp(f"scale: the brokers' disk reads ahead {readahead_kb(self.sandbox.state_dir)} KiB")
             self.scale = scale.Sweep(self.source, self.target, self.work, plan, self.members,
                                      self.run_id, self._stamp, self.args.preload_workers).run()
         if only & {"failover", *OURS}:
@@ -585,7 +587,7 @@ class Bench:
             "source": self.source_commit,
             "members": self.members,
             "seconds": round(time.monotonic() - self.started, 1),
-            "machine": machine(),
+            "machine": machine(self.sandbox.state_dir if self.sandbox else None),
             "versions": versions(),
             "datasets": {label: {k: v for k, v in ds.as_json().items() if k != "digests"}
                          for label, ds in sets.items()},
@@ -619,7 +621,9 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
-def machine() -> dict:
+def machine(broker_data: Path | None = None) -> dict:
+    """What the figures depend on: cores, memory, and the read-ahead of the brokers' disk when
+    the bench started the brokers itself (None when it did not)."""
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -634,7 +638,28 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory": mem, "platform": platform.platform(),
-            "load_average": os.getloadavg()}
+            "load_average": os.getloadavg(),
+            "disk_readahead_kb": readahead_kb(broker_data) if broker_data else None}
+
+
+def readahead_kb(path: Path) -> int | None:
+    """How far the kernel reads ahead on the disk holding ``path`` (None off a block device).
+
+    Kafka maps each partition's offset and time index files (10 MiB, mostly holes) and the
+    first touch of a mapping pulls in this much around it: at the 8 MiB of the VM the
+    published runs used, 16 MiB of page cache per partition on each broker, and the scale
+    sweep's brokers thrash at 3,000 partitions (BENCHMARKS.md, *Scale*)."""
+    try:
+        device = os.stat(path).st_dev
+    except OSError:
+        return None
+    block = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+    for queue in (block / "queue", block / ".." / "queue"):  # a partition's queue is its disk's
+        try:
+            return int((queue / "read_ahead_kb").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def source_commit() -> dict:

@@ -80,12 +80,16 @@ def table(results: dict) -> str:
         lines += ["", f"Offset map on the target after this run: {m['records']:,} records, "
                       f"{m['spans']:,} spans, {m['bytes']:,} bytes (before compaction)"]
     if results.get("scale"):
-        lines += _scale(results["scale"])
+        lines += _scale(results["scale"], (results.get("machine") or {}).get("disk_readahead_kb"))
     lines += _targets(results)
     return "\n".join(lines)
 
 
-def _scale(sweep: dict) -> list[str]:
+# Above this, each partition's index files cost its broker megabytes of page cache (harness.readahead_kb).
+READAHEAD_WARN_KB = 512
+
+
+def _scale(sweep: dict, readahead_kb: int | None = None) -> list[str]:
     plan = sweep["plan"]
     lines = ["", f"Scale: {plan['records']:,} records of {plan['record_bytes']} B per shape (topics × partitions); "
                  f"idle CPU over {plan['idle_seconds']:.0f} s after the copy; RSS and idle CPU per process",
@@ -99,6 +103,14 @@ def _scale(sweep: dict) -> list[str]:
         lines.append(f"| {NAMES[p['replicator']]} | {p['shape']} | {p['members']} | {_num(p['records_per_second'])} | "
                      f"{_num(p['cpu_us_per_record'], 2)} | {_num(p['startup_seconds'], 1)} | {rss} | {idle} | "
                      f"{kill} | {'ok' if p['valid'] else 'INVALID: ' + p['verification']} |")
+    if readahead_kb is None:
+        lines += ["", "The brokers' disk read-ahead is not known (the bench did not start the brokers)."]
+    elif readahead_kb > READAHEAD_WARN_KB:
+        lines += ["", f"**The brokers' disk reads ahead {readahead_kb:,} KiB**: the first touch of each partition's "
+                      f"two index files pulls up to {2 * readahead_kb / 1024:,.0f} MiB into each broker's page cache, "
+                      "and the brokers spend the wide shapes faulting pages in (the kernel's default is 128 KiB)."]
+    else:
+        lines += ["", f"The brokers' disk reads ahead {readahead_kb:,} KiB."]
     offsets = sweep.get("offsets") or {}
     if offsets:
         added = offsets["map_added"]
