@@ -562,7 +562,7 @@ class Bench:
             if self.sandbox is not None:
                 self._stamp(f"scale: the brokers' disk reads ahead {readahead_kb(self.sandbox.state_dir)} KiB")
             self.scale = scale.Sweep(self.source, self.target, self.work, plan, self.members,
-                                     self.run_id, self._stamp, self.args.preload_workers).run()
+                                     self.run_id, self._stamp).run()
         if only & {"failover", *OURS}:
             self.offset_map = failover.map_size(self.target)
             self._stamp(f"offset map on the target: {self.offset_map}")

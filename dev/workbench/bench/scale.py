@@ -40,10 +40,10 @@ RECORD_SIZE = 100
 KEEPS_RATE = 0.8  # of the smallest shape's records/s, at the largest single-topic shape
 IDLE_CPU_PERCENT = 5.0  # of a core, per process
 STARTUP_SECONDS = 30.0
-# Above this many partitions a shape is pre-loaded by one idempotent producer: the bench's
-# pre-loader sends without retries, and its records time out on a busy machine when each
-# produce request spans thousands of partitions.
-MANY_PARTITIONS = 1000
+# Every shape's records are written in batches of this size (the Kafka producer's default), so
+# that the points differ in partitions only. Above the merge threshold (replicator.assembly),
+# batch mode copies them as bytes at every point.
+BATCH_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,9 @@ def idle_cpu(pids: list[int], seconds: float) -> list[float]:
 
 class Sweep:
     def __init__(self, source: str, target: str, work: Path, plan: ScalePlan, members: int,
-                 run_id: str, stamp=log.info, preload_workers: int = 2):
+                 run_id: str, stamp=log.info):
         self.source, self.target, self.work, self.plan = source, target, work, plan
         self.members, self.run_id, self.stamp = members, run_id, stamp
-        self.preload_workers = preload_workers
         self.points: list[Point] = []
         self.offsets: dict = {}
 
@@ -192,7 +191,7 @@ class Sweep:
         """The shape's topics on the source: reused from an earlier run if they are still there."""
         cache = self.work.parent / "scale-datasets.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
-        key = f"{self.source}/{shape.label}/{self.plan.records}"
+        key = f"{self.source}/{shape.label}/{self.plan.records}/{BATCH_BYTES}"
         if key in known:
             cached = [data.DataSet.from_json(d) for d in known[key]]
             if all(data.source_holds(self.source, d) for d in cached):
@@ -202,10 +201,7 @@ class Sweep:
         started = time.monotonic()
         if data.delete_topics(self.source, [d.topic for d in sets]):
             time.sleep(2.0)  # let the deletion finish before the topics are created again
-        if shape.topics == 1 and shape.total <= MANY_PARTITIONS:
-            data.preload(self.source, sets[0], workers=self.preload_workers)
-        else:
-            preload_many(self.source, sets)
+        preload_many(self.source, sets)
         known[key] = [d.as_json() for d in sets]
         cache.write_text(json.dumps(known))
         self.stamp(f"scale {shape.label}: {self.plan.records:,} records pre-loaded in "
@@ -368,9 +364,13 @@ def targets(points: list[Point], members: int) -> list[dict]:
 
 
 def preload_many(bootstrap: str, sets: list[data.DataSet]) -> None:
-    """Pre-load topics of many partitions through one idempotent producer, round-robin over all
-    their partitions (a producer, or a process, per topic would cost more than the records);
-    idempotence lets it retry without reordering or duplicating."""
+    """Pre-load topics of many partitions through one idempotent producer (a producer, or a
+    process, per topic would cost more than the records); idempotence lets it retry without
+    reordering or duplicating.
+
+    Partition after partition, in batches of BATCH_BYTES: every shape's batches are alike, so
+    the sweep measures partitions. Round-robin over all partitions filled each batch at 1×6
+    but gave one-record batches at 1×3000, and the wide points measured small batches."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         admin.create_topics([_new_topic(d) for d in sets], timeout_ms=120_000)
@@ -388,7 +388,7 @@ def preload_many(bootstrap: str, sets: list[data.DataSet]) -> None:
         consumer.close()
     started = time.monotonic()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
-                             batch_size=1 << 20, max_request_size=16 << 20, request_timeout_ms=120_000,
+                             batch_size=BATCH_BYTES, max_request_size=16 << 20, request_timeout_ms=120_000,
                              delivery_timeout_ms=600_000)
     try:
         for d in sets:
@@ -399,14 +399,13 @@ def preload_many(bootstrap: str, sets: list[data.DataSet]) -> None:
                 for d in sets for p in range(d.partitions)}
         tps = {key: TopicPartition(*key) for key in plan}
         last = {}
-        for index in range(max(plan.values())):
-            for key, count in plan.items():
-                if index < count:
-                    partition = key[1]
-                    k, v, seq = data.key_of(partition, index), data.value_of(partition, index, RECORD_SIZE), \
-                        data.header_of(index)
-                    last[key] = send(tps[key], k, v, [(data.HEADER, seq)])
-                    digests[key].add(k, v, seq)
+        for key, count in plan.items():
+            partition = key[1]
+            for index in range(count):
+                k, v, seq = data.key_of(partition, index), data.value_of(partition, index, RECORD_SIZE), \
+                    data.header_of(index)
+                last[key] = send(tps[key], k, v, [(data.HEADER, seq)])
+                digests[key].add(k, v, seq)
         producer.flush(timeout=600)
         for future in last.values():
             future.get(timeout=60)
