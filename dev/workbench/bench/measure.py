@@ -11,6 +11,10 @@ from kafka import KafkaConsumer, TopicPartition
 from .procstat import CpuMeter
 
 POLL_SECONDS = 0.2
+# A poll of end offsets gives up after this long: while a new target topic's partitions have
+# no leader yet, kafka-python would wait for them, and a copy that began meanwhile was timed
+# from the poll before (a 1×3,000 copy "started" 0.5 s after its processes, 20 s too early).
+POLL_TIMEOUT_MS = 1000
 
 
 @dataclass
@@ -78,8 +82,9 @@ def watch_topics(bootstrap: str, expected: dict[str, dict[int, int]], pids, star
             copied = result.copied
             if present:
                 try:
-                    copied = sum(consumer.end_offsets([tp for tp in tps if tp.topic in present]).values())
-                except Exception:  # a topic is still being created
+                    copied = sum(consumer.end_offsets([tp for tp in tps if tp.topic in present],
+                                                      timeout_ms=POLL_TIMEOUT_MS).values())
+                except Exception:  # a topic is still being created, or its leaders not yet elected
                     pass
             now = time.monotonic()
             result.copied = copied
