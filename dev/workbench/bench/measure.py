@@ -11,9 +11,9 @@ from kafka import KafkaConsumer, TopicPartition
 from .procstat import CpuMeter
 
 POLL_SECONDS = 0.2
-# A poll of end offsets gives up after this long: while a new target topic's partitions have
-# no leader yet, kafka-python would wait for them, and a copy that began meanwhile was timed
-# from the poll before (a 1×3,000 copy "started" 0.5 s after its processes, 20 s too early).
+# A poll of end offsets gives up after this long (kafka-python would wait for a partition
+# without a leader: a 1×3,000 copy was once timed from 0.5 s after its processes started, 20 s
+# too early, and once over 0.56 s, the copy unseen while the polls waited).
 POLL_TIMEOUT_MS = 1000
 
 
@@ -69,22 +69,24 @@ def watch_topics(bootstrap: str, expected: dict[str, dict[int, int]], pids, star
     meter = CpuMeter(pids)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     tps = [TopicPartition(topic, p) for topic, counts in expected.items() for p in sorted(counts)]
-    present: set[str] = set()
+    led: list[TopicPartition] = []  # the partitions whose leader is known
     first = None
     empty_at = started  # the last poll that saw nothing copied yet
     meter.mark()
     deadline = started + timeout
     try:
         while time.monotonic() < deadline:
-            if len(present) < len(expected):
-                # The replicator creates the target topics: end offsets of a missing one fail.
-                present = set(expected) & set(consumer.topics())
+            if len(led) < len(tps):
+                # The replicator creates the target topics, and their partitions get leaders one by
+                # one (20 s for 3,000): end offsets of the others would wait, and the copy into the
+                # first ones would go unseen.
+                consumer.topics()  # refreshes the metadata
+                led = [tp for tp in tps if consumer._cluster.leader_for_partition(tp) not in (None, -1)]
             copied = result.copied
-            if present:
+            if led:
                 try:
-                    copied = sum(consumer.end_offsets([tp for tp in tps if tp.topic in present],
-                                                      timeout_ms=POLL_TIMEOUT_MS).values())
-                except Exception:  # a topic is still being created, or its leaders not yet elected
+                    copied = sum(consumer.end_offsets(led, timeout_ms=POLL_TIMEOUT_MS).values())
+                except Exception:  # a leader moved or is slow to answer: the next poll asks again
                     pass
             now = time.monotonic()
             result.copied = copied
