@@ -11,9 +11,10 @@ from kafka import KafkaConsumer, TopicPartition
 from .procstat import CpuMeter
 
 POLL_SECONDS = 0.2
-# A poll of end offsets gives up after this long (kafka-python would wait for a partition
-# without a leader: a 1×3,000 copy was once timed from 0.5 s after its processes started, 20 s
-# too early, and once over 0.56 s, the copy unseen while the polls waited).
+# A poll of end offsets gives up after this long, and one that did not answer says nothing:
+# not that nothing was copied yet (kafka-python would wait for a partition without a leader; a
+# 1×3,000 copy was once timed from 0.5 s after its processes started, 20 s too early, and
+# copies were timed over 0.23 and 0.56 s, polls that timed out during them taken for empty).
 POLL_TIMEOUT_MS = 1000
 
 
@@ -82,21 +83,22 @@ def watch_topics(bootstrap: str, expected: dict[str, dict[int, int]], pids, star
                 # first ones would go unseen.
                 consumer.topics()  # refreshes the metadata
                 led = [tp for tp in tps if consumer._cluster.leader_for_partition(tp) not in (None, -1)]
-            copied = result.copied
+            copied, answered = result.copied, not led  # without leaders, nothing is copied yet
             if led:
                 try:
                     copied = sum(consumer.end_offsets(led, timeout_ms=POLL_TIMEOUT_MS).values())
+                    answered = True
                 except Exception:  # a leader moved or is slow to answer: the next poll asks again
                     pass
             now = time.monotonic()
             result.copied = copied
             result.peak_rss_bytes = max(result.peak_rss_bytes, meter.rss())
-            if not copied:
+            if answered and not copied:
                 # The copy starts somewhere after this poll: time and CPU count from here
                 # (at most one poll interval early, the same for every replicator).
                 empty_at = now
                 meter.mark()
-            elif first is None:
+            elif copied and first is None:
                 first = empty_at
                 result.startup_seconds = first - started
             if (done() if done is not None and copied else copied >= total):
