@@ -8,8 +8,11 @@ records, our own copies coming back).
 - batch mode copies a batch as bytes unless something stops it (`Batch.obstacle`,
   a key-hashed target, a batch over the request limit), then re-encodes only it;
 - runs of small batches are merged into full ones: copying costs per batch,
-  merging per record, so below `merge_below` bytes a merge is cheaper; both modes
-  merge v2 batches as bytes (`batches.merge`);
+  merging per record, so below `merge_below` bytes a merge is cheaper; so is a batch
+  under an eighth of the batch size when its partition brought a full batch's worth
+  (a produce request carries one batch per partition: a few partitions copying 16 KiB
+  batches would send requests of a few tens of KiB); both modes merge v2 batches as
+  bytes (`batches.merge`);
 - record mode writes every record anew with provenance headers, which it appends to the
   record's bytes (`Provenance.forward_fields`); it decodes only a record that already
   carries them, and the records of a key-hashed target or of old (v0/v1) batches;
@@ -78,6 +81,9 @@ class Shipper:
         steps: list[Step] = []
         run: list[Batch] = []  # consecutive batches to re-encode together
         run_bytes = 0
+        merge_below = self._merge_below
+        if sum(batch.size for batch in fetched) >= self._batch_bytes:
+            merge_below = max(merge_below, self._batch_bytes // 8)
 
         def close_run():
             nonlocal run, run_bytes
@@ -100,7 +106,7 @@ class Shipper:
                 steps.extend(self._singles(tp, target, batch, position))
                 continue
             reason = self._obstacle(batch, target, position)
-            if reason is None and batch.size >= self._merge_below:
+            if reason is None and batch.size >= merge_below:
                 close_run()
                 steps.append(self._copy(tp, target, batch))
                 continue

@@ -51,6 +51,31 @@ def test_small_batches_are_merged_into_one_covering_their_whole_range():
     assert [key for key, _ in written(step)] == [b"k0", b"k1", b"k2", b"k3", b"k4"]
 
 
+def sixteen_kib_batches(count: int) -> list:
+    """Batches the Kafka producer's default batch.size gives: 16 records of 1 KiB each."""
+    return [make([rec(i * 16 + j, f"k{i * 16 + j}".encode(), bytes(1000)) for j in range(16)], base_offset=i * 16)
+            for i in range(count)]
+
+
+def test_a_partition_fetched_with_a_full_batchs_worth_of_16_kib_batches_merges_them():
+    s, _ = shipper(merge_below=4096)
+    fetched = sixteen_kib_batches(20)  # 20 × 16 KiB: more than one 256 KiB batch's worth
+    steps = s.plan(TP, PRESERVE, 0, fetched, [])
+    assert {step.how for step in steps} == {"merge"}
+    shipments = [shipment for step in steps for shipment in step.shipments]
+    assert len(shipments) == 2 and all(shipment.copy is None for shipment in shipments)
+    assert (steps[0].first, steps[-1].next) == (0, 320)
+    assert [key for step in steps for key, _ in written(step)] == [f"k{i}".encode() for i in range(320)]
+
+
+def test_16_kib_batches_are_copied_when_their_partition_brought_less_than_a_full_batch():
+    s, _ = shipper(merge_below=4096)
+    fetched = sixteen_kib_batches(3)  # 48 KiB: as at 1 × 3,000 partitions, many partitions fill a request
+    steps = s.plan(TP, PRESERVE, 0, fetched, [])
+    assert [step.how for step in steps] == ["copy", "copy", "copy"]
+    assert [step.shipments[0].copy for step in steps] == fetched
+
+
 def test_our_own_batches_are_skipped_and_counted_as_loops():
     s, _ = shipper()
     fetched = [make([rec(0), rec(1)], base_offset=0, producer_id=OURS),
