@@ -15,7 +15,7 @@ POLL_SECONDS = 0.2
 # not that nothing was copied yet (kafka-python would wait for a partition without a leader; a
 # 1×3,000 copy was once timed from 0.5 s after its processes started, 20 s too early, and
 # copies were timed over 0.23 and 0.56 s, polls that timed out during them taken for empty).
-POLL_TIMEOUT_MS = 1000
+POLL_TIMEOUT_MS = 5000
 
 
 @dataclass
