@@ -81,7 +81,7 @@ def watch_topics(bootstrap: str, expected: dict[str, dict[int, int]], pids, star
                 # The replicator creates the target topics, and their partitions get leaders one by
                 # one (20 s for 3,000): end offsets of the others would wait, and the copy into the
                 # first ones would go unseen.
-                consumer.topics()  # refreshes the metadata
+                consumer.topics()  # refreshes the metadata (kafka-python has no public leader lookup)
                 led = [tp for tp in tps if consumer._cluster.leader_for_partition(tp) not in (None, -1)]
             copied, answered = result.copied, not led  # without leaders, nothing is copied yet
             if led:

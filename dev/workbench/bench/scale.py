@@ -41,8 +41,8 @@ KEEPS_RATE = 0.8  # of the smallest shape's records/s, at the largest single-top
 IDLE_CPU_PERCENT = 5.0  # of a core, per process
 STARTUP_SECONDS = 30.0
 # Every shape's records are written in batches of this size (the Kafka producer's default), so
-# that the points differ in partitions only. Above the merge threshold (replicator.assembly),
-# batch mode copies them as bytes at every point.
+# that the points differ in partitions only. Batch mode copies them as bytes, or merges them
+# where a partition brings a full batch's worth in a fetch (replicator.shipping).
 BATCH_BYTES = 16 * 1024
 
 
@@ -364,9 +364,9 @@ def targets(points: list[Point], members: int) -> list[dict]:
 
 
 def preload_many(bootstrap: str, sets: list[data.DataSet]) -> None:
-    """Pre-load topics of many partitions through one idempotent producer (a producer, or a
-    process, per topic would cost more than the records); idempotence lets it retry without
-    reordering or duplicating.
+    """Pre-load a shape's topics through one idempotent producer (a producer, or a process,
+    per topic would cost more than the records at 300 topics); idempotence lets it retry
+    without reordering or duplicating.
 
     Partition after partition, in batches of BATCH_BYTES: every shape's batches are alike, so
     the sweep measures partitions. Round-robin over all partitions filled each batch at 1×6
