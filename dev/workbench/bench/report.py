@@ -36,7 +36,7 @@ def _ratio(a, b) -> str:
     return f"{a / b:.2f}×" if a and b else "–"
 
 
-def _row(results: dict, name: str, size: str) -> dict | None:
+def row_of(results: dict, name: str, size: str) -> dict | None:
     for row in results["throughput"]:
         if row["name"] == name and row["size"] == size:
             return row
@@ -55,7 +55,7 @@ def _name(name: str) -> str:
     return NAMES[name]
 
 
-def _latency(results: dict, who: str, rate: int) -> dict | None:
+def latency_of(results: dict, who: str, rate: int) -> dict | None:
     for run in results.get("latency") or []:
         if run["replicator"] == who and run["rate"] == rate:
             return run
@@ -156,14 +156,14 @@ def _throughput(results: dict) -> list[str]:
     ]
     for size, label in SETS.items():
         for name in (*THROUGHPUT, *searched):
-            row = _row(results, name, size)
+            row = row_of(results, name, size)
             if row is None:
                 continue
             mark = "" if row["valid"] else " ✗"
             subset = " (subset)" if name == "chart settings" else ""
             lines.append(f"| {label} | {_name(name)}{subset} | {_num(row['records_per_second'])}{mark} | "
                          f"{_num(row['mb_per_second'], 1)} | {_num(row['records_per_cpu_second'])} | "
-                         f"{_num(_rss_mb(row))} | {'ok' if row['valid'] else 'INVALID'} |")
+                         f"{_num(rss_mb(row))} | {'ok' if row['valid'] else 'INVALID'} |")
             if name in (compared, "chart settings"):
                 lines += _ratio_lines(results, size, name)
             elif name == "mirrormaker2-eos":  # exactly once against exactly once
@@ -171,7 +171,7 @@ def _throughput(results: dict) -> list[str]:
     return lines
 
 
-def _rss_mb(row: dict) -> float | None:
+def rss_mb(row: dict) -> float | None:
     rss = row.get("details", {}).get("copy", {}).get("peak_rss_bytes")
     return rss / 1e6 if rss else None
 
@@ -180,9 +180,9 @@ def _ratio_lines(results: dict, size: str, other: str, names: tuple[str, ...] = 
     """Each of our `names` against `other` on one data set: records/s and per CPU-second
     (MB/s is the same ratio as records/s: the same records were copied)."""
     lines = []
-    theirs = _row(results, other, size)
+    theirs = row_of(results, other, size)
     for name in names:
-        ours = _row(results, name, size)
+        ours = row_of(results, name, size)
         if ours and theirs:
             lines.append(f"| {SETS[size]} | **{NAMES[name]} / {NAMES[other]}** | "
                          f"**{_ratio(ours['records_per_second'], theirs['records_per_second'])}** | | "
@@ -199,7 +199,7 @@ def _latency_table(results: dict) -> list[str]:
     rates = sorted({r["rate"] for r in results["latency"]})
     for who in LATENCY:
         for rate in rates:
-            r = _latency(results, who, rate)
+            r = latency_of(results, who, rate)
             if r:
                 offered = f"{rate:,}/s" + (f" (achieved {r['achieved_rate']:,.0f}/s)"
                                            if r.get("achieved_rate") and r["achieved_rate"] < 0.95 * rate else "")
@@ -210,12 +210,12 @@ def _latency_table(results: dict) -> list[str]:
     compared = baseline(results)
     for who in OURS:
         for rate in rates:
-            a, b = _latency(results, who, rate), _latency(results, compared, rate)
+            a, b = latency_of(results, who, rate), latency_of(results, compared, rate)
             if a and b:
                 ratios = [_ratio(a.get(pct), b.get(pct)) for pct in ("p50_ms", "p99_ms", "p999_ms", "max_ms")]
                 lines.append(f"| **{NAMES[who]} / {NAMES[compared]}** | {rate:,}/s | "
                              + " | ".join(f"**{r}**" for r in ratios) + " | | | | |")
-    own = [(who, rate, _latency(results, who, rate)) for who in OURS for rate in rates]
+    own = [(who, rate, latency_of(results, who, rate)) for who in OURS for rate in rates]
     own = [(who, rate, r) for who, rate, r in own if r and r.get("own_metric", {}).get("writes")]
     if own:
         lines += ["", "Our own metric (`kafka_replicator_topic_latency_ms`: target acknowledgement minus "
@@ -278,7 +278,18 @@ Check = tuple[str, str, str, bool | None]
 
 
 def _targets(results: dict) -> list[str]:
-    checks = [
+    found = checks(results)
+    if all(figure.startswith("not measured") for _, figure, _, _ in found):
+        return []  # a run of other rows (--only)
+    lines = ["", "Targets", "", "| what | figure | target | met? |", "|---|---|---|---|"]
+    lines += [f"| {what} | {figure} | {target} | {'–' if met is None else 'yes' if met else '**no**'} |"
+              for what, figure, target, met in found]
+    return lines
+
+
+def checks(results: dict) -> list[Check]:
+    """The targets of one run, each checked within it."""
+    return [
         _ratio_check(results, "ours-batch", "100B", "records_per_second", 2.0),
         _ratio_check(results, "ours-batch", "1KiB", "records_per_second", 1.5),
         _ratio_check(results, "ours-batch", "100B", "records_per_cpu_second", 5.0),
@@ -291,12 +302,6 @@ def _targets(results: dict) -> list[str]:
         _ratio_check(results, "ours-exactly-once", "100B", "records_per_second", None, against="mirrormaker2-eos"),
         _ratio_check(results, "ours-ray", "100B", "records_per_second", 0.9, against="ours-batch"),
     ]
-    if all(figure.startswith("not measured") for _, figure, _, _ in checks):
-        return []  # a run of other rows (--only)
-    lines = ["", "Targets", "", "| what | figure | target | met? |", "|---|---|---|---|"]
-    lines += [f"| {what} | {figure} | {target} | {'–' if met is None else 'yes' if met else '**no**'} |"
-              for what, figure, target, met in checks]
-    return lines
 
 
 def _ratio_check(results: dict, name: str, size: str, key: str, minimum: float | None,
@@ -306,7 +311,7 @@ def _ratio_check(results: dict, name: str, size: str, key: str, minimum: float |
     what = f"{NAMES[name]}: {MEASURES[key]} vs {NAMES[compared]}, {SETS[size]}"
     target = "reported (no target)" if minimum is None else f"≥ {minimum:.1f}×"
     unmet = None if minimum is None else False
-    ours, theirs = _row(results, name, size), _row(results, compared, size)
+    ours, theirs = row_of(results, name, size), row_of(results, compared, size)
     if not (ours and theirs and ours[key] and theirs[key]):
         return what, "not measured", target, unmet
     ratio = ours[key] / theirs[key]
@@ -320,7 +325,7 @@ def _p99_check(results: dict, who: str, rate: int) -> Check:
     compared = baseline(results)
     what = f"{NAMES[who]}: p99 latency at {rate:,} records/s"
     target = f"≤ {NAMES[compared]}'s"
-    ours, theirs = _latency(results, who, rate), _latency(results, compared, rate)
+    ours, theirs = latency_of(results, who, rate), latency_of(results, compared, rate)
     if not (ours and theirs and ours["p99_ms"] is not None and theirs["p99_ms"] is not None):
         return what, "not measured", target, False
     figure = f"{ours['p99_ms']:.1f} ms vs {theirs['p99_ms']:.1f} ms"
@@ -332,7 +337,7 @@ def _p99_check(results: dict, who: str, rate: int) -> Check:
 def _keeps_up_check(results: dict, who: str, rate: int) -> Check:
     what = f"{NAMES[who]}: keeps up with {rate:,} records/s offered"
     target = "achieved ≥ 95% of offered, every record arrived"
-    run = _latency(results, who, rate)
+    run = latency_of(results, who, rate)
     if not (run and run["sent"]):
         return what, "not measured" + (f": {run['detail']}" if run else ""), target, False
     achieved = run["achieved_rate"] or 0.0
@@ -374,7 +379,7 @@ def _throughput_panel(ax, results: dict, names: list[str], key: str, title: str)
     for i, name in enumerate(names):
         xs, ys = [], []
         for j, size in enumerate(SETS):
-            row = _row(results, name, size)
+            row = row_of(results, name, size)
             if row and row.get(key):
                 xs.append(j + (i - (len(names) - 1) / 2) * width)
                 ys.append(row[key])
