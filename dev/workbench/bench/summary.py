@@ -13,13 +13,12 @@ import json
 import statistics
 from pathlib import Path
 
-from .report import MEASURES, NAMES, SETS, THROUGHPUT, baseline, checks, latency_of, row_of, rss_mb
+from .report import LATENCY, MEASURES, NAMES, SETS, THROUGHPUT, baseline, checks, latency_of, row_of, rss_mb
 
 # Our rows against another, as BENCHMARKS.md lists them.
 RATIOS = (("ours-batch", "mirrormaker2-tuned"), ("ours-record", "mirrormaker2-tuned"),
           ("ours-exactly-once", "mirrormaker2-tuned"), ("ours-ray", "mirrormaker2-tuned"),
           ("ours-exactly-once", "mirrormaker2-eos"), ("ours-ray", "ours-batch"))
-LATENCY = ("ours-batch", "ours-record", "ours-exactly-once", "mirrormaker2", "mirrormaker2-tuned")
 PERCENTILES = ("p50_ms", "p99_ms", "p999_ms", "max_ms")
 
 
