@@ -562,6 +562,8 @@ class Bench:
             plan = scale.PLANS[self.plan.name]
             if self.args.scale_shapes:
                 plan = plan.only(self.args.scale_shapes)
+            if self.args.scale_records:
+                plan = replace(plan, records=self.args.scale_records)
             if self.sandbox is not None:
                 self._stamp(f"scale: the brokers' disk reads ahead {readahead_kb(self.sandbox.state_dir)} KiB")
             self.scale = scale.Sweep(self.source, self.target, self.work, plan, self.members,
@@ -722,6 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "1×6 to 1×3,000 and 300×10 partitions and 1, 2 and 4 members, not run by default)")
     parser.add_argument("--scale-shapes", nargs="+", metavar="TOPICSxPARTITIONS",
                         help="the scale sweep's shapes to run, of its plan's (e.g. 1x6 1x3000 300x10)")
+    parser.add_argument("--scale-records", type=int, metavar="N",
+                        help="records per shape in the scale sweep (default: the plan's, 1,000,000 in a full run)")
     parser.add_argument("--latency-seconds", type=float, metavar="SECONDS",
                         help="each latency load's length (default: the plan's, 60 s in a full run)")
     parser.add_argument("--preload-workers", type=int, default=2)
