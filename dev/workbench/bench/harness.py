@@ -75,8 +75,9 @@ class Plan:
     """How big a run is. `full` is the issue's data set; `quick` and `tiny` shrink it."""
 
     name: str
-    # The batched 100 B set copies at 0.6-1.2 million records/s: 6,000,000 last 5-10 s, where
-    # 2,000,000 lasted about 2 s and one stall of the machine moved a ratio by a fifth.
+    # 6,000,000 records of 100 B: batch mode copies them in 3.5-5 s. Over 2,000,000 (about 2 s)
+    # one stall of the machine moved a ratio by a fifth, and the slower start of a copy weighed
+    # on every row.
     records_100b: int
     records_1k: int
     # 100 B records one per batch: they pre-load at ~9,000 records/s here (the batched sets at
