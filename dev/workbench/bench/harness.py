@@ -76,8 +76,8 @@ class Plan:
 
     name: str
     # 6,000,000 records of 100 B: batch mode copies them in 3.5-5 s. Over 2,000,000 (about 2 s)
-    # one stall of the machine moved a ratio by a fifth, and the slower start of a copy weighed
-    # on every row.
+    # one stall of the machine moved a ratio by a fifth, and every row's records/s came out
+    # lower (BENCHMARKS.md, Results).
     records_100b: int
     records_1k: int
     # 100 B records one per batch: they pre-load at ~9,000 records/s here (the batched sets at
