@@ -94,7 +94,11 @@ def read_all(bootstrap: str, topic: str) -> dict[int, list]:
                              enable_auto_commit=False)
     try:
         known = consumer.partitions_for_topic(topic)
-        if not known:  # once seen in a full run: a topic just created, not in the first answer
+        # A topic just created can be missing from the first answers (seen in full runs): kafka-python
+        # may hand back the answer to a request sent before it asked for all topics. So, a few tries.
+        unknown_until = time.monotonic() + 3
+        while not known and time.monotonic() < unknown_until:
+            time.sleep(0.2)
             consumer.topics()  # asks the cluster again
             known = consumer.partitions_for_topic(topic)
         partitions = [TopicPartition(topic, p) for p in known or ()]
