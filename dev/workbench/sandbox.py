@@ -67,6 +67,11 @@ CLUSTERS = ("source", "target")
 SASL_USERNAME = "replicator"
 MIN_JAVA = 17
 BROKER_HEAP = ("-Xms256m", "-Xmx768m")
+# What Kafka's bin/kafka-run-class.sh gives every JVM it starts (brokers, MirrorMaker 2, the
+# perf tools). Without it Java 17 picks G1 with a 200 ms pause goal instead of 20 ms.
+KAFKA_JVM_OPTS = ("-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+                  "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true")
+GC_LOG = "gc.log"  # in each cluster's directory
 STOP_GRACE_SECONDS = 20.0
 PORTS_FROM = 20000  # the brokers' ports: from here up to the ephemeral range
 MAVEN_TIMEOUT_SECONDS = 1800.0
@@ -734,7 +739,9 @@ class Sandbox:
         """Launch a broker detached from this process, recording its pid in ``state``."""
         cluster = state["clusters"][name]
         command = [
-            java_executable(), *self.broker_heap, "-Djava.awt.headless=true",
+            java_executable(), *self.broker_heap, *KAFKA_JVM_OPTS,
+            # kafka-server-start.sh logs GC too: a pause shows up there, not in broker.log
+            f"-Xlog:gc:file={Path(cluster['dir']) / GC_LOG}:time:filecount=2,filesize=20M",
             f"-Dlog4j2.configurationFile={self._log4j_config}",
             "-cp", f"{state['libs']}/*", "kafka.Kafka", cluster["config"],
         ]  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 
-from ..sandbox import java_executable
+from ..sandbox import KAFKA_JVM_OPTS, java_executable
 from . import jars
 from .procstat import terminate
 
@@ -180,7 +180,7 @@ class MirrorMaker:
                                      self.flush_interval_ms, self.tuning, self.exactly_once))
         log4j = self.work_dir / "mm2-log4j2.xml"
         log4j.write_text(_LOG4J2)
-        command = [java_executable(), *HEAP, "-Djava.awt.headless=true",
+        command = [java_executable(), *HEAP, *KAFKA_JVM_OPTS,
                    f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*", MAIN_CLASS, str(config)]
         out = open(self.work_dir / f"mm2-{self.tag}.log", "wb")
         self.started = time.monotonic()

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..sandbox import java_executable
+from ..sandbox import KAFKA_JVM_OPTS, java_executable
 from . import jars
 from .procstat import cpu_seconds
 
@@ -43,7 +43,7 @@ def _run(args: list[str], log: Path, timeout: float) -> tuple[str, float, float,
                      '<Console name="o" target="SYSTEM_ERR"><PatternLayout pattern="%p %m%n"/></Console>'
                      '</Appenders><Loggers><Root level="WARN"><AppenderRef ref="o"/></Root></Loggers>'
                      '</Configuration>\n')
-    command = [java_executable(), *HEAP, f"-Dlog4j2.configurationFile={log4j}",
+    command = [java_executable(), *HEAP, *KAFKA_JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}",
                "-cp", f"{jars.tools_libs()}/*", *args]
     started = time.monotonic()
     with open(log, "w+") as out:
