@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
-from ..sandbox import KAFKA_VERSION, Sandbox, cache_root, java_executable
+from ..sandbox import CLUSTERS, GC_LOG, KAFKA_VERSION, Sandbox, cache_root, java_executable
 from . import costs, data, jars, latency, mirrormaker, ours, perftools, procstat, report
 from . import failover, scale
 from .failover import Failover
@@ -425,10 +425,20 @@ class Bench:
         if src.counts != arrived:
             run.valid = False
             run.detail += f"; topic counts differ: source {src.counts}, target {arrived}"
+        logs = self._broker_gc_logs()
+        gc = latency.pauses_during(latency.gc_pauses(logs), run) if logs else None
         self._stamp(f"latency {session.who} {rate}/s in {len(turns)} turns: p50 {_fmt(run.p50_ms)} ms, "
                     f"p99 {_fmt(run.p99_ms)} ms, p99.9 {_fmt(run.p999_ms)} ms, max {_fmt(run.max_ms)} ms, "
-                    f"Kafka alone p99 {_fmt(run.direct_p99_ms)} ms, valid={run.valid}")
-        return run.as_json()
+                    f"Kafka alone p99 {_fmt(run.direct_p99_ms)} ms, "
+                    + (f"brokers' GC pauses {gc['pauses']}, longest {_fmt(gc['max_ms'])} ms, " if gc else "")
+                    + f"valid={run.valid}")
+        return {**run.as_json(), **({"broker_gc": gc} if gc else {})}
+
+    def _broker_gc_logs(self) -> list[Path]:
+        """The sandbox brokers' GC logs, rotated ones too; none for clusters given by address."""
+        if self.sandbox is None:
+            return []
+        return [log for name in CLUSTERS for log in sorted((self.sandbox.state_dir / name).glob(f"{GC_LOG}*"))]
 
     def _own_latency(self, session: LatencySession, rate: int) -> dict[float, float] | None:
         """Our members' own latency histogram of the load's topic; None for others, or unread."""

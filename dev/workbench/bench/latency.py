@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import bisect
 import multiprocessing
+import re
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -132,6 +136,8 @@ class LatencyRun:
     direct_p99_ms: float | None = None
     direct_max_ms: float | None = None
     turns: int = 1  # measurements combined into this one (`combined`)
+    # Wall-clock time (epoch s) the load of each turn began: to line stalls up with GC logs.
+    turn_starts: list = field(default_factory=list)
     # Every arrival's latency and Kafka alone's, sorted, ms: what `combined` pools.
     samples: list = field(default_factory=list, repr=False)
     direct_samples: list = field(default_factory=list, repr=False)
@@ -154,6 +160,7 @@ def combined(turns: list[LatencyRun]) -> LatencyRun:
     """Turns at the same rate as one run: their arrivals pooled; valid if every turn was."""
     run = LatencyRun(turns[0].rate, sum(t.seconds for t in turns), turns=len(turns))
     run.sent = sum(t.sent for t in turns)
+    run.turn_starts = [start for t in turns for start in t.turn_starts]
     rates = [t.achieved_rate for t in turns if t.achieved_rate]
     run.achieved_rate = sum(rates) / len(rates) if rates else None
     run.samples = sorted(x for t in turns for x in t.samples)
@@ -185,6 +192,7 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
         run.detail = "the arrival consumers did not start"
         return run
     load_started_ms = (time.time() + 1.0) * 1000.0
+    run.turn_starts = [load_started_ms / 1000.0]
     load = ctx.Process(target=_load, args=(source, source_topic, rate, seconds, load_started_ms / 1000.0,
                                            queue), daemon=True)
     load.start()
@@ -224,6 +232,35 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
         run.valid = True
         run.detail = f"all {run.sent} records arrived once, in order per partition"
     return run
+
+
+# `-Xlog:gc:file=...:time` writes one line per stop-the-world pause, e.g.
+# [2026-12-06T10:48:00.123+0000] GC(12) Pause Young (Normal) (G1 Evacuation Pause) 60M->9M(512M) 4.321ms
+_GC_PAUSE = re.compile(r"^\[([^\]]+)\] GC\(\d+\) Pause .* ([\d.]+)ms$")
+
+
+def gc_pauses(logs: Iterable[Path]) -> list[tuple[float, float]]:
+    """(wall-clock end in epoch s, length in ms) of every pause in JVM GC logs."""
+    pauses = []
+    for path in logs:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if match := _GC_PAUSE.match(line):
+                ended = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+                pauses.append((ended, float(match.group(2))))
+    return sorted(pauses)
+
+
+def pauses_during(pauses: list[tuple[float, float]], run: LatencyRun) -> dict:
+    """The pauses that ended while one of the run's turns offered its load."""
+    length = run.seconds / max(1, len(run.turn_starts))
+    during = [ms for ended, ms in pauses
+              if any(start <= ended <= start + length for start in run.turn_starts)]
+    return {"pauses": len(during), "total_ms": round(sum(during), 1),
+            "max_ms": max(during, default=0.0)}
 
 
 def metric_buckets(ports: list[int], topic: str) -> dict[float, float]:
