@@ -52,6 +52,8 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
         assert row["arrived"] == row["sent"] > 0, key
         assert row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"] <= row["max_ms"], key
         assert row["turns"] == 2 and len(row["detail"].split("; turn ")) == 2, key
+        # The bench's brokers log GC: the pauses during this row's turns were looked up.
+        assert set(row["broker_gc"]) == {"pauses", "total_ms", "max_ms"}, key
         if key[0].startswith("ours"):  # our members' own latency metric, read over the same turns
             assert row["own_metric"]["writes"] > 0 and row["own_metric"]["p99_ms"] > 0, key
 
