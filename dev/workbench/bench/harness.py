@@ -435,10 +435,12 @@ class Bench:
         return {**run.as_json(), **({"broker_gc": gc} if gc else {})}
 
     def _broker_gc_logs(self) -> list[Path]:
-        """The sandbox brokers' GC logs, rotated ones too; none for clusters given by address."""
-        if self.sandbox is None:
+        """The sandbox brokers' GC logs, rotated ones too; none for clusters given by address
+        alone, without the state directory of the sandbox running them."""
+        state_dir = self.sandbox.state_dir if self.sandbox else self.args.state_dir
+        if state_dir is None:
             return []
-        return [log for name in CLUSTERS for log in sorted((self.sandbox.state_dir / name).glob(f"{GC_LOG}*"))]
+        return [log for name in CLUSTERS for log in sorted((Path(state_dir) / name).glob(f"{GC_LOG}*"))]
 
     def _own_latency(self, session: LatencySession, rate: int) -> dict[float, float] | None:
         """Our members' own latency histogram of the load's topic; None for others, or unread."""
@@ -718,7 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", help="bootstrap servers of a running source cluster (else the sandbox)")
     parser.add_argument("--target", help="bootstrap servers of a running target cluster (else the sandbox)")
     parser.add_argument("--state-dir", type=Path, help="sandbox state directory "
-                        "(default ~/.cache/kafka-replicator/bench-sandbox)")
+                        "(default ~/.cache/kafka-replicator/bench-sandbox); with --source and --target, "
+                        "that of the sandbox running them, whose brokers' GC logs the latency rows read")
     parser.add_argument("--keep-sandbox", action="store_true",
                         help="leave the sandbox running (a re-run then reuses the pre-loaded data)")
     parser.add_argument("--work-dir", type=Path, help="logs and configs of this run")
