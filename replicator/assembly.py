@@ -114,7 +114,7 @@ def _assemble(flow, opened: list) -> Parts:
     with link.reaching(source_side, source):
         producer_ids.load()
     fetcher = Fetcher(source_wire, wire, consumer.max_partition_fetch_bytes, consumer.fetch_max_bytes,
-                      FETCH_WAIT_MS)
+                      FETCH_WAIT_MS, consumer.fetch_min_bytes, consumer.fetch_max_wait_ms)
     producer_config = config.producer
     shipper = Shipper(settings.mode, producer_config.compression_type, producer_config.batch_size,
                       producer_config.max_request_size - 512, MERGE_BELOW_BYTES, producer_ids.is_ours,

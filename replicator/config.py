@@ -201,6 +201,9 @@ class ConsumerConfig(_Model):
     auto_offset_reset: OffsetReset = "earliest"
     fetch_max_bytes: int = Field(52428800, ge=1024)
     max_partition_fetch_bytes: int = Field(1048576, ge=1024)
+    # While records flow: a fetch waits at the broker for this many bytes or this long.
+    fetch_min_bytes: int = Field(65536, ge=1)
+    fetch_max_wait_ms: int = Field(10, ge=0, le=1000)
 
 
 class ProducerConfig(_Model):

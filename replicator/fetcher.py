@@ -6,6 +6,12 @@ that broker's fetch session (replicator.fetch_session): once it holds the partit
 a fetch lists only those whose position moved, so that a round's cost follows what
 changed, not how many partitions are owned. A seek or a pause invalidates answers to
 fetches sent before it.
+
+While records flow from a broker, its fetch waits there for `min_bytes` or `flowing_wait_ms`:
+each round then carries many records, where answering at the first one made a fetch and a
+write per record or two at a thousand records a second, and the CPU they took slowed the
+brokers beside us (BENCHMARKS.md, *Where the time goes*). From a quiet broker the fetch
+returns at its first record, so a lone record is not held back.
 """
 
 from __future__ import annotations
@@ -44,12 +50,16 @@ class FetchAnswer:
 
 
 class Fetcher:
-    def __init__(self, wire, protocol, partition_max_bytes: int, max_bytes: int, max_wait_ms: int):
+    def __init__(self, wire, protocol, partition_max_bytes: int, max_bytes: int, max_wait_ms: int,
+                 min_bytes: int = 1, flowing_wait_ms: int = 0):
         self._wire = wire
         self._protocol = protocol
         self._partition_max_bytes = partition_max_bytes
         self._max_bytes = max_bytes
         self._max_wait_ms = max_wait_ms
+        self._min_bytes = min_bytes
+        self._flowing_wait_ms = flowing_wait_ms
+        self._flowing: set = set()  # brokers whose last answer brought records
         self._positions: dict[object, int] = {}
         # Moved at each seek and pause, never reused: an answer read against an older stamp is stale.
         self._stamps: dict[object, int] = {}
@@ -148,9 +158,13 @@ class Fetcher:
             if node in self._busy_nodes or not session.wanted:
                 continue
             listed, forgotten = session.next_request(self._positions, self._stamps, self._rotated)
+            if node in self._flowing:
+                min_bytes, wait_ms = self._min_bytes, self._flowing_wait_ms
+            else:
+                min_bytes, wait_ms = 1, self._max_wait_ms
             request = self._protocol.fetch_request(
                 {tp: self._positions[tp] for tp in listed}, self._partition_max_bytes,
-                self._max_bytes, self._max_wait_ms, session_id=session.session_id,
+                self._max_bytes, wait_ms, min_bytes=min_bytes, session_id=session.session_id,
                 session_epoch=session.epoch, forgotten=forgotten)
             self._busy_nodes.add(node)
             future = self._wire.send(node, request)
@@ -170,6 +184,7 @@ class Fetcher:
         self._busy_nodes.discard(node)
         session = self._sessions[node]
         if isinstance(answer, BaseException):
+            self._flowing.discard(node)
             log.debug("fetch from node %s failed: %s", node, answer)
             session.reset()
             self._wire.refresh()
@@ -180,7 +195,12 @@ class Fetcher:
                       session_id, error.__name__)
             return []
         wanted = []
-        for part in self._protocol.fetched(answer):
+        parts = self._protocol.fetched(answer)
+        if any(part.records for part in parts):
+            self._flowing.add(node)
+        else:
+            self._flowing.discard(node)
+        for part in parts:
             tp = part.tp
             asked = sent.get(tp)
             if asked is None or self._stamps.get(tp) != asked[1]:

@@ -167,3 +167,47 @@ def test_a_failed_fetch_is_followed_by_a_full_one():
     f.pump(events.append)
     assert wire.sent[-1].offsets["offsets"].keys() == {A, B}
     assert wire.sent[-1].offsets["session_epoch"] == 0
+
+
+class Waits(InSession):
+    """Records what each fetch asks the broker to wait for."""
+
+    @staticmethod
+    def fetch_request(offsets, partition_max_bytes, max_bytes, max_wait_ms, min_bytes=1, **session):
+        return {"offsets": dict(offsets), "wait": (min_bytes, max_wait_ms), **session}
+
+
+def waiting_fetcher():
+    wire = FakeWire()
+    f = Fetcher(wire, Waits, 1 << 20, 50 << 20, 100, min_bytes=65536, flowing_wait_ms=10)
+    f.assign(A, 0)
+    return f, wire
+
+
+def test_a_fetch_from_a_quiet_broker_returns_at_its_first_record():
+    f, wire = waiting_fetcher()
+    events = []
+    f.pump(events.append)
+    assert wire.sent[-1].offsets["wait"] == (1, 100)
+
+
+def test_while_records_flow_a_fetch_waits_for_more_of_them():
+    f, wire = waiting_fetcher()
+    events = []
+    f.pump(events.append)
+    answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"x", [])])
+    f.advance(A, 1)
+    f.pump(events.append)
+    assert wire.sent[-1].offsets["wait"] == (65536, 10)
+
+
+def test_an_empty_answer_ends_the_wait_for_more():
+    f, wire = waiting_fetcher()
+    events = []
+    f.pump(events.append)
+    answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"x", [])])
+    f.advance(A, 1)
+    f.pump(events.append)
+    answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"", [])])
+    f.pump(events.append)
+    assert wire.sent[-1].offsets["wait"] == (1, 100)
