@@ -191,23 +191,24 @@ def test_a_fetch_from_a_quiet_broker_returns_at_its_first_record():
     assert wire.sent[-1].offsets["wait"] == (1, 100)
 
 
-def test_while_records_flow_a_fetch_waits_for_more_of_them():
-    f, wire = waiting_fetcher()
-    events = []
+def fetched_records(f, wire, events):
+    """A fetch whose answer brings a record, then the next fetch."""
     f.pump(events.append)
     answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"x", [])])
     f.advance(A, 1)
     f.pump(events.append)
+
+
+def test_while_records_flow_a_fetch_waits_for_more_of_them():
+    f, wire = waiting_fetcher()
+    fetched_records(f, wire, [])
     assert wire.sent[-1].offsets["wait"] == (65536, 10)
 
 
 def test_an_empty_answer_ends_the_wait_for_more():
     f, wire = waiting_fetcher()
     events = []
-    f.pump(events.append)
-    answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"x", [])])
-    f.advance(A, 1)
-    f.pump(events.append)
+    fetched_records(f, wire, events)
     answer_last(f, wire, events, [FetchedPartition(A, None, 100, b"", [])])
     f.pump(events.append)
     assert wire.sent[-1].offsets["wait"] == (1, 100)
