@@ -56,6 +56,8 @@ def test_the_harness_produces_every_row_verified(sandbox, tmp_path, capsys):
         assert row["turns"] == 2 and len(row["detail"].split("; turn ")) == 2, key
         # The bench's brokers log GC: the pauses during this row's turns were looked up.
         assert set(row["broker_gc"]) == {"pauses", "total_ms", "max_ms"}, key
+        # What the replicator's processes and the machine used while the loads ran.
+        assert row["replicator_cores"] > 0 and row["idle_cores"] >= 0, key
         if key[0].startswith("ours"):  # our members' own latency metric, read over the same turns
             assert row["own_metric"]["writes"] > 0 and row["own_metric"]["p99_ms"] > 0, key
 

@@ -172,7 +172,7 @@ class Bench:
         self.scale: dict = {}
         self.started = time.monotonic()
         self.timeline: list[tuple[str, float]] = []
-        self.ray: ours.OnRay | None = None  # started for the first ours-ray row
+        self.ray: ours.OnRay | None = None  # up during an ours-ray row only
 
     # -- setup -------------------------------------------------------------------------
 
@@ -284,9 +284,10 @@ class Bench:
         # count transaction markers too.
         done = (lambda: data.group_at(self.source, group, dataset.topic, dataset.counts)) if transactional else None
         if name == ours.RAY_ROW:
-            if self.ray is None:
-                self.ray = ours.OnRay(self.work)
-                self._stamp("Ray node ready for the ours-ray rows")
+            # A node for this row alone: left up, its processes would share the cores with
+            # every row and latency turn after it, MM2's and ours.
+            self.ray = ours.OnRay(self.work)
+            self._stamp("Ray node ready for the ours-ray row")
             members = self.ray.run(config)
             note = f"{ours.describe(name)}, the driver and {self.members} member actors on a local Ray node"
         else:
@@ -297,6 +298,9 @@ class Bench:
                               self._timeout(dataset), dataset.bytes, alive=members.alive, done=done)
         finally:
             codes = members.stop()
+            if self.ray is not None:
+                self.ray.close()
+                self.ray = None
         verdict = (data.verify(self.target, target_topic, dataset, transactional=transactional)
                    if copy.finished else None)
         row = _copy_row(name, size, dataset, copy, verdict, note=note)
@@ -402,7 +406,8 @@ class Bench:
                         if session.ready:
                             turns[session.who].append(latency.measure(
                                 self.source, self.target, session.topics[rate], session.targets[rate], rate,
-                                self.plan.latency_seconds / self.plan.latency_turns))
+                                self.plan.latency_seconds / self.plan.latency_turns,
+                                pids=lambda runner=session.runner: runner.pids))
                 for session in sessions:
                     row = self._latency_row(session, rate, turns[session.who])
                     after = self._own_latency(session, rate)
@@ -429,7 +434,8 @@ class Bench:
         gc = latency.pauses_during(latency.gc_pauses(logs), run) if logs else None
         self._stamp(f"latency {session.who} {rate}/s in {len(turns)} turns: p50 {_fmt(run.p50_ms)} ms, "
                     f"p99 {_fmt(run.p99_ms)} ms, p99.9 {_fmt(run.p999_ms)} ms, max {_fmt(run.max_ms)} ms, "
-                    f"Kafka alone p99 {_fmt(run.direct_p99_ms)} ms, "
+                    f"Kafka alone p99 {_fmt(run.direct_p99_ms)} ms, its cores {_fmt(run.replicator_cores, 2)}, "
+                    f"idle cores {_fmt(run.idle_cores, 2)}, "
                     + (f"brokers' GC pauses {gc['pauses']}, longest {_fmt(gc['max_ms'])} ms, " if gc else "")
                     + f"valid={run.valid}")
         return {**run.as_json(), **({"broker_gc": gc} if gc else {})}
@@ -635,8 +641,8 @@ def selected(only: list[str] | None) -> set[str]:
     return {name for item in only for name in ALIASES.get(item, [item])}
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+def _fmt(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.{digits}f}"
 
 
 def machine(broker_data: Path | None = None) -> dict:

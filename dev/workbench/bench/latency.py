@@ -14,10 +14,11 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 import re
+import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from .data import PARTITIONS, Digest, value_of
+from .procstat import CpuMeter, idle_cores, machine_busy
 
 VALUE_SIZE = 100
 TICK = 0.005
@@ -135,6 +137,10 @@ class LatencyRun:
     direct_p50_ms: float | None = None
     direct_p99_ms: float | None = None
     direct_max_ms: float | None = None
+    # While the load ran: the replicator's processes' cores, and the machine's cores left idle.
+    # A replicator's own work slows everyone's clock readings, Kafka alone's too.
+    replicator_cores: float | None = None
+    idle_cores: float | None = None
     turns: int = 1  # measurements combined into this one (`combined`)
     # Wall-clock time (epoch s) the load of each turn began: to line stalls up with GC logs.
     turn_starts: list = field(default_factory=list)
@@ -163,6 +169,8 @@ def combined(turns: list[LatencyRun]) -> LatencyRun:
     run.turn_starts = [start for t in turns for start in t.turn_starts]
     rates = [t.achieved_rate for t in turns if t.achieved_rate]
     run.achieved_rate = sum(rates) / len(rates) if rates else None
+    run.replicator_cores, run.idle_cores = (_mean([getattr(t, name) for t in turns])
+                                            for name in ("replicator_cores", "idle_cores"))
     run.samples = sorted(x for t in turns for x in t.samples)
     run.direct_samples = sorted(x for t in turns for x in t.direct_samples)
     run.summarize()
@@ -174,8 +182,9 @@ def combined(turns: list[LatencyRun]) -> LatencyRun:
 
 
 def measure(source: str, target: str, source_topic: str, target_topic: str, rate: int,
-            seconds: float, grace: float = 30.0) -> LatencyRun:
-    """Offer `rate` records/s for `seconds` and time each record's arrival on the target."""
+            seconds: float, grace: float = 30.0, pids: Callable[[], list[int]] | None = None) -> LatencyRun:
+    """Offer `rate` records/s for `seconds` and time each record's arrival on the target;
+    with `pids`, the replicator's processes, also the cores they and the machine used."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     ready, stop_after = ctx.Event(), ctx.Queue()
@@ -196,6 +205,11 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
     load = ctx.Process(target=_load, args=(source, source_topic, rate, seconds, load_started_ms / 1000.0,
                                            queue), daemon=True)
     load.start()
+    cpu: dict[str, float] = {}
+    sampler = threading.Thread(target=_cpu_during, args=(pids, load_started_ms / 1000.0, seconds, cpu),
+                               daemon=True) if pids is not None else None
+    if sampler:
+        sampler.start()
     sent = arrived = direct_arrived = None
     try:
         while sent is None or arrived is None or direct_arrived is None:
@@ -219,6 +233,9 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        if sampler:
+            sampler.join(timeout=seconds + 5)
+    run.replicator_cores, run.idle_cores = cpu.get("replicator"), cpu.get("idle")
     run.sent, run.achieved_rate = sent[1], sent[1] / sent[2] if sent[2] else None
     run.samples, run.direct_samples = sorted(arrived[1]), sorted(direct_arrived[1])
     run.summarize()
@@ -232,6 +249,20 @@ def measure(source: str, target: str, source_topic: str, target_topic: str, rate
         run.valid = True
         run.detail = f"all {run.sent} records arrived once, in order per partition"
     return run
+
+
+def _cpu_during(pids: Callable[[], list[int]], start_at: float, seconds: float, out: dict) -> None:
+    time.sleep(max(0.0, start_at - time.time()))
+    meter, machine, started = CpuMeter(pids), machine_busy(), time.monotonic()
+    meter.mark()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    out["replicator"], out["idle"] = meter.since_mark() / elapsed, idle_cores(machine, elapsed)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 # `-Xlog:gc:file=...:time` writes one line per stop-the-world pause, e.g.

@@ -122,9 +122,8 @@ class Replicators:
 
 class OnRay:
     """`python -m cluster.driver` with its members as actors on a Ray node of its own
-    (127.0.0.1), started once for all of a run's rows; a driver per row. The processes
-    counted are every one of the node's (the actors, the GCS, the raylet, Ray's agents) and
-    the driver's."""
+    (127.0.0.1), started for one row. The processes counted are every one of the node's
+    (the actors, the GCS, the raylet, Ray's agents) and the driver's."""
 
     def __init__(self, log_dir: Path):
         from ..chaos import LOCAL_RAY_ENV, RayNodes
@@ -191,6 +190,10 @@ class Relay:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=_env())
         return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -20,6 +20,12 @@ def machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+def idle_cores(since: tuple[float, float], seconds: float) -> float:
+    """The machine's cores left idle, on average, over the `seconds` since a `machine_busy()`."""
+    busy, total = machine_busy()
+    return ((total - since[1]) - (busy - since[0])) / _TICKS / seconds
+
+
 def wait_quiet(busy_below: float, settled: float, timeout: float) -> tuple[float, float]:
     """Wait until the machine's cores were less than `busy_below` busy (a fraction, all cores
     together) for `settled` seconds in a row, or `timeout`; the seconds waited and the busy

@@ -76,8 +76,8 @@ def ratios(runs: list[dict]) -> list[str]:
 
 
 def latency(runs: list[dict]) -> list[str]:
-    lines = ["| replicator | offered load | p50 | p99 | p99.9 | max | Kafka alone p99 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| replicator | offered load | p50 | p99 | p99.9 | max | Kafka alone p99 | its cores | idle cores |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rates = sorted({r["rate"] for run in runs for r in run.get("latency") or []})
     for rate in rates:
         for who in LATENCY:
@@ -86,6 +86,7 @@ def latency(runs: list[dict]) -> list[str]:
             if not found:
                 continue
             cells = [spread([r.get(p) for r in found], 1) for p in (*PERCENTILES, "direct_p99_ms")]
+            cells += [spread([r.get(p) for r in found], 2) for p in ("replicator_cores", "idle_cores")]
             lines.append(f"| {NAMES[who]} | {rate:,}/s | " + " | ".join(cells) + " |")
     return lines
 
