@@ -27,18 +27,30 @@ def test_turns_pool_their_arrivals_and_average_their_cores():
     assert run.idle_cores == 1.0  # a turn that measured nothing does not count as zero
 
 
+def _ticks_seconds(pid: int) -> float:
+    """The process's user + system time as the kernel's tick accounting gives it."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_the_cpu_window_counts_a_busy_process_and_not_a_sleeping_one():
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     sleeping = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
+        time.sleep(0.2)
         found_busy: dict[str, float] = {}
         found_sleeping: dict[str, float] = {}
+        ran_before, started = _ticks_seconds(busy.pid), time.monotonic()
         latency._cpu_during(lambda: [busy.pid], time.time(), 1.0, found_busy)
+        ran = (_ticks_seconds(busy.pid) - ran_before) / (time.monotonic() - started)
         latency._cpu_during(lambda: [sleeping.pid], time.time(), 1.0, found_sleeping)
     finally:
         busy.kill()
         sleeping.kill()
 
-    assert 0.3 < found_busy["replicator"] <= 1.1, found_busy
+    # On a loaded machine the busy process gets what the scheduler gives it, so the window
+    # is held to the kernel's own account of it rather than to a whole core.
+    assert ran > 0.05 and abs(found_busy["replicator"] - ran) < 0.1, (found_busy, ran)
     assert found_sleeping["replicator"] < 0.05, found_sleeping
     assert 0.0 <= found_busy["idle"] <= os.cpu_count() and 0.0 <= found_sleeping["idle"], (found_busy, found_sleeping)
