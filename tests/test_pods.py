@@ -343,7 +343,9 @@ def test_default_values_install_on_real_pods_and_replicate_both_directions(node,
 
 
 STREAM_RATE = 100  # records per second and topic while a worker pod goes
-STREAM_SECONDS = 60
+# Long enough that a container killed (members back in ~20 s) is struck mid-stream and copies
+# on after it; a deleted pod (~75 s, its preStop sleep included) catches up after the stream.
+STREAM_SECONDS = 40
 
 
 def workers(node, namespace: str) -> list[dict]:
