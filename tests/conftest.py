@@ -13,22 +13,22 @@ from workbench.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The files that take minutes, longest first (seconds on this 2-core VM, warm, in the full
-# suite). pytest-xdist hands out whole files in collection order (`--no-loadscope-reorder`);
-# its own order, most tests first, left these, a few slow tests each, to the end, where one
-# worker ran them alone while the other had finished.
+# The files that take minutes, longest first (seconds on this 2-core VM, warm, in two full
+# suites of 2026-12-06). pytest-xdist hands out whole files in collection order
+# (`--no-loadscope-reorder`); its own order, most tests first, left these, a few slow tests
+# each, to the end, where one worker ran them alone while the other had finished.
 LONGEST_FIRST = (
-    "test_pods.py",  # ~460: pods on a real node
-    "test_bench_smoke.py",  # ~370: every bench row, tiny
-    "test_cluster.py",  # ~300: Ray drivers and members
-    "test_chaos.py",  # ~180: a two-minute soak
-    "test_exactly_once.py",  # ~170
-    "test_ray_job.py",  # ~125
-    "test_resilience.py",  # ~110
-    "test_sandbox.py",  # ~100
-    "test_failover.py",  # ~80
-    "test_demo.py",  # ~70
-    "test_bench_scale.py",  # ~65
+    "test_pods.py",  # 440-490: pods on a real node
+    "test_bench_smoke.py",  # 340: every bench row, tiny
+    "test_cluster.py",  # 265-300: Ray drivers and members
+    "test_chaos.py",  # 180-200: a two-minute soak
+    "test_exactly_once.py",  # 190-230
+    "test_ray_job.py",  # 100-125
+    "test_resilience.py",  # 100-110
+    "test_sandbox.py",  # 75
+    "test_failover.py",  # 60
+    "test_demo.py",  # 70
+    "test_bench_scale.py",  # 55
 )
 
 
