@@ -38,7 +38,7 @@ def test_the_cpu_window_counts_a_busy_process_and_not_a_sleeping_one():
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     sleeping = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        time.sleep(0.2)
+        time.sleep(0.2)  # both past their start-up
         found_busy: dict[str, float] = {}
         found_sleeping: dict[str, float] = {}
         ran_before, started = _ticks_seconds(busy.pid), time.monotonic()
@@ -50,7 +50,7 @@ def test_the_cpu_window_counts_a_busy_process_and_not_a_sleeping_one():
         sleeping.kill()
 
     # On a loaded machine the busy process gets what the scheduler gives it, so the window
-    # is held to the kernel's own account of it rather than to a whole core.
-    assert ran > 0.05 and abs(found_busy["replicator"] - ran) < 0.1, (found_busy, ran)
+    # is held to the kernel's own account of it (10 ms ticks) rather than to a whole core.
+    assert ran > 0.05 and abs(found_busy["replicator"] - ran) <= 0.02 + 0.25 * ran, (found_busy, ran)
     assert found_sleeping["replicator"] < 0.05, found_sleeping
     assert 0.0 <= found_busy["idle"] <= os.cpu_count() and 0.0 <= found_sleeping["idle"], (found_busy, found_sleeping)
